@@ -1,0 +1,1 @@
+"""Datasets (both seed layouts, bundled digits), transforms and loaders."""

@@ -1,0 +1,55 @@
+"""DataLoaders for single-process and distributed runs."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
+
+from swin_trt.distributed import DistContext
+
+
+class ShardSampler(Sampler[int]):
+    """Rank r of n sees images r, r+n, r+2n, ...: every image exactly once across ranks.
+
+    torch's DistributedSampler pads the last shard with repeated images, which would count some
+    images twice in a distributed evaluation.
+    """
+
+    def __init__(self, length: int, rank: int, world_size: int):
+        self.indices = range(rank, length, world_size)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def build_loader(
+    dataset: Dataset,
+    batch_size: int,
+    context: DistContext,
+    train: bool = False,
+    workers: int = 2,
+    seed: int = 0,
+) -> DataLoader:
+    """Shuffled, drop-last batches for training; every image once, in order, for evaluation."""
+    sampler: Sampler[int]
+    if train:
+        if context.enabled:
+            sampler = DistributedSampler(dataset, context.world_size, context.rank, shuffle=True, seed=seed, drop_last=True)
+        else:
+            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    elif context.enabled:
+        sampler = ShardSampler(len(dataset), context.rank, context.world_size)
+    else:
+        sampler = SequentialSampler(dataset)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=context.device.type == "cuda",
+        drop_last=train,
+        persistent_workers=train and workers > 0,
+    )

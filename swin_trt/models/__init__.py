@@ -1,0 +1,1 @@
+"""Swin models: zoo configs, YAML configs, timm-based builder, checkpoint loading."""
