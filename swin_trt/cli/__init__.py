@@ -11,6 +11,7 @@ from swin_trt import __version__
 from swin_trt.cli import data, demo, eval, models, train
 
 SUBCOMMANDS = (data, models, train, eval, demo)
+SUBCOMMAND_NAMES = tuple(module.NAME for module in SUBCOMMANDS)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,8 +8,11 @@ from pathlib import Path
 from swin_trt.cli.common import emit_json, positive_int
 
 
+NAME = "data"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("data", help="write the bundled digits dataset", description="Prepare datasets.")
+    parser = subparsers.add_parser(NAME, help="write the bundled digits dataset", description="Prepare datasets.")
     kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
     digits = kinds.add_parser(
         "digits",

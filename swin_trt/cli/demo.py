@@ -13,9 +13,12 @@ from pathlib import Path
 from swin_trt.cli.common import emit_json
 
 
+NAME = "demo"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo",
+        NAME,
         help="run the pipeline on bundled data",
         description="digits dataset -> train swin_micro (cached) -> FP32 eval (folder and zip layouts).",
     )

@@ -7,9 +7,12 @@ import argparse
 from swin_trt.cli.common import add_data_args, add_model_args, add_run_args, emit_json, positive_int
 
 
+NAME = "eval"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "eval",
+        NAME,
         help="evaluate top-1/top-5 and images/s",
         description="Evaluate a model on the val split (or --split train). Runs single-process or under "
         "`torchrun --nproc_per_node N`, where every image is counted exactly once.",

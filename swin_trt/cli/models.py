@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 
 
+NAME = "models"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("models", help="list the model zoo", description="List the model zoo (names accepted by --model).")
+    parser = subparsers.add_parser(NAME, help="list the model zoo", description="List the model zoo (names accepted by --model).")
     parser.set_defaults(run=run)
 
 

@@ -11,9 +11,12 @@ from swin_trt.engine.train import TrainRecipe
 _DEFAULTS = TrainRecipe()
 
 
+NAME = "train"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "train",
+        NAME,
         help="train a model in FP32",
         description="Train a model in FP32 with AdamW and a one-cycle schedule, then evaluate it on val. "
         "Runs single-process or under `torchrun --nproc_per_node N` (DDP; --batch-size is per process).",

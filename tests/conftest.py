@@ -1,0 +1,44 @@
+"""Shared fixtures: the digits dataset and one trained swin_micro per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from swin_trt.cli import main as cli_main
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from swin_trt.data.digits import write_digits
+
+    root = tmp_path_factory.mktemp("data") / "digits"
+    write_digits(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_micro(digits_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """swin_micro trained with the default recipe (the demo's), once for the whole session."""
+    from swin_trt.distributed import DistContext
+    from swin_trt.engine.train import TrainRecipe
+    from swin_trt.workflows import train_reference
+
+    output = tmp_path_factory.mktemp("micro")
+    return train_reference("swin_micro", None, None, digits_dir, False, output, TrainRecipe(), DistContext())
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture):
+    """Run ``swin-trt ARGS`` in-process; returns (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            code = cli_main([str(a) for a in args])
+        except SystemExit as exit_:  # argparse errors
+            code = exit_.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

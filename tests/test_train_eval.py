@@ -1,0 +1,104 @@
+"""The trained micro reference, evaluation in both layouts, and distributed runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import swin_trt
+from swin_trt.models.zoo import ZOO
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _torchrun(nproc: int, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "swin_trt", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+
+
+def test_micro_reaches_target_accuracy(trained_micro):
+    assert trained_micro.result.images == 360
+    assert trained_micro.result.top1 >= 96.0, trained_micro.result
+    assert trained_micro.losses[-1] < trained_micro.losses[0]
+    meta = swin_trt.read_checkpoint(trained_micro.checkpoint)[1]
+    assert meta["val_top1"] == trained_micro.result.top1 and meta["config"]["name"] == "swin_micro"
+
+
+def test_eval_folder_and_zip_agree_and_json_contract(run_cli, trained_micro, digits_dir, tmp_path):
+    results = {}
+    for layout, extra in (("folder", ()), ("zip", ("--zip",))):
+        code, out, _ = run_cli("eval", "--resume", trained_micro.checkpoint, "--data-path", digits_dir, *extra, "--json", tmp_path / f"{layout}.json", "--workers", "0")
+        assert code == 0 and "top-1" in out
+        results[layout] = json.loads((tmp_path / f"{layout}.json").read_text())
+    assert set(results["folder"]) == {"top1", "top5", "images", "images_per_s"}
+    assert results["folder"]["top1"] == results["zip"]["top1"] == pytest.approx(trained_micro.result.top1)
+    assert results["folder"]["images"] == results["zip"]["images"] == 360
+
+
+def test_load_model_api(trained_micro, digits_dir):
+    model = swin_trt.load_model(model="swin_micro", checkpoint=trained_micro.checkpoint)
+    assert not model.training
+    config = model.swin_trt_config
+    dataset = swin_trt.build_dataset(digits_dir, "val", swin_trt.eval_transform(config.data), use_zip=True)
+    from swin_trt.distributed import DistContext
+
+    result = swin_trt.evaluate(model, swin_trt.build_loader(dataset, 90, DistContext(), workers=0), DistContext())
+    assert result.top1 == pytest.approx(trained_micro.result.top1)
+
+
+def test_distributed_eval_counts_every_image_once(trained_micro, digits_dir, tmp_path):
+    # batch 7 over 2 ranks: 180 images each, uneven final batches, nothing padded
+    run = _torchrun(2, "eval", "--resume", trained_micro.checkpoint, "--data-path", digits_dir, "--batch-size", "7", "--workers", "0", "--json", tmp_path / "ddp.json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads((tmp_path / "ddp.json").read_text())
+    assert result["images"] == 360
+    assert result["top1"] == pytest.approx(trained_micro.result.top1)
+
+
+def test_distributed_training_runs_and_saves_once(digits_dir, tmp_path):
+    run = _torchrun(2, "train", "--model", "swin_micro", "--data-path", digits_dir, "--zip", "--epochs", "1", "--batch-size", "32",
+                    "--workers", "0", "--output", tmp_path / "out", "--json", tmp_path / "train.json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads((tmp_path / "train.json").read_text())
+    assert set(result) == {"checkpoint", "top1"}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["swin_micro.pth"]
+    state, meta = swin_trt.read_checkpoint(result["checkpoint"])
+    assert meta["recipe"]["epochs"] == 1 and not any(k.startswith("module.") for k in state)
+    assert 0.0 <= result["top1"] <= 100.0
+
+
+def test_seed_launch_line(trained_micro, digits_dir, tmp_path):
+    """`python -m torch.distributed.launch ... main.py --eval ...` as in the seed README."""
+    command = [sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node", "1", "--master_port", "29533", "main.py", "--eval",
+               "--cfg", "configs/swin_micro.yaml", "--resume", str(trained_micro.checkpoint), "--data-path", str(digits_dir),
+               "--batch-size", "128", "--json", str(tmp_path / "seed.json")]
+    run = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads((tmp_path / "seed.json").read_text())["top1"] == pytest.approx(trained_micro.result.top1)
+
+
+def test_seed_main_translation():
+    sys.path.insert(0, str(REPO))
+    try:
+        from main import translate
+    finally:
+        sys.path.remove(str(REPO))
+    assert translate(["--eval", "--cfg", "x.yaml", "--local_rank=0"])[:3] == ["eval", "--cfg", "x.yaml"]
+    assert translate(["--calib", "--int8-mode", "1"])[0] == "calibrate"
+    with pytest.raises(SystemExit):
+        translate(["--eval", "--calib"])
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_every_zoo_architecture_builds_and_runs_one_batch(run_cli, name, digits_dir, tmp_path):
+    code, out, err = run_cli("eval", "--cfg", REPO / "configs" / f"{name}.yaml", "--random-init", "--data-path", digits_dir,
+                             "--batch-size", "1", "--max-batches", "1", "--workers", "0", "--json", tmp_path / "e.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "e.json").read_text())["images"] == 1
