@@ -9,8 +9,8 @@ import torch
 
 from swin_trt.distributed import DistContext, barrier
 from swin_trt.engine.evaluate import EvalResult
-from swin_trt.engine.train import TrainRecipe
 from swin_trt.models.config import ModelConfig
+from swin_trt.settings import CalibrationRequest, TrainRecipe
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,11 @@ def train_reference(
     from swin_trt.data.transforms import eval_transform, train_transform
     from swin_trt.engine.evaluate import evaluate
     from swin_trt.engine.train import fit
-    from swin_trt.models.checkpoint import load_state_dict, read_checkpoint, save_checkpoint
+    from swin_trt.models.checkpoint import (
+        load_state_dict,
+        read_checkpoint,
+        save_checkpoint,
+    )
     from swin_trt.models.swin import build_model
     from swin_trt.provenance import package_versions
 
@@ -79,3 +83,94 @@ def train_reference(
         )
     barrier(context)
     return TrainOutcome(config, checkpoint, losses, result)
+
+
+@dataclass(frozen=True)
+class CalibrationOutcome:
+    model: torch.nn.Module
+    checkpoint: Path
+    images: int
+    meta: dict
+
+
+def calibrate_checkpoint(
+    model: str | None,
+    cfg: str | Path | None,
+    checkpoint: str | Path,
+    data_path: str | Path,
+    use_zip: bool,
+    request: CalibrationRequest,
+    output_dir: str | Path,
+    context: DistContext,
+    workers: int = 2,
+) -> CalibrationOutcome:
+    """PTQ: quantize the FP model, collect statistics on exactly ``num_calib_batch`` batches of
+    the train split, set amax, and save ``<output_dir>/<name>_calib.pth`` (rank 0, atomically)."""
+    from swin_trt.api import load_model
+    from swin_trt.data.datasets import build_dataset, fingerprint
+    from swin_trt.data.loader import build_loader
+    from swin_trt.data.transforms import eval_transform, train_transform
+    from swin_trt.errors import SwinTrtError
+    from swin_trt.models.checkpoint import read_checkpoint, save_checkpoint
+    from swin_trt.provenance import package_versions
+    from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
+    from swin_trt.quantization.checkpoint import is_calibrated_checkpoint
+    from swin_trt.quantization.model import quantize_model
+    from swin_trt.quantization.recipes import get_recipe
+
+    recipe = get_recipe(request.int8_mode)
+    if is_calibrated_checkpoint(read_checkpoint(checkpoint)[1]):
+        raise SwinTrtError(f"{checkpoint} is already calibrated: pass the FP checkpoint to --resume")
+    network = load_model(model, cfg, checkpoint)
+    config = network.swin_trt_config
+    transform = train_transform(config.data) if request.calib_transform == "train" else eval_transform(config.data)
+    dataset = build_dataset(data_path, "train", transform, use_zip, config.num_classes)
+    needed = request.num_calib_batch * request.calib_batchsz * context.world_size
+    if needed > len(dataset):
+        raise SwinTrtError(f"--num-calib-batch {request.num_calib_batch} x --calib-batchsz {request.calib_batchsz} needs {needed} images, the train split has {len(dataset)}")
+    quantize_model(network, recipe, per_channel_weights=request.per_channel_weights)
+    network.to(context.device)
+    torch.manual_seed(request.seed + context.rank)  # augmentation
+    loader = build_loader(dataset, request.calib_batchsz, context, workers=workers, seed=request.seed, shuffle_once=True)
+    histograms, images = collect_statistics(network, loader, request.num_calib_batch, context)
+    load_calib_amax(network, histograms, request.calibrator, request.percentile)
+
+    meta = {
+        "config": config.to_dict(),
+        "quantization": {
+            **{k: v for k, v in request.__dict__.items() if k != "percentile" or request.calibrator == "percentile"},
+            "int8_mode": recipe.name,
+            "world_size": context.world_size,
+            "images": images,
+            "data_fingerprint": fingerprint(dataset),
+            "source_checkpoint": str(checkpoint),
+        },
+        "versions": package_versions(),
+    }
+    path = Path(output_dir) / f"{config.name}_calib.pth"
+    if context.is_main:
+        save_checkpoint(path, network, meta)
+    barrier(context)
+    return CalibrationOutcome(network.eval(), path, images, meta)
+
+
+def evaluate_split(
+    model: torch.nn.Module,
+    data_path: str | Path,
+    use_zip: bool,
+    batch_size: int,
+    context: DistContext,
+    workers: int = 2,
+    split: str = "val",
+    max_batches: int | None = None,
+) -> EvalResult:
+    """Evaluate ``model`` (FP or fake-quant) on a split with its config's eval transform."""
+    from swin_trt.data.datasets import build_dataset
+    from swin_trt.data.loader import build_loader
+    from swin_trt.data.transforms import eval_transform
+    from swin_trt.engine.evaluate import evaluate
+
+    config = model.swin_trt_config
+    dataset = build_dataset(data_path, split, eval_transform(config.data), use_zip, config.num_classes)
+    loader = build_loader(dataset, batch_size, context, workers=workers)
+    return evaluate(model.to(context.device), loader, context, max_batches, description=config.name)

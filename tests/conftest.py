@@ -22,7 +22,7 @@ def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained_micro(digits_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """swin_micro trained with the default recipe (the demo's), once for the whole session."""
     from swin_trt.distributed import DistContext
-    from swin_trt.engine.train import TrainRecipe
+    from swin_trt.settings import TrainRecipe
     from swin_trt.workflows import train_reference
 
     output = tmp_path_factory.mktemp("micro")

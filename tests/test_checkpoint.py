@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from original_layout import original_state_dict
+
 from swin_trt.api import load_model
 from swin_trt.errors import CheckpointError
 from swin_trt.models.checkpoint import load_state_dict, read_checkpoint, save_checkpoint

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import swin_trt
 from swin_trt.models.zoo import ZOO

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from swin_trt.cli.common import emit_json, positive_int
 
-
 NAME = "data"
 
 

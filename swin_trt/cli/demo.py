@@ -12,7 +12,6 @@ from pathlib import Path
 
 from swin_trt.cli.common import emit_json
 
-
 NAME = "demo"
 
 
@@ -46,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from swin_trt.data.transforms import eval_transform
     from swin_trt.distributed import DistContext
     from swin_trt.engine.evaluate import evaluate
-    from swin_trt.engine.train import TrainRecipe
     from swin_trt.models.zoo import MICRO
+    from swin_trt.settings import TrainRecipe
     from swin_trt.workflows import train_reference
 
     context = DistContext()

@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from swin_trt.cli.common import add_data_args, add_model_args, add_run_args, emit_json, positive_int
-from swin_trt.engine.train import TrainRecipe
+from swin_trt.cli.common import (
+    add_data_args,
+    add_model_args,
+    add_run_args,
+    emit_json,
+    positive_int,
+)
+from swin_trt.settings import TrainRecipe
 
 _DEFAULTS = TrainRecipe()
 

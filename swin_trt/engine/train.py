@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -15,24 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from swin_trt.console import progress
 from swin_trt.distributed import DistContext, all_reduce_sum
-
-
-@dataclass(frozen=True)
-class TrainRecipe:
-    """AdamW with a one-cycle schedule; the defaults train ``swin_micro`` on digits."""
-
-    epochs: int = 40
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.15
-    label_smoothing: float = 0.1
-    clip_grad: float = 5.0
-    seed: int = 0
-
-    def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
-
+from swin_trt.settings import TrainRecipe
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 

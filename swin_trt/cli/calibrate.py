@@ -1,0 +1,88 @@
+"""``swin-trt calibrate``: PTQ with the seed's flags."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from swin_trt.cli.common import (
+    add_data_args,
+    add_model_args,
+    add_run_args,
+    emit_json,
+    positive_int,
+)
+from swin_trt.quantization.recipes import CALIBRATORS
+from swin_trt.settings import CalibrationRequest
+
+NAME = "calibrate"
+_DEFAULTS = CalibrationRequest()
+
+
+def add_int8_mode(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument(
+        "--int8-mode",
+        choices=("1", "2", "trt"),
+        default=default,
+        help="quantizer placement: 1 = all GEMM outputs (reference), 2 = without fc2/PatchMerging outputs, trt = TensorRT-preferred",
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        NAME,
+        help="PTQ: calibrate amax and save a calibrated checkpoint",
+        description="Insert INT8 quantizers, collect statistics on exactly --num-calib-batch batches of the train split, "
+        "compute amax, save <calib-output-path>/<model>_calib.pth, then evaluate the fake-quant model on val. "
+        "Under torchrun, statistics are merged across processes (--num-calib-batch is per process).",
+    )
+    add_model_args(parser, resume_help="FP checkpoint to calibrate (required)")
+    add_data_args(parser, batch_size=128)
+    add_int8_mode(parser, _DEFAULTS.int8_mode)
+    parser.add_argument("--num-calib-batch", type=positive_int, default=_DEFAULTS.num_calib_batch, help="calibration batches (exactly this many)")
+    parser.add_argument("--calib-batchsz", type=positive_int, default=_DEFAULTS.calib_batchsz, help="images per calibration batch")
+    parser.add_argument("--calibrator", choices=CALIBRATORS, default=_DEFAULTS.calibrator, help="how activation amax is chosen (default percentile)")
+    parser.add_argument("--percentile", type=float, default=_DEFAULTS.percentile, help="for --calibrator percentile (default 99.99)")
+    parser.add_argument("--per-tensor-weights", action="store_true", help="one amax per weight tensor, as the reference (default: per output channel)")
+    parser.add_argument("--calib-transform", choices=("train", "eval"), default=_DEFAULTS.calib_transform, help="augmentation of calibration images (default train, as the reference)")
+    parser.add_argument("--calib-output-path", type=Path, default=Path("calib-checkpoint"), metavar="DIR")
+    parser.add_argument("--skip-eval", action="store_true", help="do not evaluate the calibrated model on val")
+    parser.add_argument("--seed", type=int, default=_DEFAULTS.seed)
+    add_run_args(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from swin_trt.console import print_table
+    from swin_trt.distributed import distributed
+    from swin_trt.errors import SwinTrtError
+    from swin_trt.workflows import calibrate_checkpoint, evaluate_split
+
+    if not args.resume:
+        raise SwinTrtError("--resume is required: the FP checkpoint to calibrate")
+    if not 0 < args.percentile <= 100:
+        raise SwinTrtError(f"--percentile must be in (0, 100], got {args.percentile}")
+    request = CalibrationRequest(
+        int8_mode=args.int8_mode,
+        calibrator=args.calibrator,
+        percentile=args.percentile,
+        per_channel_weights=not args.per_tensor_weights,
+        num_calib_batch=args.num_calib_batch,
+        calib_batchsz=args.calib_batchsz,
+        calib_transform=args.calib_transform,
+        seed=args.seed,
+    )
+    with distributed(args.device) as context:
+        outcome = calibrate_checkpoint(args.model, args.cfg, args.resume, args.data_path, args.zip, request, args.calib_output_path, context, args.workers)
+        result = None if args.skip_eval else evaluate_split(outcome.model, args.data_path, args.zip, args.batch_size, context, args.workers)
+        if context.is_main:
+            print_table(
+                f"calibrate {outcome.meta['config']['name']}",
+                ("checkpoint", "int8 mode", "calibrator", "images", "fake-quant top-1 %"),
+                [(outcome.checkpoint, request.int8_mode, request.calibrator, outcome.images, "-" if result is None else result.top1)],
+            )
+            payload = {"checkpoint": str(outcome.checkpoint), "int8_mode": request.int8_mode, "calibrator": request.calibrator, "images": outcome.images}
+            if result is not None:
+                payload["top1"] = result.top1
+            emit_json(args, payload)
+    return 0

@@ -1,0 +1,51 @@
+"""``swin-trt quant-summary``: every quantizer of a calibrated checkpoint, its state and amax."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from swin_trt.cli.calibrate import add_int8_mode
+from swin_trt.cli.common import add_model_args, emit_json
+
+NAME = "quant-summary"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(NAME, help="list quantizers with state and amax", description="List every quantizer of a calibrated checkpoint: on/off, granularity, amax.")
+    add_model_args(parser, resume_help="calibrated checkpoint (required)")
+    add_int8_mode(parser, default=None)
+    parser.add_argument("--enabled-only", action="store_true", help="hide quantizers the recipe leaves off")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write {quantizer: amax or null} as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from swin_trt.api import open_model
+    from swin_trt.console import print_table
+    from swin_trt.errors import SwinTrtError
+    from swin_trt.quantization.model import named_quantizers
+
+    if not args.resume:
+        raise SwinTrtError("--resume is required: a calibrated checkpoint")
+    loaded = open_model(args.model, args.cfg, args.resume, args.int8_mode)
+    if not loaded.quantized:
+        raise SwinTrtError(f"{args.resume} is not a calibrated checkpoint (no amax): run `swin-trt calibrate` first")
+    rows, payload = [], {}
+    for name, quantizer in named_quantizers(loaded.model):
+        if args.enabled_only and not quantizer.enabled:
+            continue
+        amax = quantizer.amax
+        shown = "-" if not quantizer.calibrated else (f"{float(amax):.4g}" if amax.ndim == 0 else f"{float(amax.min()):.3g}..{float(amax.max()):.3g} ({amax.numel()} ch)")
+        rows.append((name, "on" if quantizer.enabled else "off", "per-channel" if quantizer.per_channel else "per-tensor", shown))
+        payload[name] = amax.tolist() if quantizer.calibrated else None
+    quant = loaded.meta["quantization"]
+    print_table(
+        f"quantizers of {args.resume} (int8-mode {loaded.model.quant_recipe.name}, calibrator {quant['calibrator']})",
+        ("quantizer", "state", "granularity", "amax"),
+        rows,
+    )
+    enabled = sum(1 for _, q in named_quantizers(loaded.model) if q.enabled)
+    print(f"{enabled} enabled of {len(list(named_quantizers(loaded.model)))} quantizers")
+    emit_json(args, payload)
+    return 0

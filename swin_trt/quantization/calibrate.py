@@ -1,0 +1,61 @@
+"""PTQ: collect activation statistics over calibration batches, then set every amax."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from swin_trt.console import progress
+from swin_trt.distributed import DistContext, all_reduce_sum
+from swin_trt.quantization.calibrators import Histogram, compute_amax
+from swin_trt.quantization.collect import HistogramCollector
+from swin_trt.quantization.model import is_weight_quantizer, named_quantizers
+from swin_trt.quantization.modules import QuantLinear
+
+
+@torch.no_grad()
+def collect_statistics(model: nn.Module, loader: DataLoader, num_batches: int, context: DistContext) -> tuple[dict[str, Histogram], int]:
+    """Run exactly ``num_batches`` batches (per process) through ``model`` with its enabled
+    activation quantizers collecting, and merge the statistics of all ranks.
+
+    Quantizers pass values through unchanged while collecting, so every layer sees the FP
+    activations (as the reference). Returns (histograms by quantizer name, images used in total).
+    """
+    collectors: dict[str, HistogramCollector] = {}
+    for name, quantizer in named_quantizers(model):
+        if quantizer.enabled and not is_weight_quantizer(name):
+            quantizer.collector = collectors[name] = HistogramCollector()
+    model.eval()
+    images = torch.zeros(1, dtype=torch.float64, device=context.device)
+    try:
+        bar = progress(loader, show=context.is_main, total=min(num_batches, len(loader)), desc="calibrate", unit="batch")
+        for step, (batch, _) in enumerate(bar):
+            if step == num_batches:
+                break
+            model(batch.to(context.device, non_blocking=True))
+            images += len(batch)
+        bar.close()
+    finally:
+        for _, quantizer in named_quantizers(model):
+            quantizer.collector = None
+    for collector in collectors.values():
+        collector.all_reduce()
+    all_reduce_sum(images, context)
+    return {name: c.histogram() for name, c in collectors.items()}, int(images.item())
+
+
+def weight_amax(module: QuantLinear) -> torch.Tensor:
+    """max |W|, per output channel or over the tensor, as the weight quantizer is shaped."""
+    magnitude = module.weight.detach().abs()
+    return magnitude.amax(dim=1) if module.weight_quantizer.per_channel else magnitude.max()
+
+
+def load_calib_amax(model: nn.Module, histograms: dict[str, Histogram], method: str, percentile: float = 99.99) -> None:
+    """Set amax of every enabled quantizer: weights from their values, activations by ``method``."""
+    for module in model.modules():
+        if isinstance(module, QuantLinear) and module.weight_quantizer.enabled:
+            module.weight_quantizer.set_amax(weight_amax(module))
+    for name, quantizer in named_quantizers(model):
+        if name in histograms:
+            quantizer.set_amax(compute_amax(histograms[name], method, percentile))

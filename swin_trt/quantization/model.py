@@ -1,0 +1,85 @@
+"""Turn a Swin model into a quantized one and address its quantizers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from torch import nn
+
+from swin_trt.quantization.modules import (
+    QuantLinear,
+    QuantSwinBlock,
+    QuantWindowAttention,
+)
+from swin_trt.quantization.quantizer import TensorQuantizer
+from swin_trt.quantization.recipes import LINEAR_KINDS, Recipe
+
+
+def quantize_model(model: nn.Module, recipe: Recipe, per_channel_weights: bool = True) -> nn.Module:
+    """Insert quantizers into ``model`` in place and enable those of ``recipe``.
+
+    Swaps timm's WindowAttention, SwinTransformerBlock and the Linear layers of blocks and
+    PatchMerging for their quantized versions. All quantizers start uncalibrated.
+    """
+    from timm.models.swin_transformer import (
+        PatchMerging,
+        SwinTransformerBlock,
+        WindowAttention,
+    )
+
+    if any(isinstance(m, TensorQuantizer) for m in model.modules()):
+        raise ValueError("model is already quantized")
+    for module in list(model.modules()):
+        if isinstance(module, SwinTransformerBlock):
+            QuantSwinBlock.convert(module)
+            QuantLinear.convert(module.mlp.fc1, per_channel_weights)
+            QuantLinear.convert(module.mlp.fc2, per_channel_weights)
+        elif isinstance(module, WindowAttention):
+            QuantWindowAttention.convert(module)
+            QuantLinear.convert(module.qkv, per_channel_weights)
+            QuantLinear.convert(module.proj, per_channel_weights)
+        elif isinstance(module, PatchMerging):
+            QuantLinear.convert(module.reduction, per_channel_weights)
+    for name, quantizer in named_quantizers(model):
+        quantizer.qualified_name = name
+    apply_recipe(model, recipe)
+    model.quant_recipe = recipe
+    model.per_channel_weights = per_channel_weights
+    return model
+
+
+def quantizer_kind(name: str) -> tuple[str, str]:
+    """(module kind, quantizer attribute) of a quantizer's qualified name, e.g.
+    ``layers.0.blocks.1.attn.qkv.output_quantizer`` -> (``qkv``, ``output_quantizer``)."""
+    *path, attribute = name.split(".")
+    owner = path[-1] if path else ""
+    if owner in LINEAR_KINDS:
+        return owner, attribute
+    if owner == "attn":
+        return "attention", attribute
+    return "block", attribute
+
+
+def named_quantizers(model: nn.Module) -> Iterator[tuple[str, TensorQuantizer]]:
+    for name, module in model.named_modules():
+        if isinstance(module, TensorQuantizer):
+            yield name, module
+
+
+def apply_recipe(model: nn.Module, recipe: Recipe) -> None:
+    for name, quantizer in named_quantizers(model):
+        quantizer.enabled = recipe.enables(*quantizer_kind(name))
+    model.quant_recipe = recipe
+
+
+def enabled_quantizers(model: nn.Module) -> list[str]:
+    return [name for name, q in named_quantizers(model) if q.enabled]
+
+
+def is_weight_quantizer(name: str) -> bool:
+    return name.endswith("weight_quantizer")
+
+
+def uncalibrated(model: nn.Module) -> list[str]:
+    """Enabled quantizers without amax: a model with any of these must not be evaluated."""
+    return [name for name, q in named_quantizers(model) if q.enabled and not q.calibrated]

@@ -1,0 +1,59 @@
+"""Where quantizers go: the three placement recipes, as data.
+
+- ``1`` (the reference's ``--int8-mode 1``): input, weight and GEMM-output quantizers on every
+  qkv, proj, fc1, fc2 and PatchMerging reduction; q, k, v and the softmax output.
+- ``2`` (``--int8-mode 2``): mode 1 without the fc2 and PatchMerging GEMM-output quantizers
+  (needed for Swin-L PTQ in the reference: 83.53 -> 85.93).
+- ``trt``: what TensorRT's explicit quantization fuses best: Q/DQ on every GEMM input (weights
+  per channel), on both attention batched-matmul inputs and the softmax output, and on the skip
+  operand of each residual add; no GEMM-output quantizers.
+
+Never quantized: softmax input, LayerNorm inputs, patch embedding, final norm and the head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from swin_trt.errors import SwinTrtError
+
+CALIBRATORS = ("max", "percentile", "entropy", "mse")
+LINEAR_KINDS = ("qkv", "proj", "fc1", "fc2", "reduction")
+ATTENTION_QUANTIZERS = ("q_quantizer", "k_quantizer", "v_quantizer", "softmax_quantizer")
+RESIDUAL_QUANTIZERS = ("attn_residual_quantizer", "mlp_residual_quantizer")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    gemm_outputs: frozenset[str]  # linear kinds whose GEMM output is quantized
+    residual: bool  # quantize the skip operand of the residual adds
+    description: str
+
+    def enables(self, kind: str, quantizer: str) -> bool:
+        """Whether the quantizer ``quantizer`` of a module of ``kind`` is on in this recipe."""
+        if kind in LINEAR_KINDS:
+            return quantizer in ("input_quantizer", "weight_quantizer") or (quantizer == "output_quantizer" and kind in self.gemm_outputs)
+        if kind == "attention":
+            return quantizer in ATTENTION_QUANTIZERS
+        if kind == "block":
+            return self.residual and quantizer in RESIDUAL_QUANTIZERS
+        return False
+
+    def covered_by(self, other: Recipe) -> bool:
+        """True when every quantizer this recipe enables is enabled (so calibrated) in ``other``."""
+        return self.gemm_outputs <= other.gemm_outputs and (other.residual or not self.residual)
+
+
+RECIPES: dict[str, Recipe] = {
+    "1": Recipe("1", frozenset(LINEAR_KINDS), False, "reference int8-mode 1: all GEMM outputs quantized"),
+    "2": Recipe("2", frozenset({"qkv", "proj", "fc1"}), False, "reference int8-mode 2: fc2 and PatchMerging GEMM outputs in higher precision"),
+    "trt": Recipe("trt", frozenset(), True, "TensorRT placement: GEMM inputs, attention matmuls, residual adds; no GEMM outputs"),
+}
+
+
+def get_recipe(name: str | int) -> Recipe:
+    key = str(name)
+    if key not in RECIPES:
+        raise SwinTrtError(f"unknown --int8-mode {name!r}; choose 1, 2 or trt")
+    return RECIPES[key]

@@ -1,0 +1,131 @@
+"""Calibrator math against brute force on distributions whose best clip is found by search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from swin_trt.quantization.calibrators import (
+    amax_entropy,
+    amax_mse,
+    amax_percentile,
+    compute_amax,
+    entropy_divergences,
+    mse_errors,
+)
+from swin_trt.quantization.collect import BINS, HistogramCollector
+
+
+def _samples(kind: str, n: int = 400_000) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    if kind == "gaussian":
+        return torch.randn(n, generator=generator)
+    if kind == "laplace":
+        return torch.distributions.Laplace(0.0, 1.0).sample((n,))
+    if kind == "gaussian+outliers":
+        x = torch.randn(n, generator=generator)
+        x[:20] = torch.linspace(40, 60, 20)  # 0.005 % of the values, 40-60 sigma out
+        return x
+    raise ValueError(kind)
+
+
+def _histogram(x: torch.Tensor):
+    collector = HistogramCollector()
+    collector.collect(x)
+    return collector.histogram()
+
+
+KINDS = ("gaussian", "laplace", "gaussian+outliers")
+
+
+def test_histogram_independent_of_batching_and_order():
+    x = _samples("laplace")
+    one = _histogram(x)
+    collector = HistogramCollector()
+    for part in (x[x.abs() < 0.5], x[x.abs() >= 0.5].flip(0), torch.zeros(3)):  # range grows across batches
+        collector.collect(part)
+    merged = collector.histogram()
+    assert merged.width == one.width and merged.max == one.max
+    assert torch.equal(merged.counts[: len(one.counts)] - torch.nn.functional.pad(torch.tensor([3.0], dtype=torch.float64), (0, BINS - 1)), one.counts)
+
+
+def test_histogram_bins_are_exact():
+    x = _samples("gaussian")
+    hist = _histogram(x)
+    expected = torch.bincount((x.abs().double() / hist.width).floor().long(), minlength=BINS).double()
+    assert torch.equal(hist.counts, expected)
+    assert hist.max == float(x.abs().max())
+    assert BINS // 2 <= hist.max / hist.width < BINS  # at least 2048 bins up to the max
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_percentile_matches_numpy(kind):
+    x = _samples(kind)
+    hist = _histogram(x)
+    for percentile in (99.0, 99.9, 99.99):
+        expected = float(np.percentile(x.abs().numpy(), percentile))
+        # one bin of resolution, plus one for numpy's interpolated quantile position
+        assert abs(amax_percentile(hist, percentile) - expected) <= 2 * hist.width
+    assert compute_amax(hist, "max") == float(x.abs().max())
+
+
+def _brute_force_kl(counts: np.ndarray, i: int) -> float:
+    """The reference definition, one threshold at a time (TensorRT / pytorch-quantization)."""
+    p = counts[:i].copy()
+    p[i - 1] += counts[i:].sum()
+    groups = np.digitize(np.arange(i), np.linspace(0, i, 129)) - 1
+    nonzero = counts[:i] > 0
+    group_sum = np.bincount(groups, weights=counts[:i], minlength=128)
+    group_nonzero = np.bincount(groups, weights=nonzero, minlength=128)
+    q = np.where(nonzero, group_sum[groups] / np.maximum(group_nonzero[groups], 1), 0.0)
+    return float(scipy.stats.entropy(p, q))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_entropy_matches_brute_force(kind):
+    hist = _histogram(_samples(kind))
+    candidates, divergences = entropy_divergences(hist)
+    counts = hist.used().numpy()
+    brute = {int(i): _brute_force_kl(counts, int(i)) for i in candidates[::37]}
+    for i, expected in brute.items():
+        got = float(divergences[int(i) - int(candidates[0])])
+        assert (np.isinf(expected) and np.isinf(got)) or got == pytest.approx(expected, rel=1e-6, abs=1e-12), i
+    # the best threshold of the brute-force search over all candidates
+    full = np.array([_brute_force_kl(counts, int(i)) for i in candidates])
+    assert amax_entropy(hist) == pytest.approx(min(int(candidates[int(np.argmin(full))]) * hist.width, hist.max))
+
+
+def _raw_mse(x: torch.Tensor, amax: float) -> float:
+    scale = amax / 127.0
+    quantized = torch.clamp(torch.round(x / scale), -128, 127) * scale
+    return float(((quantized - x) ** 2).mean())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_mse_finds_the_brute_force_optimum(kind):
+    x = _samples(kind)
+    hist = _histogram(x)
+    amax = amax_mse(hist)
+    grid = np.linspace(0.5, float(x.abs().max()), 400)
+    brute = min(_raw_mse(x, float(a)) for a in grid)
+    assert _raw_mse(x, amax) <= brute * 1.02
+    candidates, errors = mse_errors(hist)
+    assert len(candidates) == len(errors)
+
+
+def test_outliers_do_not_set_the_clip():
+    """Percentile and entropy ignore 0.005 % of far outliers; MSE rightly keeps them (clipping a
+    value of 50 to 4 costs more squared error than coarser steps do: see the brute-force test)."""
+    hist = _histogram(_samples("gaussian+outliers"))
+    assert hist.max > 40
+    for method in ("percentile", "entropy"):
+        assert 2.0 < compute_amax(hist, method) < 10.0, method
+
+
+def test_unknown_method_and_empty_statistics():
+    hist = _histogram(torch.zeros(10))
+    assert compute_amax(hist, "entropy") == 0.0
+    with pytest.raises(ValueError, match="unknown calibrator"):
+        compute_amax(_histogram(torch.ones(10)), "kl")
