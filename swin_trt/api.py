@@ -85,7 +85,7 @@ def open_model(
         return LoadedModel(network, state, meta, notice)
     if int8_mode is not None:
         what = checkpoint if checkpoint is not None else "random weights"
-        raise CheckpointError(f"--int8-mode needs a calibrated checkpoint, and {what} is not one (no amax): run `swin-trt calibrate` first")
+        raise CheckpointError(f"{what} is not a calibrated checkpoint (no amax), so --int8-mode cannot apply: run `swin-trt calibrate` first")
     config = resolve_config(model, cfg, meta)
     if checkpoint is not None:
         check_architecture(config, meta, str(checkpoint))

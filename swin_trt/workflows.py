@@ -10,6 +10,7 @@ import torch
 from swin_trt.distributed import DistContext, barrier
 from swin_trt.engine.evaluate import EvalResult
 from swin_trt.models.config import ModelConfig
+from swin_trt.seeding import seed_all
 from swin_trt.settings import CalibrationRequest, TrainRecipe
 
 
@@ -56,12 +57,12 @@ def train_reference(
     train_set = build_dataset(data_path, "train", train_transform(config.data), use_zip, config.num_classes)
     val_set = build_dataset(data_path, "val", eval_transform(config.data), use_zip, config.num_classes)
 
-    torch.manual_seed(recipe.seed)
+    seed_all(recipe.seed)
     network = build_model(config)
     if init_checkpoint:
         check_architecture(config, meta, str(init_checkpoint))
         load_state_dict(network, state, source=str(init_checkpoint))
-    torch.manual_seed(recipe.seed + context.rank)  # augmentation and drop-path differ per rank
+    seed_all(recipe.seed + context.rank)  # augmentation and drop-path differ per rank
     train_loader = build_loader(train_set, recipe.batch_size, context, train=True, workers=workers, seed=recipe.seed)
     losses = fit(network, train_loader, recipe, context)
     val_loader = build_loader(val_set, max(recipe.batch_size, 128), context, workers=0)
@@ -78,11 +79,39 @@ def train_reference(
                 "data_fingerprint": fingerprint(train_set),
                 "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
                 "val_top1": result.top1,
+                "losses": losses,
                 "versions": package_versions(),
             },
         )
     barrier(context)
     return TrainOutcome(config, checkpoint, losses, result)
+
+
+def reuse_or_train(
+    model: str,
+    data_path: str | Path,
+    output_dir: str | Path,
+    recipe: TrainRecipe,
+    context: DistContext,
+    retrain: bool = False,
+) -> tuple[TrainOutcome, bool]:
+    """Train ``model`` unless ``<output_dir>/<model>.pth`` was made with the same config, recipe
+    and data (then evaluate it again). Returns (outcome, reused)."""
+    from swin_trt.api import load_model
+    from swin_trt.data.datasets import build_dataset, fingerprint
+    from swin_trt.models.checkpoint import read_checkpoint
+    from swin_trt.models.zoo import get_config
+
+    config = get_config(model)
+    checkpoint = Path(output_dir) / f"{config.name}.pth"
+    if checkpoint.is_file() and not retrain:
+        _, meta = read_checkpoint(checkpoint)
+        same = (meta.get("config") == config.to_dict() and meta.get("recipe") == recipe.as_dict()
+                and meta.get("data_fingerprint") == fingerprint(build_dataset(data_path, "train", None)))
+        if same:
+            result = evaluate_split(load_model(checkpoint=checkpoint), data_path, False, 128, context, workers=0)
+            return TrainOutcome(config, checkpoint, list(meta["losses"]), result), True
+    return train_reference(model, None, None, data_path, False, output_dir, recipe, context), False
 
 
 @dataclass(frozen=True)
@@ -130,7 +159,7 @@ def calibrate_checkpoint(
         raise SwinTrtError(f"--num-calib-batch {request.num_calib_batch} x --calib-batchsz {request.calib_batchsz} needs {needed} images, the train split has {len(dataset)}")
     quantize_model(network, recipe, per_channel_weights=request.per_channel_weights)
     network.to(context.device)
-    torch.manual_seed(request.seed + context.rank)  # augmentation
+    seed_all(request.seed + context.rank)  # augmentation
     loader = build_loader(dataset, request.calib_batchsz, context, workers=workers, seed=request.seed, shuffle_once=True)
     histograms, images = collect_statistics(network, loader, request.num_calib_batch, context)
     load_calib_amax(network, histograms, request.calibrator, request.percentile)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,13 +21,18 @@ def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_micro(digits_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """swin_micro trained with the default recipe (the demo's), once for the whole session."""
+    """swin_micro trained with the default recipe (the demo's), once for the whole session.
+
+    SWIN_TRT_TEST_CACHE=DIR keeps the trained model between local runs (reused only when config,
+    recipe and data match); CI leaves it unset and trains from scratch.
+    """
     from swin_trt.distributed import DistContext
     from swin_trt.settings import TrainRecipe
-    from swin_trt.workflows import train_reference
+    from swin_trt.workflows import reuse_or_train
 
-    output = tmp_path_factory.mktemp("micro")
-    return train_reference("swin_micro", None, None, digits_dir, False, output, TrainRecipe(), DistContext())
+    output = os.environ.get("SWIN_TRT_TEST_CACHE") or tmp_path_factory.mktemp("micro")
+    outcome, _ = reuse_or_train("swin_micro", digits_dir, output, TrainRecipe(), DistContext())
+    return outcome
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         NAME,
         help="run the pipeline on bundled data",
-        description="digits dataset -> train swin_micro (cached) -> FP32 eval (folder and zip layouts).",
+        description="digits dataset -> train swin_micro (cached) -> FP32 eval (folder and zip layouts) -> "
+        "PTQ calibration in each int8 mode -> fake-quant eval, FP32 vs INT8 table.",
     )
     parser.add_argument("--workdir", type=Path, default=Path("runs/demo"), help="where data and checkpoints go (default runs/demo)")
     parser.add_argument("--retrain", action="store_true", help="train again even if a matching checkpoint exists")
@@ -27,27 +28,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _cached_model(checkpoint: Path, config_dict: dict, recipe_dict: dict) -> bool:
-    from swin_trt.models.checkpoint import read_checkpoint
-
-    if not checkpoint.is_file():
-        return False
-    _, meta = read_checkpoint(checkpoint)
-    return meta.get("config") == config_dict and meta.get("recipe") == recipe_dict
-
-
 def run(args: argparse.Namespace) -> int:
     from swin_trt.api import load_model
     from swin_trt.console import print_table
-    from swin_trt.data.datasets import build_dataset
     from swin_trt.data.digits import is_digits_dataset, write_digits
-    from swin_trt.data.loader import build_loader
-    from swin_trt.data.transforms import eval_transform
     from swin_trt.distributed import DistContext
-    from swin_trt.engine.evaluate import evaluate
     from swin_trt.models.zoo import MICRO
-    from swin_trt.settings import TrainRecipe
-    from swin_trt.workflows import train_reference
+    from swin_trt.quantization.recipes import RECIPES
+    from swin_trt.settings import CalibrationRequest, TrainRecipe
+    from swin_trt.workflows import calibrate_checkpoint, evaluate_split, reuse_or_train
 
     context = DistContext()
     stages: list[tuple[str, str, str]] = []
@@ -61,26 +50,33 @@ def run(args: argparse.Namespace) -> int:
         stages.append(("data", f"digits: {summary['train']} train / {summary['val']} val", f"{time.perf_counter() - start:.1f}"))
 
     recipe = TrainRecipe()
-    checkpoint = args.workdir / f"{MICRO.name}.pth"
     start = time.perf_counter()
-    if not args.retrain and _cached_model(checkpoint, MICRO.to_dict(), recipe.as_dict()):
-        stages.append(("train", f"reused {checkpoint}", "-"))
-    else:
-        print(f"training {MICRO.name} for {recipe.epochs} epochs on 2 CPU cores takes a few minutes ...", flush=True)
-        outcome = train_reference(MICRO.name, None, None, data_dir, False, args.workdir, recipe, context)
-        stages.append(("train", f"{recipe.epochs} epochs, final loss {outcome.losses[-1]:.3f}", f"{time.perf_counter() - start:.1f}"))
+    print(f"training {MICRO.name} for {recipe.epochs} epochs (a few minutes on 2 CPU cores) unless {args.workdir} has it ...", flush=True)
+    trained, reused = reuse_or_train(MICRO.name, data_dir, args.workdir, recipe, context, retrain=args.retrain)
+    checkpoint = trained.checkpoint
+    done = f"reused {checkpoint}" if reused else f"{recipe.epochs} epochs, final loss {trained.losses[-1]:.3f}"
+    stages.append(("train", done, f"{time.perf_counter() - start:.1f}"))
 
     model = load_model(checkpoint=checkpoint)
     results = {}
     for layout, use_zip in (("folder", False), ("zip", True)):
         start = time.perf_counter()
-        dataset = build_dataset(data_dir, "val", eval_transform(MICRO.data), use_zip, MICRO.num_classes)
-        results[layout] = evaluate(model, build_loader(dataset, 128, context, workers=0), context, description=f"eval ({layout})")
-        result = results[layout]
+        result = results[layout] = evaluate_split(model, data_dir, use_zip, 128, context, workers=0)
         stages.append((f"eval FP32 ({layout})", f"top-1 {result.top1:.2f} %  top-5 {result.top5:.2f} %  ({result.images} images)", f"{time.perf_counter() - start:.1f}"))
 
-    print_table(f"swin-trt demo: {MICRO.name} on digits", ("stage", "result", "seconds"), stages)
     fp32 = results["folder"]
+    int8_rows, int8_json = [], {}
+    for mode in RECIPES:
+        start = time.perf_counter()
+        request = CalibrationRequest(int8_mode=mode)
+        outcome = calibrate_checkpoint(None, None, checkpoint, data_dir, False, request, args.workdir / "calib" / mode, context, workers=0)
+        result = evaluate_split(outcome.model, data_dir, False, 128, context, workers=0)
+        stages.append((f"calibrate + eval INT8 mode {mode}", f"{request.calibrator}, {outcome.images} images -> {outcome.checkpoint}", f"{time.perf_counter() - start:.1f}"))
+        int8_rows.append((mode, request.calibrator, fp32.top1, result.top1, result.top1 - fp32.top1))
+        int8_json[f"int8_mode_{mode}_top1"] = result.top1
+
+    print_table(f"swin-trt demo: {MICRO.name} on digits", ("stage", "result", "seconds"), stages)
+    print_table("FP32 vs INT8 fake-quant (digits val, 360 images)", ("int8 mode", "calibrator", "FP32 top-1 %", "INT8 top-1 %", "delta (pt)"), int8_rows)
     print(f"swin_micro FP32 top-1: {fp32.top1:.2f} %")
-    emit_json(args, {"checkpoint": str(checkpoint), **fp32.as_json()})
+    emit_json(args, {"checkpoint": str(checkpoint), **fp32.as_json(), **int8_json})
     return 0

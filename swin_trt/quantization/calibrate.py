@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -14,6 +16,11 @@ from swin_trt.quantization.model import is_weight_quantizer, named_quantizers
 from swin_trt.quantization.modules import QuantLinear
 
 
+class _PassThrough:
+    def collect(self, x: torch.Tensor) -> None:
+        pass
+
+
 @torch.no_grad()
 def collect_statistics(model: nn.Module, loader: DataLoader, num_batches: int, context: DistContext) -> tuple[dict[str, Histogram], int]:
     """Run exactly ``num_batches`` batches (per process) through ``model`` with its enabled
@@ -23,9 +30,12 @@ def collect_statistics(model: nn.Module, loader: DataLoader, num_batches: int, c
     activations (as the reference). Returns (histograms by quantizer name, images used in total).
     """
     collectors: dict[str, HistogramCollector] = {}
+    pool = ThreadPoolExecutor(max_workers=torch.get_num_threads())
     for name, quantizer in named_quantizers(model):
-        if quantizer.enabled and not is_weight_quantizer(name):
-            quantizer.collector = collectors[name] = HistogramCollector()
+        if is_weight_quantizer(name):
+            quantizer.collector = _PassThrough()  # weights need no data; they stay FP meanwhile
+        elif quantizer.enabled:
+            quantizer.collector = collectors[name] = HistogramCollector(pool, name)
     model.eval()
     images = torch.zeros(1, dtype=torch.float64, device=context.device)
     try:
@@ -37,6 +47,7 @@ def collect_statistics(model: nn.Module, loader: DataLoader, num_batches: int, c
             images += len(batch)
         bar.close()
     finally:
+        pool.shutdown()
         for _, quantizer in named_quantizers(model):
             quantizer.collector = None
     for collector in collectors.values():

@@ -1,77 +1,115 @@
-"""Calibration statistics: the running max and histogram of |x| for each activation quantizer.
+"""Calibration statistics: the exact max and a histogram of |x| for each activation quantizer.
 
-The histogram covers [0, R) with R the smallest power of two above the max seen so far, in
-``BINS`` equal bins. When a larger value arrives, R doubles and pairs of bins are summed. With
-power-of-two ranges, bin indices are exact (|x| * BINS / R only shifts exponents), so folding is
-exactly the histogram one would have made at the larger range from the start. Hence the final
-histogram depends only on the set of values, not on their order or batching: distributed ranks
-fold to the global R and sum, and get the single-process histogram bit for bit.
+Values are counted by the bit pattern of ``|x|`` as float16: 2**15 keys in value order, each
+key a bin of relative width 2**-10 (about 0.1 %). This costs a cast and a ``bincount`` -- 1.7 ns
+per value on these CPUs against 8-10 ns for ``torch.histc`` -- and the counts are integers that
+do not depend on batch order or size, so distributed ranks sum theirs and get the single-process
+histogram bit for bit. The calibrators then read it as the reference's 2048 equal bins over
+[0, max] (:meth:`HistogramCollector.histogram`).
 
-BINS = 4096 keeps at least 2048 bins between 0 and the max (R < 2 max), the reference's
-resolution.
+Values beyond float16's range are first scaled by a power of two (``exponent``), which only
+shifts keys; when a later batch needs a larger scale, the counts are moved to the new keys.
 """
 
 from __future__ import annotations
 
 import math
+from concurrent.futures import Executor
 
 import torch
 import torch.distributed as dist
 
+from swin_trt.errors import SwinTrtError
 from swin_trt.quantization.calibrators import Histogram
 
-BINS = 4096
-_CHUNK = 1 << 24  # histc counts in float32: keep every call below 2**24 elements to stay exact
+KEYS = 1 << 15  # non-negative float16 bit patterns
+LINEAR_BINS = 2048  # the reference's histogram resolution
+_FP16_SAFE = 32768.0  # largest power of two below float16's max (65504)
 
 
-def _range_above(value: float) -> float:
-    """The smallest power of two strictly greater than ``value`` (> 0)."""
-    return 2.0 ** (math.floor(math.log2(value)) + 1) if value > 0 else 2.0**-126
+def _exponent_for(peak: float) -> int:
+    """Smallest e >= 0 with peak * 2**-e below float16's range."""
+    return max(0, math.ceil(math.log2(peak / _FP16_SAFE))) if peak > _FP16_SAFE else 0
+
+
+def key_values() -> torch.Tensor:
+    """The float16 value of every key, as float64."""
+    return torch.arange(KEYS, dtype=torch.int32).to(torch.int16).view(torch.float16).double()
 
 
 class HistogramCollector:
-    def __init__(self) -> None:
+    def __init__(self, pool: Executor | None = None, name: str = "?") -> None:
+        self.pool = pool
+        self.name = name
         self.max = 0.0
-        self.range = 0.0
+        self.exponent = 0
         self.counts: torch.Tensor | None = None
 
     def collect(self, x: torch.Tensor) -> None:
-        magnitude = x.detach().abs().float().flatten()
-        if magnitude.numel() == 0:
+        if x.numel() == 0:
             return
-        batch_max = float(magnitude.max())
-        self.max = max(self.max, batch_max)
+        low, high = torch.aminmax(x.detach())
+        peak = max(-float(low), float(high))
+        if not math.isfinite(peak):
+            raise SwinTrtError(f"calibration saw a non-finite value at {self.name}: check the checkpoint and the input data")
+        self.max = max(self.max, peak)
         if self.counts is None:
-            self.range = _range_above(self.max)
-            self.counts = torch.zeros(BINS, dtype=torch.float64, device=x.device)
-        self._grow_to(_range_above(self.max))
-        for chunk in magnitude.split(_CHUNK):
-            self.counts += torch.histc(chunk, BINS, 0.0, self.range).double()
+            self.counts = torch.zeros(KEYS, dtype=torch.int64, device=x.device)
+        self._rescale(_exponent_for(self.max))
+        scaled = x.detach() if self.exponent == 0 else x.detach() * 2.0**-self.exponent
+        keys = scaled.to(torch.float16).abs_().view(torch.int16).flatten()
+        self.counts += self._bincount(keys)
 
-    def _grow_to(self, new_range: float) -> None:
-        while self.range < new_range:
-            folded = self.counts.view(BINS // 2, 2).sum(1)
-            self.counts = torch.cat([folded, torch.zeros(BINS // 2, dtype=folded.dtype, device=folded.device)])
-            self.range *= 2
+    def _bincount(self, keys: torch.Tensor) -> torch.Tensor:
+        # torch's CPU bincount runs on one thread and releases the GIL: split it over the pool
+        if self.pool is None or keys.device.type != "cpu" or keys.numel() < (1 << 20):
+            return torch.bincount(keys, minlength=KEYS)
+        parts = keys.chunk(max(1, torch.get_num_threads()))
+        return sum(self.pool.map(lambda part: torch.bincount(part, minlength=KEYS), parts))
+
+    def _rescale(self, exponent: int) -> None:
+        if exponent <= self.exponent:
+            return
+        values = key_values().to(self.counts.device) * 2.0 ** (self.exponent - exponent)
+        moved = values.to(torch.float16).view(torch.int16).long()
+        self.counts = torch.zeros_like(self.counts).index_add_(0, moved, self.counts)
+        self.exponent = exponent
 
     def all_reduce(self) -> None:
         """Merge the statistics of all ranks (every rank ends with the global histogram)."""
         if not (dist.is_available() and dist.is_initialized()):
             return
-        device = self.counts.device if self.counts is not None else torch.device("cpu")
-        if dist.get_backend() == "nccl" and device.type != "cuda":
-            device = torch.device("cuda", torch.cuda.current_device())
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
         peak = torch.tensor([self.max], dtype=torch.float64, device=device)
         dist.all_reduce(peak, op=dist.ReduceOp.MAX)
         self.max = float(peak)
         if self.counts is None:
-            self.range = _range_above(self.max)
-            self.counts = torch.zeros(BINS, dtype=torch.float64, device=device)
+            self.counts = torch.zeros(KEYS, dtype=torch.int64, device=device)
         self.counts = self.counts.to(device)
-        self._grow_to(_range_above(self.max))
+        self._rescale(_exponent_for(self.max))
         dist.all_reduce(self.counts, op=dist.ReduceOp.SUM)
 
-    def histogram(self) -> Histogram:
-        if self.counts is None:
-            return Histogram(torch.zeros(BINS, dtype=torch.float64), 0.0, 0.0)
-        return Histogram(self.counts.cpu(), self.range / BINS, self.max)
+    def histogram(self, bins: int = LINEAR_BINS) -> Histogram:
+        """The counts as ``bins`` equal bins over [0, max].
+
+        Key k holds the values that round to its float16 value v_k, i.e. the interval between the
+        midpoints to its neighbours; each key's count is spread evenly over that interval (clipped
+        at the exact max) and the cumulative count is read off at the linear bin edges.
+        """
+        if self.counts is None or self.max <= 0:
+            return Histogram(torch.zeros(bins, dtype=torch.float64), 0.0, 0.0)
+        counts = self.counts.cpu().double()
+        values = key_values() * 2.0**self.exponent
+        finite = torch.isfinite(values)
+        counts, values = counts[finite], values[finite]
+        upper = torch.cat([(values[:-1] + values[1:]) / 2, values[-1:]]).clamp(max=self.max)
+        lower = torch.cat([values.new_zeros(1), upper[:-1]])
+        cumulative = torch.cumsum(counts, 0)
+        edges = torch.linspace(0.0, self.max, bins + 1, dtype=torch.float64)
+        index = torch.searchsorted(upper, edges).clamp(max=len(upper) - 1)
+        span = (upper[index] - lower[index]).clamp(min=1e-300)
+        inside = ((edges - lower[index]) / span).clamp(0.0, 1.0)
+        below = torch.where(index > 0, cumulative[(index - 1).clamp(min=0)], torch.zeros_like(edges))
+        at_edges = below + inside * counts[index]
+        at_edges[0], at_edges[-1] = 0.0, cumulative[-1]
+        return Histogram(torch.diff(at_edges).clamp(min=0.0), self.max / bins, self.max, zeros=float(self.counts[0]))
