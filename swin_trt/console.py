@@ -25,7 +25,7 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
     """Print a summary table to stdout (plain text when stdout is not a terminal)."""
     table = Table(title=title, title_justify="left")
     for index, column in enumerate(columns):
-        table.add_column(column, justify="left" if index == 0 else "right")
+        table.add_column(column, justify="left" if index == 0 else "right", overflow="fold")
     for row in rows:
         table.add_row(*(format_cell(cell) for cell in row))
     Console(width=max(100, Console().width)).print(table)
