@@ -23,9 +23,11 @@ def progress(iterable: Iterable[T], show: bool = True, **kwargs: Any) -> tqdm:
 
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """Print a summary table to stdout (plain text when stdout is not a terminal)."""
+    rows = [list(row) for row in rows]
     table = Table(title=title, title_justify="left")
     for index, column in enumerate(columns):
-        table.add_column(column, justify="left" if index == 0 else "right", overflow="fold")
+        numeric = bool(rows) and all(isinstance(row[index], (int, float)) for row in rows)
+        table.add_column(column, justify="right" if numeric else "left", overflow="fold")
     for row in rows:
         table.add_row(*(format_cell(cell) for cell in row))
     Console(width=max(100, Console().width)).print(table)
