@@ -203,3 +203,34 @@ def evaluate_split(
     dataset = build_dataset(data_path, split, eval_transform(config.data), use_zip, config.num_classes)
     loader = build_loader(dataset, batch_size, context, workers=workers)
     return evaluate(model.to(context.device), loader, context, max_batches, description=config.name)
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    output: str | Path,
+    model: str | None = None,
+    cfg: str | Path | None = None,
+    int8_mode: str | None = None,
+    weights: str = "fp32",
+    no_quant: bool = False,
+) -> dict:
+    """Export a calibrated checkpoint (or its FP weights, or an FP checkpoint) to ONNX, with a
+    JSON sidecar beside it; returns the sidecar."""
+    from swin_trt.api import open_model
+    from swin_trt.io import write_json
+    from swin_trt.onnx.export import export_onnx, save_onnx, sidecar
+    from swin_trt.onnx.graph import store_int8_weights
+
+    loaded = open_model(model, cfg, checkpoint, int8_mode)
+    network = loaded.fp_model() if no_quant else loaded.model
+    proto = export_onnx(network)
+    if weights == "int8":
+        if not loaded.quantized or no_quant:
+            from swin_trt.errors import SwinTrtError
+
+            raise SwinTrtError("--weights int8 needs quantized weights: export a calibrated checkpoint without --no-quant")
+        store_int8_weights(proto)
+    path = save_onnx(proto, output)
+    details = sidecar(path, network, checkpoint, weights)
+    write_json(Path(output).with_suffix(".json"), details)
+    return details

@@ -1,9 +1,9 @@
 """The fake-quantizer: 8-bit signed, symmetric, scale = amax / 127.
 
 It has three states. Disabled: identity. Collecting: identity, and feeds the values it sees to a
-statistics collector (calibration). Quantizing: ``x -> clamp(round(x / s), -128, 127) * s`` with
-torch's fake-quant ops, whose gradient is the straight-through estimator clipped at the range
-(what QAT needs), and which ONNX exporters map to QuantizeLinear/DequantizeLinear.
+statistics collector (calibration). Quantizing: ``x -> clamp(round(x / s), -128, 127) * s``, with
+the straight-through estimator clipped at the range as its gradient (what QAT needs); during
+ONNX export the same arithmetic is emitted as QuantizeLinear/DequantizeLinear.
 
 ``amax`` is a buffer of fixed shape (a scalar, or one value per channel) that holds NaN until
 calibrated, so checkpoints load strictly and an uncalibrated quantizer can never run silently
@@ -25,6 +25,28 @@ class UncalibratedError(SwinTrtError):
     """An enabled quantizer has no amax."""
 
 
+class _FakeQuantize(torch.autograd.Function):
+    """``clamp(round(x / s), -128, 127) * s`` with the straight-through estimator clipped to the
+    range (the gradient is zero where x was clipped).
+
+    Written out instead of torch's ``fake_quantize_per_*_affine`` because those multiply by
+    1/s, while ONNX QuantizeLinear divides by s: near rounding ties the two disagree, and the
+    deployed graph must match this reference to the last bit wherever the math is the same.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        scaled = torch.round(x / scale)
+        inside = (scaled >= QMIN) & (scaled <= QMAX)
+        ctx.save_for_backward(inside)
+        return scaled.clamp_(QMIN, QMAX).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None
+
+
 class TensorQuantizer(nn.Module):
     """Fake-quantizes a tensor per tensor (``axis=None``) or per channel along ``axis``."""
 
@@ -35,6 +57,8 @@ class TensorQuantizer(nn.Module):
         self.axis = axis
         self.enabled = False
         self.collector = None  # set while calibrating
+        self.exporting = False  # set while exporting to ONNX (see swin_trt.onnx.export.export_mode)
+        self.export_scale = 0.0  # per-tensor scale as a Python float, for export
         self.register_buffer("amax", torch.full((channels,) if channels else (), float("nan")))
 
     @property
@@ -59,14 +83,31 @@ class TensorQuantizer(nn.Module):
         if self.collector is not None:
             self.collector.collect(x.detach())
             return x
+        if self.exporting:  # calibration was checked when export started (data-dependent checks cannot be traced)
+            return self._quantize_dequantize(x)
         if not self.calibrated:
             raise UncalibratedError(f"quantizer {self._name()} is enabled but has no amax: calibrate first (swin-trt calibrate)")
         scale = self.scale().to(x.device)
+        if self.axis is not None:
+            shape = [1] * x.ndim
+            shape[self.axis % x.ndim] = -1
+            scale = scale.reshape(shape)
+        return _FakeQuantize.apply(x, scale)
+
+    def _quantize_dequantize(self, x: torch.Tensor) -> torch.Tensor:
+        """The same arithmetic as explicit quantize + dequantize ops, which ``torch.onnx``'s
+        exporter turns into QuantizeLinear/DequantizeLinear (torch's fake-quant ops do not trace
+        through ``torch.export``). Per-tensor scales must be Python floats here: a scale read from
+        a buffer would be data-dependent during export."""
+        ops = torch.ops.quantized_decomposed
         if self.axis is None:
-            zero = torch.zeros((), dtype=torch.int32, device=x.device)
-            return torch.fake_quantize_per_tensor_affine(x, scale, zero, QMIN, QMAX)
-        zero = torch.zeros(scale.shape, dtype=torch.int32, device=x.device)
-        return torch.fake_quantize_per_channel_affine(x, scale, zero, self.axis % x.ndim, QMIN, QMAX)
+            quantized = ops.quantize_per_tensor(x, self.export_scale, 0, QMIN, QMAX, torch.int8)
+            return ops.dequantize_per_tensor(quantized, self.export_scale, 0, QMIN, QMAX, torch.int8)
+        scale = self.scale().to(x.device)
+        zero = torch.zeros(scale.shape, dtype=torch.int64, device=x.device)
+        axis = self.axis % x.ndim
+        quantized = ops.quantize_per_channel(x, scale, zero, axis, QMIN, QMAX, torch.int8)
+        return ops.dequantize_per_channel(quantized, scale, zero, axis, QMIN, QMAX, torch.int8)
 
     def _name(self) -> str:
         return getattr(self, "qualified_name", "?")

@@ -1,0 +1,40 @@
+"""``swin-trt build``: an engine from an exported graph."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from swin_trt.cli.common import emit_json
+
+NAME = "build"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        NAME,
+        help="build an engine (onnxruntime; TensorRT where installed)",
+        description="Optimise an exported ONNX graph for this machine and save it with a JSON sidecar into engines/.",
+    )
+    parser.add_argument("--onnx", type=Path, required=True, metavar="FILE")
+    parser.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime")
+    parser.add_argument("--ort-mode", choices=("exact", "fast"), default="exact",
+                        help="onnxruntime: exact keeps Q/DQ explicit (parity with fake-quant), fast fuses integer kernels (default exact)")
+    parser.add_argument("--output", type=Path, metavar="FILE", help="engine path (default engines/<onnx name>.<backend>.<mode>.onnx)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write {engine, backend} as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from swin_trt.console import print_table
+    from swin_trt.errors import SwinTrtError
+
+    if args.backend == "tensorrt":
+        raise SwinTrtError("the TensorRT backend is not available in this version: build with --backend onnxruntime")
+    from swin_trt.runtimes.onnxruntime import build
+
+    output = args.output or Path("engines") / f"{args.onnx.stem}.ort-{args.ort_mode}.onnx"
+    details = build(args.onnx, output, args.ort_mode)
+    print_table("build", ("engine", "backend", "mode", "providers"), [(details["engine"], details["backend"], details["ort_mode"], ", ".join(details["providers"]))])
+    emit_json(args, {"engine": details["engine"], "backend": details["backend"]})
+    return 0

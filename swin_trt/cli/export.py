@@ -1,0 +1,49 @@
+"""``swin-trt export``: ONNX with QuantizeLinear/DequantizeLinear."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from swin_trt.cli.calibrate import add_int8_mode
+from swin_trt.cli.common import add_model_args, emit_json
+
+NAME = "export"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        NAME,
+        help="export a calibrated model to ONNX with Q/DQ",
+        description="Export a calibrated checkpoint to ONNX (opset 18, dynamic batch): one QuantizeLinear/DequantizeLinear "
+        "pair per enabled quantizer. --no-quant (or an FP checkpoint) exports the FP32 model, the speed baseline. "
+        "A JSON sidecar is written beside the graph.",
+    )
+    add_model_args(parser, resume_help="calibrated (or FP) checkpoint (required)")
+    add_int8_mode(parser, default=None)
+    parser.add_argument("--output", type=Path, metavar="FILE", help="ONNX path (default export/<model>_<int8 mode or fp32>.onnx)")
+    parser.add_argument("--weights", choices=("fp32", "int8"), default="fp32", help="int8: store weights as INT8 initializers behind DequantizeLinear")
+    parser.add_argument("--no-quant", action="store_true", help="export the FP weights without quantizers")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write {onnx, q_nodes, dq_nodes, bytes} as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from swin_trt.console import print_table
+    from swin_trt.errors import SwinTrtError
+    from swin_trt.workflows import export_checkpoint
+
+    if not args.resume:
+        raise SwinTrtError("--resume is required: the calibrated checkpoint to export")
+    output = args.output
+    if output is None:
+        from swin_trt.api import open_model
+
+        loaded = open_model(args.model, args.cfg, args.resume, args.int8_mode)
+        tag = "fp32" if args.no_quant or not loaded.quantized else f"int8-mode{loaded.model.quant_recipe.name}"
+        output = Path("export") / f"{loaded.model.swin_trt_config.name}_{tag}{'_w8' if args.weights == 'int8' else ''}.onnx"
+    details = export_checkpoint(args.resume, output, args.model, args.cfg, args.int8_mode, args.weights, args.no_quant)
+    print_table("export", ("onnx", "int8 mode", "QuantizeLinear", "DequantizeLinear", "weights", "MB"),
+                [(details["onnx"], details["int8_mode"] or "-", details["q_nodes"], details["dq_nodes"], details["weights"], details["bytes"] / 1e6)])
+    emit_json(args, {k: details[k] for k in ("onnx", "q_nodes", "dq_nodes", "bytes")})
+    return 0

@@ -1,0 +1,65 @@
+"""``swin-trt inspect``: where the Q/DQ nodes of an ONNX graph sit, checked against its recipe."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from swin_trt.cli.common import emit_json
+
+NAME = "inspect"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        NAME,
+        help="count Q/DQ by what they feed; check the recipe",
+        description="Count DequantizeLinear outputs by consumer (GEMM weights, GEMM inputs, attention batched matmuls, "
+        "residual adds, others), list MatMul/Gemm nodes left unquantized, and check the placement against the recipe "
+        "in the sidecar: non-zero exit on a mismatch.",
+    )
+    parser.add_argument("onnx", type=Path)
+    parser.add_argument("--json", type=Path, metavar="PATH")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import onnx
+
+    from swin_trt.console import print_table
+    from swin_trt.errors import SwinTrtError
+    from swin_trt.onnx.graph import classify_dequantize, unquantized_matmuls
+    from swin_trt.onnx.placement import expected_placement
+
+    if not args.onnx.is_file():
+        raise SwinTrtError(f"ONNX file not found: {args.onnx}")
+    try:
+        graph = onnx.load(str(args.onnx))
+    except Exception as error:  # protobuf DecodeError and friends
+        raise SwinTrtError(f"{args.onnx}: not an ONNX model ({error})") from None
+    counts = classify_dequantize(graph)
+    left = unquantized_matmuls(graph)
+    ops = [node.op_type for node in graph.graph.node]
+    rows = [(kind, counts.get(kind, 0)) for kind in ("gemm_weight", "gemm_input", "attention_matmul", "gemm_output", "residual_add", "other")]
+    print_table(f"Q/DQ placement of {args.onnx}", ("DequantizeLinear feeds", "count"), rows)
+    print(f"QuantizeLinear {ops.count('QuantizeLinear')}, DequantizeLinear {ops.count('DequantizeLinear')}; "
+          f"MatMul/Gemm without Q/DQ on both inputs: {len(left)}" + (f" ({', '.join(left[:5])}{' ...' if len(left) > 5 else ''})" if left else ""))
+    payload = {"q_nodes": ops.count("QuantizeLinear"), "dq_nodes": ops.count("DequantizeLinear"), **counts, "unquantized_matmuls": left}
+
+    sidecar = args.onnx.with_suffix(".json")
+    mismatches: list[str] = []
+    if sidecar.is_file():
+        details = json.loads(sidecar.read_text())
+        expected = expected_placement(details)
+        for key, value in expected.items():
+            if payload.get(key, 0) != value:
+                mismatches.append(f"{key} {payload.get(key, 0)} != {value} expected for int8-mode {details.get('int8_mode')}")
+        payload["recipe_check"] = "failed" if mismatches else "passed"
+        print(f"placement vs recipe {details.get('int8_mode') or 'fp32'}: " + ("; ".join(mismatches) if mismatches else "matches"))
+    else:
+        print(f"no sidecar {sidecar}: recipe not checked")
+    emit_json(args, payload)
+    if mismatches:
+        raise SwinTrtError(f"{args.onnx}: placement does not match its recipe: {mismatches[0]}")
+    return 0

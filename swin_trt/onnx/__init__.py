@@ -1,0 +1,1 @@
+"""ONNX export with QuantizeLinear/DequantizeLinear, and graph inspection."""

@@ -1,0 +1,132 @@
+"""Export a (fake-)quantized Swin to ONNX with QuantizeLinear/DequantizeLinear.
+
+torch.onnx's dynamo exporter (``torch.export`` + opset 18) is used: it keeps the batch dimension
+symbolic through Swin's window partition, roll and shift mask, and maps torch's
+``quantized_decomposed`` quantize/dequantize ops to QuantizeLinear/DequantizeLinear. The legacy
+TorchScript exporter is deprecated, so it is not used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from swin_trt.quantization.model import named_quantizers
+
+OPSET = 18
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+
+
+@contextmanager
+def export_mode(model: nn.Module) -> Iterator[None]:
+    """Switch every quantizer to explicit quantize/dequantize ops with frozen scales."""
+    import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers quantized_decomposed ops)
+
+    from swin_trt.quantization.model import uncalibrated
+    from swin_trt.quantization.quantizer import UncalibratedError
+
+    missing = uncalibrated(model)
+    if missing:
+        raise UncalibratedError(f"{len(missing)} enabled quantizers have no amax (first: {missing[0]}): calibrate before exporting")
+    quantizers = [q for _, q in named_quantizers(model)]
+    for quantizer in quantizers:
+        quantizer.exporting = True
+        if quantizer.enabled and not quantizer.per_channel:
+            quantizer.export_scale = float(quantizer.scale())
+    try:
+        yield
+    finally:
+        for quantizer in quantizers:
+            quantizer.exporting = False
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_onnx(model: nn.Module, example_batch: int = 2):
+    """``model`` (eval mode, CPU) as an ONNX ``ModelProto`` with a dynamic batch axis, Q/DQ pairs
+    adjacent (see :func:`swin_trt.onnx.graph.drop_int8_clips`)."""
+    from swin_trt.onnx.graph import drop_int8_clips
+
+    config = model.swin_trt_config
+    model = model.eval().cpu()
+    example = torch.randn(example_batch, config.in_chans, config.img_size, config.img_size)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with export_mode(model), torch.no_grad():
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: batch},),
+            verbose=False,
+        )
+    proto = program.model_proto
+    for node in proto.graph.node:  # the exporter's per-node stack traces: half the file, and local paths
+        del node.metadata_props[:]
+    drop_int8_clips(proto)
+    return proto
+
+
+def save_onnx(proto, output: str | Path) -> Path:
+    """Check ``proto`` (checker + shape inference) and write it; the file appears only if valid."""
+    import onnx
+
+    from swin_trt.io import atomic_path
+
+    inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    onnx.checker.check_model(inferred, full_check=True)
+    output = Path(output)
+    with atomic_path(output) as tmp:
+        onnx.save(proto, str(tmp))
+    return output
+
+
+def count_ops(path: str | Path) -> dict[str, int]:
+    import collections
+
+    import onnx
+
+    return dict(collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node))
+
+
+def sidecar(onnx_path: Path, model: nn.Module, source: str | Path | None, weights: str) -> dict[str, Any]:
+    """What the graph is: recipe, opset, input spec, source checkpoint hash, versions."""
+    from swin_trt.provenance import package_versions
+
+    config = model.swin_trt_config
+    recipe = getattr(model, "quant_recipe", None)
+    ops = count_ops(onnx_path)
+    return {
+        "onnx": str(onnx_path),
+        "model": config.name,
+        "int8_mode": recipe.name if recipe is not None else None,
+        "per_channel_weights": getattr(model, "per_channel_weights", None),
+        "quantizers_enabled": sum(1 for _, q in named_quantizers(model) if q.enabled),
+        "blocks": sum(config.depths),
+        "merges": len(config.depths) - 1,
+        "opset": OPSET,
+        "input": {"name": INPUT_NAME, "shape": ["batch", config.in_chans, config.img_size, config.img_size], "dtype": "float32",
+                  "mean": list(config.data.mean), "std": list(config.data.std)},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", config.num_classes]},
+        "weights": weights,
+        "source_checkpoint": str(source) if source else None,
+        "source_sha256": file_sha256(source) if source else None,
+        "q_nodes": ops.get("QuantizeLinear", 0),
+        "dq_nodes": ops.get("DequantizeLinear", 0),
+        "bytes": onnx_path.stat().st_size,
+        "versions": package_versions(),
+    }

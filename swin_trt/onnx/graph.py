@@ -1,0 +1,177 @@
+"""ONNX graph passes and inspection, with plain ``onnx`` protobufs.
+
+Small, explicit passes instead of a general optimizer: each one is checked by the tests against
+onnxruntime outputs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+INT8_RANGE = (-128, 127)
+
+
+def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
+    for initializer in graph.initializer:
+        if initializer.name == name:
+            return numpy_helper.to_array(initializer)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            return numpy_helper.to_array(node.attribute[0].t)
+    return None
+
+
+def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    return {output: node for node in graph.node for output in node.output}
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    return consumers
+
+
+def _rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name == old:
+                node.input[index] = new
+    for output in graph.output:
+        if output.name == old:
+            raise ValueError(f"cannot bypass graph output {old}")
+
+
+def drop_int8_clips(model: onnx.ModelProto) -> int:
+    """Remove the no-op ``Clip(-128, 127)`` the exporter puts between QuantizeLinear and
+    DequantizeLinear (torch's quantize op clamps explicitly): TensorRT and onnxruntime fuse only
+    adjacent Q -> DQ pairs. Returns how many were removed."""
+    graph = model.graph
+    producers = _producers(graph)
+    removed = []
+    for node in graph.node:
+        if node.op_type != "Clip" or node.input[0] not in producers or producers[node.input[0]].op_type != "QuantizeLinear":
+            continue
+        bounds = [_constant(graph, name) for name in node.input[1:3]]
+        if len(bounds) == 2 and all(b is not None for b in bounds) and (int(bounds[0]), int(bounds[1])) == INT8_RANGE:
+            _rename_input(graph, node.output[0], node.input[0])
+            removed.append(node)
+    for node in removed:
+        graph.node.remove(node)
+    _prune_initializers(graph)
+    return len(removed)
+
+
+def store_int8_weights(model: onnx.ModelProto) -> int:
+    """Replace ``QuantizeLinear(FP32 weight)`` by the INT8 weight it computes, feeding its
+    DequantizeLinear directly (4x smaller weights; the same values, so the same outputs).
+    Returns how many weights were converted."""
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    converted = []
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] not in initializers:
+            continue
+        weight = numpy_helper.to_array(initializers[node.input[0]]).astype(np.float32)
+        scale = _constant(graph, node.input[1]).astype(np.float32)
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if scale.ndim == 1 and scale.size > 1:
+            shape = [1] * weight.ndim
+            shape[axis % weight.ndim] = -1
+            scale = scale.reshape(shape)
+        quantized = np.clip(np.rint(weight / scale), *INT8_RANGE).astype(np.int8)
+        name = f"{node.input[0]}_int8"
+        graph.initializer.append(numpy_helper.from_array(quantized, name))
+        _rename_input(graph, node.output[0], name)
+        converted.append(node)
+    for node in converted:
+        graph.node.remove(node)
+    _prune_initializers(graph)
+    return len(converted)
+
+
+def _prune_initializers(graph: onnx.GraphProto) -> None:
+    used = {name for node in graph.node for name in node.input}
+    for initializer in [init for init in graph.initializer if init.name not in used]:
+        graph.initializer.remove(initializer)
+
+
+def classify_dequantize(model: onnx.ModelProto) -> dict[str, int]:
+    """Count DequantizeLinear nodes by role, each once: GEMM weight, GEMM activation input,
+    attention batched-matmul input, GEMM output (its Q reads a MatMul/Gemm result), residual-add
+    operand, other."""
+    graph = model.graph
+    producers = _producers(graph)
+    consumers = _consumers(graph)
+    initializers = {init.name for init in graph.initializer}
+    counts: Counter[str] = Counter()
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear":
+            continue
+        quantize = producers.get(node.input[0])
+        if node.input[0] in initializers or (quantize is not None and quantize.input[0] in initializers):
+            counts["gemm_weight"] += 1
+            continue
+        reached = _through_layout_ops(node.output[0], consumers)
+        matmuls = [c for c in reached if c.op_type in ("MatMul", "Gemm")]
+        source = _source(quantize.input[0], producers) if quantize is not None else None
+        if matmuls:
+            counts["attention_matmul" if _is_activation_matmul(matmuls[0], producers, initializers) else "gemm_input"] += 1
+        elif source is not None and source.op_type in ("MatMul", "Gemm"):
+            counts["gemm_output"] += 1
+        elif any(c.op_type == "Add" for c in reached):
+            counts["residual_add"] += 1
+        else:
+            counts["other"] += 1
+    return dict(counts)
+
+
+def _through_layout_ops(name: str, consumers: dict[str, list[onnx.NodeProto]]) -> list[onnx.NodeProto]:
+    """The compute nodes reached from ``name`` through shape-only ops (Reshape, Transpose, ...)."""
+    found, stack = [], list(consumers.get(name, []))
+    while stack:
+        node = stack.pop()
+        if node.op_type in ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Split", "Gather", "Identity"):
+            for output in node.output:
+                stack.extend(consumers.get(output, []))
+        else:
+            found.append(node)
+    return found
+
+
+def _source(name: str, producers: dict[str, onnx.NodeProto]) -> onnx.NodeProto | None:
+    node = producers.get(name)
+    while node is not None and node.op_type in ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Split", "Gather", "Identity"):
+        node = producers.get(node.input[0])
+    return node
+
+
+def _is_activation_matmul(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto], initializers: set[str]) -> bool:
+    """Both MatMul inputs are computed activations (q @ k^T, attn @ v), not a weight."""
+    for name in node.input[:2]:
+        source = _source(name, producers)
+        if source is None or name in initializers:
+            return False
+        if source.op_type == "DequantizeLinear" and (source.input[0] in initializers or (
+                source.input[0] in producers and producers[source.input[0]].input[0] in initializers)):
+            return False
+    return True
+
+
+def unquantized_matmuls(model: onnx.ModelProto) -> list[str]:
+    """MatMul/Gemm nodes with an input that does not come from a DequantizeLinear."""
+    graph = model.graph
+    producers = _producers(graph)
+    left = []
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "Gemm"):
+            continue
+        sources = [_source(name, producers) for name in node.input[:2]]
+        if not all(s is not None and s.op_type == "DequantizeLinear" for s in sources):
+            left.append(node.name)
+    return left
