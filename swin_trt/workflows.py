@@ -221,16 +221,43 @@ def export_checkpoint(
     from swin_trt.onnx.export import export_onnx, save_onnx, sidecar
     from swin_trt.onnx.graph import store_int8_weights
 
+    from swin_trt.errors import SwinTrtError
+
     loaded = open_model(model, cfg, checkpoint, int8_mode)
+    if weights == "int8" and (not loaded.quantized or no_quant):
+        raise SwinTrtError("--weights int8 needs quantized weights: export a calibrated checkpoint without --no-quant")
     network = loaded.fp_model() if no_quant else loaded.model
     proto = export_onnx(network)
     if weights == "int8":
-        if not loaded.quantized or no_quant:
-            from swin_trt.errors import SwinTrtError
-
-            raise SwinTrtError("--weights int8 needs quantized weights: export a calibrated checkpoint without --no-quant")
         store_int8_weights(proto)
     path = save_onnx(proto, output)
     details = sidecar(path, network, checkpoint, weights)
     write_json(Path(output).with_suffix(".json"), details)
     return details
+
+
+def bench_engine(
+    reference: str | Path,
+    engine_path: str | Path,
+    data_path: str | Path,
+    use_zip: bool = False,
+    batch_size: int = 64,
+    workers: int = 2,
+    max_batches: int | None = None,
+):
+    """Run FP32, the fake-quant reference and the engine over val; returns (report, engine)."""
+    from swin_trt.api import open_model
+    from swin_trt.data.datasets import build_dataset
+    from swin_trt.data.loader import build_loader
+    from swin_trt.data.transforms import eval_transform
+    from swin_trt.errors import SwinTrtError
+    from swin_trt.parity import compare, open_engine
+
+    loaded = open_model(checkpoint=reference)
+    if not loaded.quantized:
+        raise SwinTrtError(f"{reference} is not a calibrated checkpoint: the reference must be the fake-quant model the engine came from")
+    engine = open_engine(engine_path)
+    config = loaded.model.swin_trt_config
+    dataset = build_dataset(data_path, "val", eval_transform(config.data), use_zip, config.num_classes)
+    loader = build_loader(dataset, batch_size, DistContext(), workers=workers)
+    return compare(loaded.fp_model(), loaded.model, engine, loader, max_batches), engine

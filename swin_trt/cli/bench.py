@@ -31,26 +31,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from swin_trt.api import open_model
     from swin_trt.console import print_table
-    from swin_trt.data.datasets import build_dataset
-    from swin_trt.data.loader import build_loader
-    from swin_trt.data.transforms import eval_transform
-    from swin_trt.distributed import DistContext
-    from swin_trt.errors import SwinTrtError
-    from swin_trt.parity import compare, open_engine
+    from swin_trt.workflows import bench_engine
 
-    loaded = open_model(checkpoint=args.reference)
-    if not loaded.quantized:
-        raise SwinTrtError(f"{args.reference} is not a calibrated checkpoint: the reference must be the fake-quant model the engine came from")
-    engine = open_engine(args.engine)
-    config = loaded.model.swin_trt_config
-    dataset = build_dataset(args.data_path, "val", eval_transform(config.data), args.zip, config.num_classes)
-    loader = build_loader(dataset, args.batch_size, DistContext(), workers=args.workers)
-    report = compare(loaded.fp_model(), loaded.model, engine, loader, args.max_batches)
+    report, engine = bench_engine(args.reference, args.engine, args.data_path, args.zip, args.batch_size, args.workers, args.max_batches)
+    name = engine.details.get("model") or "model"
     failures = report.failures(args.min_agreement, args.max_top1_drop)
     print_table(
-        f"bench {config.name}: {args.engine} vs {args.reference} ({report.images} images)",
+        f"bench {name}: {args.engine} vs {args.reference} ({report.images} images)",
         ("model", "top-1 %", "top-5 %"),
         [("FP32", report.fp32_top1, report.fp32_top5), ("INT8 fake-quant (reference)", report.fakequant_top1, report.fakequant_top5),
          (f"engine ({engine.details.get('backend', 'onnxruntime')} {engine.details.get('ort_mode', '')})", report.engine_top1, report.engine_top5)],

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         NAME,
         help="run the pipeline on bundled data",
         description="digits dataset -> train swin_micro (cached) -> FP32 eval (folder and zip layouts) -> "
-        "PTQ calibration in each int8 mode -> fake-quant eval, FP32 vs INT8 table.",
+        "PTQ calibration in each int8 mode -> fake-quant eval -> ONNX export -> onnxruntime engine -> parity table.",
     )
     parser.add_argument("--workdir", type=Path, default=Path("runs/demo"), help="where data and checkpoints go (default runs/demo)")
     parser.add_argument("--retrain", action="store_true", help="train again even if a matching checkpoint exists")
@@ -35,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from swin_trt.distributed import DistContext
     from swin_trt.models.zoo import MICRO
     from swin_trt.quantization.recipes import RECIPES
+    from swin_trt.runtimes.onnxruntime import build
     from swin_trt.settings import CalibrationRequest, TrainRecipe
-    from swin_trt.workflows import calibrate_checkpoint, evaluate_split, reuse_or_train
+    from swin_trt.workflows import bench_engine, calibrate_checkpoint, evaluate_split, export_checkpoint, reuse_or_train
 
     context = DistContext()
     stages: list[tuple[str, str, str]] = []
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         stages.append((f"eval FP32 ({layout})", f"top-1 {result.top1:.2f} %  top-5 {result.top5:.2f} %  ({result.images} images)", f"{time.perf_counter() - start:.1f}"))
 
     fp32 = results["folder"]
-    int8_rows, int8_json = [], {}
+    int8_rows, parity_rows, int8_json = [], [], {}
     for mode in RECIPES:
         start = time.perf_counter()
         request = CalibrationRequest(int8_mode=mode)
@@ -75,8 +76,18 @@ def run(args: argparse.Namespace) -> int:
         int8_rows.append((mode, request.calibrator, fp32.top1, result.top1, result.top1 - fp32.top1))
         int8_json[f"int8_mode_{mode}_top1"] = result.top1
 
+        start = time.perf_counter()
+        graph = export_checkpoint(outcome.checkpoint, args.workdir / "export" / f"{MICRO.name}_int8-mode{mode}.onnx")
+        engine_path = args.workdir / "engines" / f"{MICRO.name}_int8-mode{mode}.ort-exact.onnx"
+        build(graph["onnx"], engine_path, "exact")
+        report, _ = bench_engine(outcome.checkpoint, engine_path, data_dir, workers=0)
+        stages.append((f"export + build + bench mode {mode}", f"{graph['q_nodes']} Q/DQ pairs -> {engine_path}", f"{time.perf_counter() - start:.1f}"))
+        parity_rows.append((mode, report.fakequant_top1, report.engine_top1, report.agreement, f"{report.max_abs_diff:.4f}", f"{report.images_per_s:.0f}"))
+        int8_json[f"engine_mode_{mode}_agreement"] = report.agreement
+
     print_table(f"swin-trt demo: {MICRO.name} on digits", ("stage", "result", "seconds"), stages)
     print_table("FP32 vs INT8 fake-quant (digits val, 360 images)", ("int8 mode", "calibrator", "FP32 top-1 %", "INT8 top-1 %", "delta (pt)"), int8_rows)
+    print_table("engine (onnxruntime, exact) vs fake-quant reference", ("int8 mode", "fake-quant top-1 %", "engine top-1 %", "argmax agreement %", "max |dlogit|", "engine images/s"), parity_rows)
     print(f"swin_micro FP32 top-1: {fp32.top1:.2f} %")
     emit_json(args, {"checkpoint": str(checkpoint), **fp32.as_json(), **int8_json})
     return 0
