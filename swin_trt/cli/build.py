@@ -18,8 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--onnx", type=Path, required=True, metavar="FILE")
     parser.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime")
-    parser.add_argument("--ort-mode", choices=("exact", "fast"), default="exact",
-                        help="onnxruntime: exact keeps Q/DQ explicit (parity with fake-quant), fast fuses integer kernels (default exact)")
+    parser.add_argument("--ort-mode", choices=("exact", "fast"), default="fast",
+                        help="onnxruntime: fast fuses integer kernels (default: 2.2x exact's speed on Swin-T, passes the gate on swin_micro); "
+                        "exact keeps Q/DQ explicit for the closest parity with fake-quant")
     parser.add_argument("--output", type=Path, metavar="FILE", help="engine path (default engines/<onnx name>.<backend>.<mode>.onnx)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write {engine, backend} as JSON")
     parser.set_defaults(run=run)
