@@ -44,6 +44,28 @@ def _images_per_s(run, batch: np.ndarray, repeats: int) -> float:
     return len(batch) / statistics.median(seconds)
 
 
+def _profile_by_op(path: Path, size: int, img_size: int, threads: int, runs: int = 3) -> dict[str, float]:
+    """onnxruntime's own profiler on the INT8 fast graph: % of operator time by operator type."""
+    import onnxruntime as ort
+
+    options = session_options("fast", threads)
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as folder:
+        options.profile_file_prefix = str(Path(folder) / "ort")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        batch = np.random.default_rng(1).standard_normal((size, 3, img_size, img_size), dtype=np.float32)
+        for _ in range(runs):
+            session.run(None, {"images": batch})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    by_op: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            op = event.get("args", {}).get("op_name", "?")
+            by_op[op] = by_op.get(op, 0.0) + event.get("dur", 0)
+    total = sum(by_op.values()) or 1.0
+    return {op: 100.0 * t / total for op, t in sorted(by_op.items(), key=lambda item: -item[1])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="swin_tiny_patch4_window7_224")
@@ -86,6 +108,8 @@ def main() -> None:
                 batch = np.random.default_rng(0).standard_normal((size, 3, config.img_size, config.img_size), dtype=np.float32)
                 for name, run in runners.items():
                     results[name][str(size)] = _images_per_s(run, batch, args.repeats)
+        largest = max(args.batches)
+        profile = _profile_by_op(paths["int8"], largest, config.img_size, args.threads)
 
     rows = []
     for name, by_batch in results.items():
@@ -95,10 +119,13 @@ def main() -> None:
         rows.append(row)
     columns = ["runtime"] + [c for size in args.batches for c in (f"images/s b{size}", f"vs torch b{size}")]
     print_table(f"{args.model} on {args.threads} CPU threads (median of {args.repeats})", columns, rows)
+    print_table(f"where the time goes: onnxruntime INT8 fast, batch {largest} (share of operator time)", ("operator", "%"),
+                [(op, f"{share:.1f}") for op, share in list(profile.items())[:10]])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "model": args.model, "threads": args.threads, "repeats": args.repeats, "int8_mode": args.int8_mode,
-        "images_per_s": results, "export_seconds": export_seconds, "versions": package_versions(),
+        "images_per_s": results, "export_seconds": export_seconds, f"int8_fast_op_time_share_b{largest}": profile,
+        "versions": package_versions(),
     }, indent=2) + "\n")
     print(f"saved {RESULTS}")
 

@@ -213,13 +213,15 @@ def export_checkpoint(
     int8_mode: str | None = None,
     weights: str = "fp32",
     no_quant: bool = False,
+    precision: str = "fp32",
 ) -> dict:
     """Export a calibrated checkpoint (or its FP weights, or an FP checkpoint) to ONNX, with a
-    JSON sidecar beside it; returns the sidecar."""
+    JSON sidecar beside it; returns the sidecar. ``precision`` is that of the non-quantized
+    parts (fp16 halves them; inputs and logits stay float32)."""
     from swin_trt.api import open_model
     from swin_trt.io import write_json
     from swin_trt.onnx.export import export_onnx, save_onnx, sidecar
-    from swin_trt.onnx.graph import store_int8_weights
+    from swin_trt.onnx.graph import store_int8_weights, to_float16
 
     from swin_trt.errors import SwinTrtError
 
@@ -230,8 +232,10 @@ def export_checkpoint(
     proto = export_onnx(network)
     if weights == "int8":
         store_int8_weights(proto)
+    if precision == "fp16":
+        proto = to_float16(proto)
     path = save_onnx(proto, output)
-    details = sidecar(path, network, checkpoint, weights)
+    details = {**sidecar(path, network, checkpoint, weights), "precision": precision}
     write_json(Path(output).with_suffix(".json"), details)
     return details
 

@@ -50,7 +50,7 @@ def test_one_qdq_pair_per_enabled_quantizer(exported, mode):
     assert details["q_nodes"] == details["dq_nodes"] == len(enabled_quantizers(model))
     graph = onnx.load(details["onnx"])
     assert classify_dequantize(graph) == _expected_roles(mode)
-    assert details["opset"] == 18 and details["int8_mode"] == mode and details["source_sha256"]
+    assert details["opset"] == 19 and details["int8_mode"] == mode and details["source_sha256"]
     onnx.checker.check_model(graph, full_check=True)
     from onnx import numpy_helper
 
@@ -115,6 +115,21 @@ def test_int8_weights_same_outputs_smaller_file(exported, digits_dir, tmp_path):
     build(details["onnx"], tmp_path / "a.onnx", "exact")
     build(int8["onnx"], tmp_path / "b.onnx", "exact")
     assert np.array_equal(OrtEngine(tmp_path / "a.onnx")(images), OrtEngine(tmp_path / "b.onnx")(images))
+
+
+def test_fp16_export_keeps_qdq_and_predictions(exported, digits_dir, tmp_path):
+    checkpoint, details = exported["2"]
+    half = export_checkpoint(checkpoint, tmp_path / "fp16.onnx", precision="fp16")
+    assert half["precision"] == "fp16" and half["q_nodes"] == details["q_nodes"] and half["bytes"] < 0.6 * details["bytes"]
+    graph = onnx.load(half["onnx"])
+    assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # float32 in, float32 out
+    assert sum(n.op_type == "Cast" for n in graph.graph.node) <= 4  # no casts around the Q/DQ pairs
+    images = _val_batch(digits_dir, 32).numpy()
+    build(details["onnx"], tmp_path / "a.onnx", "exact")
+    build(half["onnx"], tmp_path / "b.onnx", "exact")
+    full, reduced = OrtEngine(tmp_path / "a.onnx")(images), OrtEngine(tmp_path / "b.onnx")(images)
+    assert reduced.dtype == np.float32 and (full.argmax(1) == reduced.argmax(1)).mean() >= 31 / 32
+    assert np.abs(full - reduced).max() < 0.5
 
 
 def test_build_and_bench_gate(run_cli, exported, digits_dir, tmp_path):

@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_int8_mode(parser, default=None)
     parser.add_argument("--output", type=Path, metavar="FILE", help="ONNX path (default export/<model>_<int8 mode or fp32>.onnx)")
     parser.add_argument("--weights", choices=("fp32", "int8"), default="fp32", help="int8: store weights as INT8 initializers behind DequantizeLinear")
+    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="precision of the non-quantized parts (inputs and logits stay float32)")
     parser.add_argument("--no-quant", action="store_true", help="export the FP weights without quantizers")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write {onnx, q_nodes, dq_nodes, bytes} as JSON")
     parser.set_defaults(run=run)
@@ -41,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
 
         loaded = open_model(args.model, args.cfg, args.resume, args.int8_mode)
         tag = "fp32" if args.no_quant or not loaded.quantized else f"int8-mode{loaded.model.quant_recipe.name}"
-        output = Path("export") / f"{loaded.model.swin_trt_config.name}_{tag}{'_w8' if args.weights == 'int8' else ''}.onnx"
-    details = export_checkpoint(args.resume, output, args.model, args.cfg, args.int8_mode, args.weights, args.no_quant)
+        suffix = ("_w8" if args.weights == "int8" else "") + ("_fp16" if args.precision == "fp16" else "")
+        output = Path("export") / f"{loaded.model.swin_trt_config.name}_{tag}{suffix}.onnx"
+    details = export_checkpoint(args.resume, output, args.model, args.cfg, args.int8_mode, args.weights, args.no_quant, args.precision)
     print_table("export", ("onnx", "int8 mode", "QuantizeLinear", "DequantizeLinear", "weights", "MB"),
                 [(details["onnx"], details["int8_mode"] or "-", details["q_nodes"], details["dq_nodes"], details["weights"], details["bytes"] / 1e6)])
     emit_json(args, {k: details[k] for k in ("onnx", "q_nodes", "dq_nodes", "bytes")})

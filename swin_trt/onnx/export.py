@@ -1,6 +1,6 @@
 """Export a (fake-)quantized Swin to ONNX with QuantizeLinear/DequantizeLinear.
 
-torch.onnx's dynamo exporter (``torch.export`` + opset 18) is used: it keeps the batch dimension
+torch.onnx's dynamo exporter (``torch.export`` + opset 19, whose Q/DQ also take float16) is used: it keeps the batch dimension
 symbolic through Swin's window partition, roll and shift mask, and maps torch's
 ``quantized_decomposed`` quantize/dequantize ops to QuantizeLinear/DequantizeLinear. The legacy
 TorchScript exporter is deprecated, so it is not used.
@@ -19,7 +19,7 @@ from torch import nn
 
 from swin_trt.quantization.model import named_quantizers
 
-OPSET = 18
+OPSET = 19
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
 

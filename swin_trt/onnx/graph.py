@@ -175,3 +175,16 @@ def unquantized_matmuls(model: onnx.ModelProto) -> list[str]:
         if not all(s is not None and s.op_type == "DequantizeLinear" for s in sources):
             left.append(node.name)
     return left
+
+
+def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Float16 for everything in float32 except the graph's inputs and outputs (onnxconverter-
+    common's converter). Opset 19 QuantizeLinear/DequantizeLinear take float16 directly, so no
+    casts are needed around the Q/DQ pairs."""
+    import warnings
+
+    from onnxconverter_common import float16
+
+    with warnings.catch_warnings():  # "the float32 number ... will be truncated": expected for fp16
+        warnings.simplefilter("ignore", UserWarning)
+        return float16.convert_float_to_float16(model, keep_io_types=True)
