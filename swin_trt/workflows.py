@@ -219,11 +219,10 @@ def export_checkpoint(
     JSON sidecar beside it; returns the sidecar. ``precision`` is that of the non-quantized
     parts (fp16 halves them; inputs and logits stay float32)."""
     from swin_trt.api import open_model
+    from swin_trt.errors import SwinTrtError
     from swin_trt.io import write_json
     from swin_trt.onnx.export import export_onnx, save_onnx, sidecar
     from swin_trt.onnx.graph import store_int8_weights, to_float16
-
-    from swin_trt.errors import SwinTrtError
 
     loaded = open_model(model, cfg, checkpoint, int8_mode)
     if weights == "int8" and (not loaded.quantized or no_quant):

@@ -7,7 +7,6 @@ key remap (see :mod:`swin_trt.models.checkpoint`).
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from swin_trt.models.config import ModelConfig
@@ -41,20 +40,3 @@ def build_model(config: ModelConfig) -> nn.Module:
             module.fused_attn = False
     model.swin_trt_config = config
     return model
-
-
-def model_config(model: nn.Module) -> ModelConfig:
-    """The :class:`ModelConfig` a model was built from (set by :func:`build_model`)."""
-    config = getattr(model, "swin_trt_config", None)
-    if config is None:
-        raise TypeError("model was not built by swin_trt.build_model")
-    return config
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-@torch.no_grad()
-def dummy_input(config: ModelConfig, batch: int = 1) -> torch.Tensor:
-    return torch.randn(batch, config.in_chans, config.img_size, config.img_size)
