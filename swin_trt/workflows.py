@@ -207,7 +207,7 @@ def evaluate_split(
 
 def export_checkpoint(
     checkpoint: str | Path,
-    output: str | Path,
+    output: str | Path | None,
     model: str | None = None,
     cfg: str | Path | None = None,
     int8_mode: str | None = None,
@@ -217,7 +217,8 @@ def export_checkpoint(
 ) -> dict:
     """Export a calibrated checkpoint (or its FP weights, or an FP checkpoint) to ONNX, with a
     JSON sidecar beside it; returns the sidecar. ``precision`` is that of the non-quantized
-    parts (fp16 halves them; inputs and logits stay float32)."""
+    parts (fp16 halves them; inputs and logits stay float32). Without ``output`` the graph goes
+    to ``export/<model>_<int8-modeN or fp32>[_w8][_fp16].onnx``."""
     from swin_trt.api import open_model
     from swin_trt.errors import SwinTrtError
     from swin_trt.io import write_json
@@ -228,6 +229,10 @@ def export_checkpoint(
     if weights == "int8" and (not loaded.quantized or no_quant):
         raise SwinTrtError("--weights int8 needs quantized weights: export a calibrated checkpoint without --no-quant")
     network = loaded.fp_model() if no_quant else loaded.model
+    if output is None:
+        tag = "fp32" if no_quant or not loaded.quantized else f"int8-mode{loaded.model.quant_recipe.name}"
+        suffix = ("_w8" if weights == "int8" else "") + ("_fp16" if precision == "fp16" else "")
+        output = Path("export") / f"{network.swin_trt_config.name}_{tag}{suffix}.onnx"
     proto = export_onnx(network)
     if weights == "int8":
         store_int8_weights(proto)

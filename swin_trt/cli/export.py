@@ -36,15 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.resume:
         raise SwinTrtError("--resume is required: the calibrated checkpoint to export")
-    output = args.output
-    if output is None:
-        from swin_trt.api import open_model
-
-        loaded = open_model(args.model, args.cfg, args.resume, args.int8_mode)
-        tag = "fp32" if args.no_quant or not loaded.quantized else f"int8-mode{loaded.model.quant_recipe.name}"
-        suffix = ("_w8" if args.weights == "int8" else "") + ("_fp16" if args.precision == "fp16" else "")
-        output = Path("export") / f"{loaded.model.swin_trt_config.name}_{tag}{suffix}.onnx"
-    details = export_checkpoint(args.resume, output, args.model, args.cfg, args.int8_mode, args.weights, args.no_quant, args.precision)
+    details = export_checkpoint(args.resume, args.output, args.model, args.cfg, args.int8_mode, args.weights, args.no_quant, args.precision)
     print_table("export", ("onnx", "int8 mode", "QuantizeLinear", "DequantizeLinear", "weights", "MB"),
                 [(details["onnx"], details["int8_mode"] or "-", details["q_nodes"], details["dq_nodes"], details["weights"], details["bytes"] / 1e6)])
     emit_json(args, {k: details[k] for k in ("onnx", "q_nodes", "dq_nodes", "bytes")})
