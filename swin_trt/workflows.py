@@ -135,22 +135,22 @@ def calibrate_checkpoint(
 ) -> CalibrationOutcome:
     """PTQ: quantize the FP model, collect statistics on exactly ``num_calib_batch`` batches of
     the train split, set amax, and save ``<output_dir>/<name>_calib.pth`` (rank 0, atomically)."""
-    from swin_trt.api import load_model
+    from swin_trt.api import open_model
     from swin_trt.data.datasets import build_dataset, fingerprint
     from swin_trt.data.loader import build_loader
     from swin_trt.data.transforms import eval_transform, train_transform
     from swin_trt.errors import SwinTrtError
-    from swin_trt.models.checkpoint import read_checkpoint, save_checkpoint
+    from swin_trt.models.checkpoint import save_checkpoint
     from swin_trt.provenance import package_versions
     from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
-    from swin_trt.quantization.checkpoint import is_calibrated_checkpoint
     from swin_trt.quantization.model import quantize_model
     from swin_trt.quantization.recipes import get_recipe
 
     recipe = get_recipe(request.int8_mode)
-    if is_calibrated_checkpoint(read_checkpoint(checkpoint)[1]):
+    loaded = open_model(model, cfg, checkpoint)
+    if loaded.quantized:
         raise SwinTrtError(f"{checkpoint} is already calibrated: pass the FP checkpoint to --resume")
-    network = load_model(model, cfg, checkpoint)
+    network = loaded.model
     config = network.swin_trt_config
     transform = train_transform(config.data) if request.calib_transform == "train" else eval_transform(config.data)
     dataset = build_dataset(data_path, "train", transform, use_zip, config.num_classes)

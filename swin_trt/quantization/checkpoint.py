@@ -18,10 +18,6 @@ from swin_trt.errors import SwinTrtError
 AMAX_SUFFIX = "_quantizer.amax"
 
 
-def is_calibrated_checkpoint(meta: dict[str, Any]) -> bool:
-    return "quantization" in meta
-
-
 def fp_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The FP weights of a calibrated state dict (amax buffers dropped)."""
     return {k: v for k, v in state.items() if not k.endswith(AMAX_SUFFIX)}
