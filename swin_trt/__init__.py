@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load_model": "swin_trt.api",
-    "resolve_config": "swin_trt.api",
+    "resolve_config": "swin_trt.models.resolve",
     "build_model": "swin_trt.models.swin",
     "ModelConfig": "swin_trt.models.config",
     "config_from_yaml": "swin_trt.models.config",
@@ -30,9 +30,9 @@ _EXPORTS = {
     "train_transform": "swin_trt.data.transforms",
     "build_loader": "swin_trt.data.loader",
     "write_digits": "swin_trt.data.digits",
-    "evaluate": "swin_trt.engine.evaluate",
-    "EvalResult": "swin_trt.engine.evaluate",
-    "TrainRecipe": "swin_trt.engine.train",
+    "evaluate": "swin_trt.loops.evaluate",
+    "EvalResult": "swin_trt.loops.evaluate",
+    "TrainRecipe": "swin_trt.loops.train",
     "SwinTrtError": "swin_trt.errors",
 }
 

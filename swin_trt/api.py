@@ -9,36 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from swin_trt.errors import CheckpointError, ConfigError
-from swin_trt.models.config import ModelConfig, config_from_yaml
-from swin_trt.models.zoo import get_config
+from swin_trt.errors import CheckpointError
+from swin_trt.models.checkpoint import load_state_dict, read_checkpoint
+from swin_trt.models.resolve import check_architecture, resolve_config
+from swin_trt.models.swin import build_model
+from swin_trt.quantization.checkpoint import fp_state, quantized_from_state
 
-
-def resolve_config(model: str | None = None, cfg: str | Path | None = None, meta: dict[str, Any] | None = None) -> ModelConfig:
-    """The model configuration from a zoo name, an original-format YAML, or a swin-trt checkpoint's
-    metadata (in that order of precedence; exactly one of ``model`` / ``cfg`` may be given)."""
-    if model and cfg:
-        raise ConfigError("give either --model or --cfg, not both")
-    if model:
-        return get_config(model)
-    if cfg:
-        return config_from_yaml(cfg)
-    if meta and "config" in meta:
-        return ModelConfig.from_dict(meta["config"])
-    raise ConfigError("no model given: pass --model NAME (see `swin-trt models`) or --cfg FILE.yaml")
-
-
-def check_architecture(config: ModelConfig, meta: dict[str, Any], source: str) -> None:
-    """A swin-trt checkpoint names the architecture it was trained with; a different one is an
-    error that says which model to ask for (before any tensor shape is compared)."""
-    stored = meta.get("config")
-    if not stored:
-        return
-    theirs = ModelConfig.from_dict(stored)
-    if theirs.architecture() != config.architecture():
-        diff = {k: (v, config.architecture()[k]) for k, v in theirs.architecture().items() if config.architecture()[k] != v}
-        detail = ", ".join(f"{k} {a} vs {b}" for k, (a, b) in diff.items())
-        raise CheckpointError(f"{source} was made for {theirs.name} ({detail}): pass --model {theirs.name} or its --cfg")
+__all__ = ["LoadedModel", "check_architecture", "load_model", "open_model", "resolve_config"]
 
 
 @dataclass(frozen=True)
@@ -56,10 +33,6 @@ class LoadedModel:
 
     def fp_model(self) -> nn.Module:
         """The same weights without quantizers (the FP32 reference of a calibrated model)."""
-        from swin_trt.models.checkpoint import load_state_dict
-        from swin_trt.models.swin import build_model
-        from swin_trt.quantization.checkpoint import fp_state
-
         if not self.quantized:
             return self.model
         network = build_model(self.model.swin_trt_config)
@@ -74,13 +47,8 @@ def open_model(
     int8_mode: str | None = None,
 ) -> LoadedModel:
     """:func:`load_model`, keeping the checkpoint's state and metadata."""
-    from swin_trt.models.checkpoint import load_state_dict, read_checkpoint
-    from swin_trt.models.swin import build_model
-
     state, meta = read_checkpoint(checkpoint) if checkpoint is not None else ({}, {})
     if "quantization" in meta:
-        from swin_trt.quantization.checkpoint import quantized_from_state
-
         network, notice = quantized_from_state(state, meta, str(checkpoint), model, cfg, int8_mode)
         return LoadedModel(network, state, meta, notice)
     if int8_mode is not None:

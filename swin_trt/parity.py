@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -81,10 +80,3 @@ def compare(fp32: torch.nn.Module, fakequant: torch.nn.Module, engine, loader, m
         cosine=sum_cos / max(images, 1),
         images_per_s=images / engine_seconds if engine_seconds > 0 else 0.0,
     )
-
-
-def open_engine(engine_path: str | Path):
-    """The runtime for a built engine, by its sidecar's backend."""
-    from swin_trt.runtimes.onnxruntime import OrtEngine
-
-    return OrtEngine(engine_path)

@@ -7,11 +7,31 @@ from pathlib import Path
 
 import torch
 
+from swin_trt.api import check_architecture, load_model, open_model, resolve_config
+from swin_trt.data.datasets import build_dataset, fingerprint
+from swin_trt.data.loader import build_loader
+from swin_trt.data.transforms import eval_transform, train_transform
 from swin_trt.distributed import DistContext, barrier
-from swin_trt.engine.evaluate import EvalResult
+from swin_trt.errors import SwinTrtError
+from swin_trt.io import write_json
+from swin_trt.lazy import lazy_import
+from swin_trt.loops.evaluate import EvalResult, evaluate
+from swin_trt.loops.train import fit
+from swin_trt.models.checkpoint import load_state_dict, read_checkpoint, save_checkpoint
 from swin_trt.models.config import ModelConfig
+from swin_trt.models.swin import build_model
+from swin_trt.models.zoo import get_config
+from swin_trt.provenance import package_versions
+from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
+from swin_trt.quantization.model import quantize_model
+from swin_trt.quantization.recipes import get_recipe
+from swin_trt.runtimes import open_engine
 from swin_trt.seeding import seed_all
 from swin_trt.settings import CalibrationRequest, TrainRecipe
+
+onnx_export = lazy_import("swin_trt.onnx.export")  # onnx and the exporter load only when exporting
+onnx_graph = lazy_import("swin_trt.onnx.graph")
+parity = lazy_import("swin_trt.parity")
 
 
 @dataclass(frozen=True)
@@ -38,19 +58,6 @@ def train_reference(
     The checkpoint's metadata records the config, the recipe, the data fingerprint and the
     package versions, so it can be loaded without ``--model`` and traced to what made it.
     """
-    from swin_trt.api import check_architecture, resolve_config
-    from swin_trt.data.datasets import build_dataset, fingerprint
-    from swin_trt.data.loader import build_loader
-    from swin_trt.data.transforms import eval_transform, train_transform
-    from swin_trt.engine.evaluate import evaluate
-    from swin_trt.engine.train import fit
-    from swin_trt.models.checkpoint import (
-        load_state_dict,
-        read_checkpoint,
-        save_checkpoint,
-    )
-    from swin_trt.models.swin import build_model
-    from swin_trt.provenance import package_versions
 
     state, meta = read_checkpoint(init_checkpoint) if init_checkpoint else ({}, {})
     config = resolve_config(model, cfg, meta)
@@ -97,10 +104,6 @@ def reuse_or_train(
 ) -> tuple[TrainOutcome, bool]:
     """Train ``model`` unless ``<output_dir>/<model>.pth`` was made with the same config, recipe
     and data (then evaluate it again). Returns (outcome, reused)."""
-    from swin_trt.api import load_model
-    from swin_trt.data.datasets import build_dataset, fingerprint
-    from swin_trt.models.checkpoint import read_checkpoint
-    from swin_trt.models.zoo import get_config
 
     config = get_config(model)
     checkpoint = Path(output_dir) / f"{config.name}.pth"
@@ -135,16 +138,6 @@ def calibrate_checkpoint(
 ) -> CalibrationOutcome:
     """PTQ: quantize the FP model, collect statistics on exactly ``num_calib_batch`` batches of
     the train split, set amax, and save ``<output_dir>/<name>_calib.pth`` (rank 0, atomically)."""
-    from swin_trt.api import open_model
-    from swin_trt.data.datasets import build_dataset, fingerprint
-    from swin_trt.data.loader import build_loader
-    from swin_trt.data.transforms import eval_transform, train_transform
-    from swin_trt.errors import SwinTrtError
-    from swin_trt.models.checkpoint import save_checkpoint
-    from swin_trt.provenance import package_versions
-    from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
-    from swin_trt.quantization.model import quantize_model
-    from swin_trt.quantization.recipes import get_recipe
 
     recipe = get_recipe(request.int8_mode)
     loaded = open_model(model, cfg, checkpoint)
@@ -194,10 +187,6 @@ def evaluate_split(
     max_batches: int | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` (FP or fake-quant) on a split with its config's eval transform."""
-    from swin_trt.data.datasets import build_dataset
-    from swin_trt.data.loader import build_loader
-    from swin_trt.data.transforms import eval_transform
-    from swin_trt.engine.evaluate import evaluate
 
     config = model.swin_trt_config
     dataset = build_dataset(data_path, split, eval_transform(config.data), use_zip, config.num_classes)
@@ -219,11 +208,6 @@ def export_checkpoint(
     JSON sidecar beside it; returns the sidecar. ``precision`` is that of the non-quantized
     parts (fp16 halves them; inputs and logits stay float32). Without ``output`` the graph goes
     to ``export/<model>_<int8-modeN or fp32>[_w8][_fp16].onnx``."""
-    from swin_trt.api import open_model
-    from swin_trt.errors import SwinTrtError
-    from swin_trt.io import write_json
-    from swin_trt.onnx.export import export_onnx, save_onnx, sidecar
-    from swin_trt.onnx.graph import store_int8_weights, to_float16
 
     loaded = open_model(model, cfg, checkpoint, int8_mode)
     if weights == "int8" and (not loaded.quantized or no_quant):
@@ -233,13 +217,13 @@ def export_checkpoint(
         tag = "fp32" if no_quant or not loaded.quantized else f"int8-mode{loaded.model.quant_recipe.name}"
         suffix = ("_w8" if weights == "int8" else "") + ("_fp16" if precision == "fp16" else "")
         output = Path("export") / f"{network.swin_trt_config.name}_{tag}{suffix}.onnx"
-    proto = export_onnx(network)
+    proto = onnx_export.export_onnx(network)
     if weights == "int8":
-        store_int8_weights(proto)
+        onnx_graph.store_int8_weights(proto)
     if precision == "fp16":
-        proto = to_float16(proto)
-    path = save_onnx(proto, output)
-    details = {**sidecar(path, network, checkpoint, weights), "precision": precision}
+        proto = onnx_graph.to_float16(proto)
+    path = onnx_export.save_onnx(proto, output)
+    details = {**onnx_export.sidecar(path, network, checkpoint, weights), "precision": precision}
     write_json(Path(output).with_suffix(".json"), details)
     return details
 
@@ -254,12 +238,6 @@ def bench_engine(
     max_batches: int | None = None,
 ):
     """Run FP32, the fake-quant reference and the engine over val; returns (report, engine)."""
-    from swin_trt.api import open_model
-    from swin_trt.data.datasets import build_dataset
-    from swin_trt.data.loader import build_loader
-    from swin_trt.data.transforms import eval_transform
-    from swin_trt.errors import SwinTrtError
-    from swin_trt.parity import compare, open_engine
 
     loaded = open_model(checkpoint=reference)
     if not loaded.quantized:
@@ -268,4 +246,4 @@ def bench_engine(
     config = loaded.model.swin_trt_config
     dataset = build_dataset(data_path, "val", eval_transform(config.data), use_zip, config.num_classes)
     loader = build_loader(dataset, batch_size, DistContext(), workers=workers)
-    return compare(loaded.fp_model(), loaded.model, engine, loader, max_batches), engine
+    return parity.compare(loaded.fp_model(), loaded.model, engine, loader, max_batches), engine

@@ -14,7 +14,7 @@ import swin_trt
 from swin_trt.distributed import DistContext
 from swin_trt.onnx.graph import classify_dequantize
 from swin_trt.quantization.recipes import RECIPES
-from swin_trt.runtimes.onnxruntime import OrtEngine, build
+from swin_trt.runtimes.onnxruntime import Engine, build
 from swin_trt.settings import CalibrationRequest
 from swin_trt.workflows import calibrate_checkpoint, export_checkpoint
 
@@ -94,7 +94,7 @@ def test_dynamic_batch_matches_pytorch(exported, digits_dir, tmp_path, mode):
     checkpoint, details = exported[mode]
     model = swin_trt.load_model(checkpoint=checkpoint)
     build(details["onnx"], tmp_path / "engine.onnx", "exact")
-    engine = OrtEngine(tmp_path / "engine.onnx")
+    engine = Engine(tmp_path / "engine.onnx")
     images = _val_batch(digits_dir, 32)
     for size in (1, 7, 32):
         with torch.no_grad():
@@ -114,7 +114,7 @@ def test_int8_weights_same_outputs_smaller_file(exported, digits_dir, tmp_path):
     images = _val_batch(digits_dir, 7).numpy()
     build(details["onnx"], tmp_path / "a.onnx", "exact")
     build(int8["onnx"], tmp_path / "b.onnx", "exact")
-    assert np.array_equal(OrtEngine(tmp_path / "a.onnx")(images), OrtEngine(tmp_path / "b.onnx")(images))
+    assert np.array_equal(Engine(tmp_path / "a.onnx")(images), Engine(tmp_path / "b.onnx")(images))
 
 
 def test_fp16_export_keeps_qdq_and_predictions(exported, digits_dir, tmp_path):
@@ -127,7 +127,7 @@ def test_fp16_export_keeps_qdq_and_predictions(exported, digits_dir, tmp_path):
     images = _val_batch(digits_dir, 32).numpy()
     build(details["onnx"], tmp_path / "a.onnx", "exact")
     build(half["onnx"], tmp_path / "b.onnx", "exact")
-    full, reduced = OrtEngine(tmp_path / "a.onnx")(images), OrtEngine(tmp_path / "b.onnx")(images)
+    full, reduced = Engine(tmp_path / "a.onnx")(images), Engine(tmp_path / "b.onnx")(images)
     assert reduced.dtype == np.float32 and (full.argmax(1) == reduced.argmax(1)).mean() >= 31 / 32
     assert np.abs(full - reduced).max() < 0.5
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from swin_trt import __version__
 from swin_trt.cli import bench, build, calibrate, data, demo, eval, export, inspect, models, quant_summary, train
+from swin_trt.errors import SwinTrtError, one_line
 
 SUBCOMMANDS = (data, models, train, calibrate, eval, quant_summary, export, inspect, build, bench, demo)
 SUBCOMMAND_NAMES = tuple(module.NAME for module in SUBCOMMANDS)
@@ -34,8 +35,6 @@ def _quiet_third_party() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; user errors print as one line and exit with status 2."""
-    from swin_trt.errors import SwinTrtError, one_line
-
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_third_party()

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from swin_trt.cli.common import add_data_args, emit_json, positive_int
+from swin_trt.lazy import lazy_import
+
+console = lazy_import("swin_trt.console")
+workflows = lazy_import("swin_trt.workflows")
 
 NAME = "bench"
 
@@ -29,21 +34,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from swin_trt.console import print_table
-    from swin_trt.workflows import bench_engine
-
-    report, engine = bench_engine(args.reference, args.engine, args.data_path, args.zip, args.batch_size, args.workers, args.max_batches)
+    report, engine = workflows.bench_engine(args.reference, args.engine, args.data_path, args.zip, args.batch_size, args.workers, args.max_batches)
     name = engine.details.get("model") or "model"
     failures = report.failures(args.min_agreement, args.max_top1_drop)
-    print_table(
+    console.print_table(
         f"bench {name}: {args.engine} vs {args.reference} ({report.images} images)",
         ("model", "top-1 %", "top-5 %"),
         [("FP32", report.fp32_top1, report.fp32_top5), ("INT8 fake-quant (reference)", report.fakequant_top1, report.fakequant_top5),
          (f"engine ({engine.details.get('backend', 'onnxruntime')} {engine.details.get('ort_mode', '')})", report.engine_top1, report.engine_top5)],
     )
-    print_table("engine vs fake-quant", ("argmax agreement %", "max |dlogit|", "mean |dlogit|", "cosine", "engine images/s"),
+    console.print_table("engine vs fake-quant", ("argmax agreement %", "max |dlogit|", "mean |dlogit|", "cosine", "engine images/s"),
                 [(report.agreement, f"{report.max_abs_diff:.4g}", f"{report.mean_abs_diff:.4g}", f"{report.cosine:.6f}", f"{report.images_per_s:.1f}")])
     emit_json(args, {
         "fp32_top1": report.fp32_top1, "fakequant_top1": report.fakequant_top1, "engine_top1": report.engine_top1,

@@ -6,6 +6,11 @@ import argparse
 from pathlib import Path
 
 from swin_trt.cli.common import emit_json
+from swin_trt.errors import SwinTrtError
+from swin_trt.lazy import lazy_import
+
+console = lazy_import("swin_trt.console")
+ort_runtime = lazy_import("swin_trt.runtimes.onnxruntime")
 
 NAME = "build"
 
@@ -27,15 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from swin_trt.console import print_table
-    from swin_trt.errors import SwinTrtError
-
     if args.backend == "tensorrt":
         raise SwinTrtError("the TensorRT backend is not available in this version: build with --backend onnxruntime")
-    from swin_trt.runtimes.onnxruntime import build
 
     output = args.output or Path("engines") / f"{args.onnx.stem}.ort-{args.ort_mode}.onnx"
-    details = build(args.onnx, output, args.ort_mode)
-    print_table("build", ("engine", "backend", "mode", "providers"), [(details["engine"], details["backend"], details["ort_mode"], ", ".join(details["providers"]))])
+    details = ort_runtime.build(args.onnx, output, args.ort_mode)
+    console.print_table("build", ("engine", "backend", "mode", "providers"), [(details["engine"], details["backend"], details["ort_mode"], ", ".join(details["providers"]))])
     emit_json(args, {"engine": details["engine"], "backend": details["backend"]})
     return 0

@@ -12,8 +12,14 @@ from swin_trt.cli.common import (
     emit_json,
     positive_int,
 )
+from swin_trt.errors import SwinTrtError
+from swin_trt.lazy import lazy_import
 from swin_trt.quantization.recipes import CALIBRATORS
 from swin_trt.settings import CalibrationRequest
+
+console = lazy_import("swin_trt.console")
+ddp = lazy_import("swin_trt.distributed")
+workflows = lazy_import("swin_trt.workflows")
 
 NAME = "calibrate"
 _DEFAULTS = CalibrationRequest()
@@ -53,11 +59,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from swin_trt.console import print_table
-    from swin_trt.distributed import distributed
-    from swin_trt.errors import SwinTrtError
-    from swin_trt.workflows import calibrate_checkpoint, evaluate_split
-
     if not args.resume:
         raise SwinTrtError("--resume is required: the FP checkpoint to calibrate")
     if not 0 < args.percentile <= 100:
@@ -72,11 +73,11 @@ def run(args: argparse.Namespace) -> int:
         calib_transform=args.calib_transform,
         seed=args.seed,
     )
-    with distributed(args.device) as context:
-        outcome = calibrate_checkpoint(args.model, args.cfg, args.resume, args.data_path, args.zip, request, args.calib_output_path, context, args.workers)
-        result = None if args.skip_eval else evaluate_split(outcome.model, args.data_path, args.zip, args.batch_size, context, args.workers)
+    with ddp.distributed(args.device) as context:
+        outcome = workflows.calibrate_checkpoint(args.model, args.cfg, args.resume, args.data_path, args.zip, request, args.calib_output_path, context, args.workers)
+        result = None if args.skip_eval else workflows.evaluate_split(outcome.model, args.data_path, args.zip, args.batch_size, context, args.workers)
         if context.is_main:
-            print_table(
+            console.print_table(
                 f"calibrate {outcome.meta['config']['name']}",
                 ("checkpoint", "int8 mode", "calibrator", "images", "fake-quant top-1 %"),
                 [(outcome.checkpoint, request.int8_mode, request.calibrator, outcome.images, "-" if result is None else result.top1)],

@@ -6,6 +6,10 @@ import argparse
 from pathlib import Path
 
 from swin_trt.cli.common import emit_json, positive_int
+from swin_trt.lazy import lazy_import
+
+console = lazy_import("swin_trt.console")
+digits = lazy_import("swin_trt.data.digits")
 
 NAME = "data"
 
@@ -27,11 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_digits(args: argparse.Namespace) -> int:
-    from swin_trt.console import print_table
-    from swin_trt.data.digits import write_digits
-
-    summary = write_digits(args.output, size=args.size, overwrite=args.overwrite)
-    print_table("digits dataset", ("split", "images"), [("train", summary["train"]), ("val", summary["val"])])
+    summary = digits.write_digits(args.output, size=args.size, overwrite=args.overwrite)
+    console.print_table("digits dataset", ("split", "images"), [("train", summary["train"]), ("val", summary["val"])])
     print(f"written to {summary['root']} (folder layout and --zip layout)")
     emit_json(args, summary)
     return 0

@@ -12,6 +12,13 @@ from swin_trt.cli.common import (
     emit_json,
     positive_int,
 )
+from swin_trt.errors import SwinTrtError
+from swin_trt.lazy import lazy_import
+
+api = lazy_import("swin_trt.api")
+console = lazy_import("swin_trt.console")
+ddp = lazy_import("swin_trt.distributed")
+workflows = lazy_import("swin_trt.workflows")
 
 NAME = "eval"
 
@@ -35,18 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from swin_trt.api import open_model
-    from swin_trt.console import print_table
-    from swin_trt.distributed import distributed
-    from swin_trt.errors import SwinTrtError
-    from swin_trt.workflows import evaluate_split
-
     if not args.resume and not args.random_init:
         raise SwinTrtError("no weights to evaluate: pass --resume CKPT (or --random-init to run untrained weights)")
     if args.resume and args.random_init:
         raise SwinTrtError("--resume and --random-init exclude each other")
-    with distributed(args.device) as context:
-        loaded = open_model(args.model, args.cfg, args.resume, args.int8_mode)
+    with ddp.distributed(args.device) as context:
+        loaded = api.open_model(args.model, args.cfg, args.resume, args.int8_mode)
         if args.compare_fp and not loaded.quantized:
             raise SwinTrtError("--compare-fp needs a calibrated checkpoint (it compares the fake-quant model with its FP weights)")
         if loaded.notice and context.is_main:
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         config = loaded.model.swin_trt_config
 
         def run_on(model):
-            return evaluate_split(model, args.data_path, args.zip, args.batch_size, context, args.workers, args.split, args.max_batches)
+            return workflows.evaluate_split(model, args.data_path, args.zip, args.batch_size, context, args.workers, args.split, args.max_batches)
 
         result = run_on(loaded.model)
         fp_result = run_on(loaded.fp_model()) if args.compare_fp else None
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             if fp_result is not None:
                 rows.insert(0, ("FP32", args.resume, fp_result.images, fp_result.top1, fp_result.top5, f"{fp_result.images_per_s:.1f}"))
             title = f"eval {config.name} on {args.split}" + (f" x{context.world_size} processes" if context.enabled else "")
-            print_table(title, ("model", "weights", "images", "top-1 %", "top-5 %", "images/s"), rows)
+            console.print_table(title, ("model", "weights", "images", "top-1 %", "top-5 %", "images/s"), rows)
             payload = result.as_json()
             if fp_result is not None:
                 print(f"top-1 delta (INT8 - FP32): {result.top1 - fp_result.top1:+.2f} pt")

@@ -7,6 +7,11 @@ from pathlib import Path
 
 from swin_trt.cli.calibrate import add_int8_mode
 from swin_trt.cli.common import add_model_args, emit_json
+from swin_trt.errors import SwinTrtError
+from swin_trt.lazy import lazy_import
+
+console = lazy_import("swin_trt.console")
+workflows = lazy_import("swin_trt.workflows")
 
 NAME = "export"
 
@@ -30,14 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from swin_trt.console import print_table
-    from swin_trt.errors import SwinTrtError
-    from swin_trt.workflows import export_checkpoint
-
     if not args.resume:
         raise SwinTrtError("--resume is required: the calibrated checkpoint to export")
-    details = export_checkpoint(args.resume, args.output, args.model, args.cfg, args.int8_mode, args.weights, args.no_quant, args.precision)
-    print_table("export", ("onnx", "int8 mode", "QuantizeLinear", "DequantizeLinear", "weights", "MB"),
+    details = workflows.export_checkpoint(args.resume, args.output, args.model, args.cfg, args.int8_mode, args.weights, args.no_quant, args.precision)
+    console.print_table("export", ("onnx", "int8 mode", "QuantizeLinear", "DequantizeLinear", "weights", "MB"),
                 [(details["onnx"], details["int8_mode"] or "-", details["q_nodes"], details["dq_nodes"], details["weights"], details["bytes"] / 1e6)])
     emit_json(args, {k: details[k] for k in ("onnx", "q_nodes", "dq_nodes", "bytes")})
     return 0

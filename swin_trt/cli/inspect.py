@@ -7,6 +7,13 @@ import json
 from pathlib import Path
 
 from swin_trt.cli.common import emit_json
+from swin_trt.errors import SwinTrtError
+from swin_trt.lazy import lazy_import
+from swin_trt.onnx.placement import expected_placement
+
+onnx = lazy_import("onnx")
+console = lazy_import("swin_trt.console")
+onnx_graph = lazy_import("swin_trt.onnx.graph")
 
 NAME = "inspect"
 
@@ -25,24 +32,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import onnx
-
-    from swin_trt.console import print_table
-    from swin_trt.errors import SwinTrtError
-    from swin_trt.onnx.graph import classify_dequantize, unquantized_matmuls
-    from swin_trt.onnx.placement import expected_placement
-
     if not args.onnx.is_file():
         raise SwinTrtError(f"ONNX file not found: {args.onnx}")
     try:
         graph = onnx.load(str(args.onnx))
     except Exception as error:  # protobuf DecodeError and friends
         raise SwinTrtError(f"{args.onnx}: not an ONNX model ({error})") from None
-    counts = classify_dequantize(graph)
-    left = unquantized_matmuls(graph)
+    counts = onnx_graph.classify_dequantize(graph)
+    left = onnx_graph.unquantized_matmuls(graph)
     ops = [node.op_type for node in graph.graph.node]
     rows = [(kind, counts.get(kind, 0)) for kind in ("gemm_weight", "gemm_input", "attention_matmul", "gemm_output", "residual_add", "other")]
-    print_table(f"Q/DQ placement of {args.onnx}", ("DequantizeLinear feeds", "count"), rows)
+    console.print_table(f"Q/DQ placement of {args.onnx}", ("DequantizeLinear feeds", "count"), rows)
     print(f"QuantizeLinear {ops.count('QuantizeLinear')}, DequantizeLinear {ops.count('DequantizeLinear')}; "
           f"MatMul/Gemm without Q/DQ on both inputs: {len(left)}" + (f" ({', '.join(left[:5])}{' ...' if len(left) > 5 else ''})" if left else ""))
     payload = {"q_nodes": ops.count("QuantizeLinear"), "dq_nodes": ops.count("DequantizeLinear"), **counts, "unquantized_matmuls": left}

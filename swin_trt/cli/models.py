@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from swin_trt.lazy import lazy_import
+from swin_trt.models.zoo import ZOO
+
+console = lazy_import("swin_trt.console")
+
 NAME = "models"
 
 
@@ -13,12 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from swin_trt.console import print_table
-    from swin_trt.models.zoo import ZOO
-
     rows = [
         (name, c.img_size, c.window_size, c.embed_dim, "-".join(map(str, c.depths)), c.num_classes)
         for name, c in sorted(ZOO.items())
     ]
-    print_table("swin-trt model zoo", ("model", "resolution", "window", "embed dim", "depths", "classes"), rows)
+    console.print_table("swin-trt model zoo", ("model", "resolution", "window", "embed dim", "depths", "classes"), rows)
     return 0

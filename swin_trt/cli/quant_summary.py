@@ -7,6 +7,12 @@ from pathlib import Path
 
 from swin_trt.cli.calibrate import add_int8_mode
 from swin_trt.cli.common import add_model_args, emit_json
+from swin_trt.errors import SwinTrtError
+from swin_trt.lazy import lazy_import
+
+api = lazy_import("swin_trt.api")
+console = lazy_import("swin_trt.console")
+qmodel = lazy_import("swin_trt.quantization.model")
 
 NAME = "quant-summary"
 
@@ -21,18 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from swin_trt.api import open_model
-    from swin_trt.console import print_table
-    from swin_trt.errors import SwinTrtError
-    from swin_trt.quantization.model import named_quantizers
-
     if not args.resume:
         raise SwinTrtError("--resume is required: a calibrated checkpoint")
-    loaded = open_model(args.model, args.cfg, args.resume, args.int8_mode)
+    loaded = api.open_model(args.model, args.cfg, args.resume, args.int8_mode)
     if not loaded.quantized:
         raise SwinTrtError(f"{args.resume} is not a calibrated checkpoint (no amax): run `swin-trt calibrate` first")
     rows, payload = [], {}
-    for name, quantizer in named_quantizers(loaded.model):
+    for name, quantizer in qmodel.named_quantizers(loaded.model):
         if args.enabled_only and not quantizer.enabled:
             continue
         amax = quantizer.amax
@@ -40,12 +41,12 @@ def run(args: argparse.Namespace) -> int:
         rows.append((name, "on" if quantizer.enabled else "off", "per-channel" if quantizer.per_channel else "per-tensor", shown))
         payload[name] = amax.tolist() if quantizer.calibrated else None
     quant = loaded.meta["quantization"]
-    print_table(
+    console.print_table(
         f"quantizers of {args.resume} (int8-mode {loaded.model.quant_recipe.name}, calibrator {quant['calibrator']})",
         ("quantizer", "state", "granularity", "amax"),
         rows,
     )
-    enabled = sum(1 for _, q in named_quantizers(loaded.model) if q.enabled)
-    print(f"{enabled} enabled of {len(list(named_quantizers(loaded.model)))} quantizers")
+    enabled = sum(1 for _, q in qmodel.named_quantizers(loaded.model) if q.enabled)
+    print(f"{enabled} enabled of {len(list(qmodel.named_quantizers(loaded.model)))} quantizers")
     emit_json(args, payload)
     return 0

@@ -12,7 +12,12 @@ from swin_trt.cli.common import (
     emit_json,
     positive_int,
 )
+from swin_trt.lazy import lazy_import
 from swin_trt.settings import TrainRecipe
+
+console = lazy_import("swin_trt.console")
+ddp = lazy_import("swin_trt.distributed")
+workflows = lazy_import("swin_trt.workflows")
 
 _DEFAULTS = TrainRecipe()
 
@@ -40,10 +45,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from swin_trt.console import print_table
-    from swin_trt.distributed import distributed
-    from swin_trt.workflows import train_reference
-
     recipe = TrainRecipe(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -52,12 +53,12 @@ def run(args: argparse.Namespace) -> int:
         label_smoothing=args.label_smoothing,
         seed=args.seed,
     )
-    with distributed(args.device) as context:
-        outcome = train_reference(
+    with ddp.distributed(args.device) as context:
+        outcome = workflows.train_reference(
             args.model, args.cfg, args.resume, args.data_path, args.zip, args.output, recipe, context, workers=args.workers
         )
         if context.is_main:
-            print_table(
+            console.print_table(
                 f"train {outcome.config.name}",
                 ("checkpoint", "epochs", "final loss", "val top-1 %", "val top-5 %"),
                 [(outcome.checkpoint, recipe.epochs, outcome.losses[-1], outcome.result.top1, outcome.result.top5)],

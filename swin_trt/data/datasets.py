@@ -11,6 +11,7 @@ file (and line) at fault.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import zipfile
@@ -166,8 +167,6 @@ def build_dataset(
 def fingerprint(dataset: FolderDataset | ZipDataset) -> str:
     """A short hash of the image list and labels (paths relative to the split), stored in
     checkpoints so a result can be traced to the exact data it came from."""
-    import hashlib
-
     digest = hashlib.sha256()
     if isinstance(dataset, ZipDataset):
         rows = dataset.samples

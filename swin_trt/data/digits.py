@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
 from swin_trt.errors import DataError
 from swin_trt.io import atomic_path
@@ -25,9 +27,6 @@ MANIFEST = "digits.json"
 
 def digits_split() -> dict[str, list[tuple[int, np.ndarray, int]]]:
     """``{"train": [(index, image8x8, label), ...], "val": [...]}`` with the fixed split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
     digits = load_digits()
     indices = np.arange(len(digits.target))
     train, val = train_test_split(indices, test_size=VAL_FRACTION, stratify=digits.target, random_state=SPLIT_SEED)

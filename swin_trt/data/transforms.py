@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from timm.data import create_transform
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
@@ -23,8 +24,6 @@ def eval_transform(config: DataConfig) -> T.Compose:
 def train_transform(config: DataConfig):
     """Reference training augmentation, built by timm as the original did: RandomResizedCrop,
     flip, RandAugment, colour jitter (only without RandAugment) and random erasing."""
-    from timm.data import create_transform
-
     augment = config.train
     return create_transform(
         input_size=config.img_size,

@@ -7,6 +7,7 @@ key remap (see :mod:`swin_trt.models.checkpoint`).
 
 from __future__ import annotations
 
+from timm.models.swin_transformer import SwinTransformer, WindowAttention
 from torch import nn
 
 from swin_trt.models.config import ModelConfig
@@ -19,8 +20,6 @@ def build_model(config: ModelConfig) -> nn.Module:
     batched-matmul inputs and on the softmax output; timm switches to SDPA when fused attention
     is enabled globally, so it is switched off here per module.
     """
-    from timm.models.swin_transformer import SwinTransformer, WindowAttention
-
     model = SwinTransformer(
         img_size=config.img_size,
         patch_size=config.patch_size,

@@ -8,16 +8,23 @@ TorchScript exporter is deprecated, so it is not used.
 
 from __future__ import annotations
 
-import hashlib
+import collections
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
+import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers the quantized_decomposed ops)
 from torch import nn
 
-from swin_trt.quantization.model import named_quantizers
+from swin_trt.io import atomic_path
+from swin_trt.onnx.graph import drop_int8_clips
+from swin_trt.onnx.hashing import file_sha256
+from swin_trt.provenance import package_versions
+from swin_trt.quantization.model import named_quantizers, uncalibrated
+from swin_trt.quantization.quantizer import UncalibratedError
 
 OPSET = 19
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
@@ -26,11 +33,6 @@ INPUT_NAME, OUTPUT_NAME = "images", "logits"
 @contextmanager
 def export_mode(model: nn.Module) -> Iterator[None]:
     """Switch every quantizer to explicit quantize/dequantize ops with frozen scales."""
-    import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers quantized_decomposed ops)
-
-    from swin_trt.quantization.model import uncalibrated
-    from swin_trt.quantization.quantizer import UncalibratedError
-
     missing = uncalibrated(model)
     if missing:
         raise UncalibratedError(f"{len(missing)} enabled quantizers have no amax (first: {missing[0]}): calibrate before exporting")
@@ -46,19 +48,9 @@ def export_mode(model: nn.Module) -> Iterator[None]:
             quantizer.exporting = False
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def export_onnx(model: nn.Module, example_batch: int = 2):
     """``model`` (eval mode, CPU) as an ONNX ``ModelProto`` with a dynamic batch axis, Q/DQ pairs
     adjacent (see :func:`swin_trt.onnx.graph.drop_int8_clips`)."""
-    from swin_trt.onnx.graph import drop_int8_clips
-
     config = model.swin_trt_config
     model = model.eval().cpu()
     example = torch.randn(example_batch, config.in_chans, config.img_size, config.img_size)
@@ -83,10 +75,6 @@ def export_onnx(model: nn.Module, example_batch: int = 2):
 
 def save_onnx(proto, output: str | Path) -> Path:
     """Check ``proto`` (checker + shape inference) and write it; the file appears only if valid."""
-    import onnx
-
-    from swin_trt.io import atomic_path
-
     inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     onnx.checker.check_model(inferred, full_check=True)
     output = Path(output)
@@ -96,17 +84,11 @@ def save_onnx(proto, output: str | Path) -> Path:
 
 
 def count_ops(path: str | Path) -> dict[str, int]:
-    import collections
-
-    import onnx
-
     return dict(collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node))
 
 
 def sidecar(onnx_path: Path, model: nn.Module, source: str | Path | None, weights: str) -> dict[str, Any]:
     """What the graph is: recipe, opset, input spec, source checkpoint hash, versions."""
-    from swin_trt.provenance import package_versions
-
     config = model.swin_trt_config
     recipe = getattr(model, "quant_recipe", None)
     ops = count_ops(onnx_path)

@@ -6,11 +6,13 @@ onnxruntime outputs.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter, defaultdict
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from onnxconverter_common import float16
 
 INT8_RANGE = (-128, 127)
 
@@ -181,10 +183,6 @@ def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
     """Float16 for everything in float32 except the graph's inputs and outputs (onnxconverter-
     common's converter). Opset 19 QuantizeLinear/DequantizeLinear take float16 directly, so no
     casts are needed around the Q/DQ pairs."""
-    import warnings
-
-    from onnxconverter_common import float16
-
     with warnings.catch_warnings():  # "the float32 number ... will be truncated": expected for fp16
         warnings.simplefilter("ignore", UserWarning)
         return float16.convert_float_to_float16(model, keep_io_types=True)

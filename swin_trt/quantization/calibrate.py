@@ -14,6 +14,7 @@ from swin_trt.quantization.calibrators import Histogram, compute_amax
 from swin_trt.quantization.collect import HistogramCollector
 from swin_trt.quantization.model import is_weight_quantizer, named_quantizers
 from swin_trt.quantization.modules import QuantLinear
+from swin_trt.quantization.quantizer import CalibrationError
 
 
 class _PassThrough:
@@ -69,4 +70,9 @@ def load_calib_amax(model: nn.Module, histograms: dict[str, Histogram], method: 
             module.weight_quantizer.set_amax(weight_amax(module))
     for name, quantizer in named_quantizers(model):
         if name in histograms:
-            quantizer.set_amax(compute_amax(histograms[name], method, percentile))
+            histogram = histograms[name]
+            if histogram.max <= 0 or float(histogram.counts.sum()) == 0:
+                seen = "no values" if float(histogram.counts.sum()) == 0 and histogram.max <= 0 else "only zeros"
+                raise CalibrationError(f"quantizer {name} saw {seen} during calibration, so it has no range: "
+                                       "check that the calibration data reaches it (more --num-calib-batch?)")
+            quantizer.set_amax(compute_amax(histogram, method, percentile))

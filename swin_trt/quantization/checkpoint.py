@@ -1,8 +1,9 @@
 """Calibrated checkpoints: FP weights + every quantizer's amax + what produced them.
 
 ``{"model": state_dict (with *_quantizer.amax), "meta": {"config", "quantization", "versions"}}``.
-The recipe (int8 mode) and weight granularity are stored, unlike the reference, so a checkpoint
-always rebuilds the exact model it was calibrated as.
+The recipe (int8 mode), weight granularity and precision (``weight_bits`` / ``activation_bits``,
+8 when absent) are stored, unlike the reference, so a checkpoint always rebuilds the exact model
+it was calibrated as.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ import torch
 from torch import nn
 
 from swin_trt.errors import SwinTrtError
+from swin_trt.models.checkpoint import load_state_dict
+from swin_trt.models.resolve import check_architecture, resolve_config
+from swin_trt.models.swin import build_model
+from swin_trt.quantization.model import apply_recipe, quantize_model, set_precision, uncalibrated
+from swin_trt.quantization.quantizer import DEFAULT_BITS
+from swin_trt.quantization.recipes import get_recipe
 
 AMAX_SUFFIX = "_quantizer.amax"
 
@@ -37,18 +44,13 @@ def quantized_from_state(
     covers mode 2) and is reported in the returned notice line; otherwise it is an error: an
     enabled quantizer never runs without a calibrated amax.
     """
-    from swin_trt.api import check_architecture, resolve_config
-    from swin_trt.models.checkpoint import load_state_dict
-    from swin_trt.models.swin import build_model
-    from swin_trt.quantization.model import apply_recipe, quantize_model, uncalibrated
-    from swin_trt.quantization.recipes import get_recipe
-
     quant = meta["quantization"]
     config = resolve_config(model, cfg, meta)
     check_architecture(config, meta, source)
     stored = get_recipe(quant["int8_mode"])
     network = quantize_model(build_model(config), stored, per_channel_weights=quant["per_channel_weights"])
     load_state_dict(network, state, source=source)
+    set_precision(network, quant.get("weight_bits", DEFAULT_BITS), quant.get("activation_bits", DEFAULT_BITS))
 
     notice = None
     if int8_mode is not None and str(int8_mode) != stored.name:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock, WindowAttention
 from torch import nn
 
 from swin_trt.quantization.modules import (
@@ -11,7 +12,7 @@ from swin_trt.quantization.modules import (
     QuantSwinBlock,
     QuantWindowAttention,
 )
-from swin_trt.quantization.quantizer import TensorQuantizer
+from swin_trt.quantization.quantizer import DEFAULT_BITS, TensorQuantizer
 from swin_trt.quantization.recipes import LINEAR_KINDS, Recipe
 
 
@@ -21,12 +22,6 @@ def quantize_model(model: nn.Module, recipe: Recipe, per_channel_weights: bool =
     Swaps timm's WindowAttention, SwinTransformerBlock and the Linear layers of blocks and
     PatchMerging for their quantized versions. All quantizers start uncalibrated.
     """
-    from timm.models.swin_transformer import (
-        PatchMerging,
-        SwinTransformerBlock,
-        WindowAttention,
-    )
-
     if any(isinstance(m, TensorQuantizer) for m in model.modules()):
         raise ValueError("model is already quantized")
     for module in list(model.modules()):
@@ -43,8 +38,8 @@ def quantize_model(model: nn.Module, recipe: Recipe, per_channel_weights: bool =
     for name, quantizer in named_quantizers(model):
         quantizer.qualified_name = name
     apply_recipe(model, recipe)
-    model.quant_recipe = recipe
     model.per_channel_weights = per_channel_weights
+    model.weight_bits = model.activation_bits = DEFAULT_BITS
     return model
 
 
@@ -78,6 +73,16 @@ def enabled_quantizers(model: nn.Module) -> list[str]:
 
 def is_weight_quantizer(name: str) -> bool:
     return name.endswith("weight_quantizer")
+
+
+def set_precision(model: nn.Module, weight_bits: int, activation_bits: int) -> None:
+    """Fake-quantize weights at ``weight_bits`` and activations at ``activation_bits`` (4-8).
+
+    amax does not depend on the bit width (max |W| for weights, the calibrated range for
+    activations), so one calibration serves every precision."""
+    for name, quantizer in named_quantizers(model):
+        quantizer.num_bits = weight_bits if is_weight_quantizer(name) else activation_bits
+    model.weight_bits, model.activation_bits = weight_bits, activation_bits
 
 
 def uncalibrated(model: nn.Module) -> list[str]:

@@ -1,9 +1,11 @@
-"""The fake-quantizer: 8-bit signed, symmetric, scale = amax / 127.
+"""The fake-quantizer: signed, symmetric, ``num_bits`` wide (8 by default), scale = amax / qmax.
 
 It has three states. Disabled: identity. Collecting: identity, and feeds the values it sees to a
-statistics collector (calibration). Quantizing: ``x -> clamp(round(x / s), -128, 127) * s``, with
-the straight-through estimator clipped at the range as its gradient (what QAT needs); during
-ONNX export the same arithmetic is emitted as QuantizeLinear/DequantizeLinear.
+statistics collector (calibration). Quantizing: ``x -> clamp(round(x / s), qmin, qmax) * s``
+with qmin = -2**(n-1), qmax = 2**(n-1) - 1, and the straight-through estimator clipped at
+±amax as its gradient (what QAT needs); during ONNX export the same arithmetic is emitted as
+QuantizeLinear/DequantizeLinear. Fewer than 8 bits are a subset of int8, so they export as int8
+Q/DQ with the narrower range.
 
 ``amax`` is a buffer of fixed shape (a scalar, or one value per channel) that holds NaN until
 calibrated, so checkpoints load strictly and an uncalibrated quantizer can never run silently
@@ -17,17 +19,29 @@ from torch import nn
 
 from swin_trt.errors import SwinTrtError
 
-QMIN, QMAX = -128, 127
-BOUND = 127.0
+DEFAULT_BITS = 8
+MIN_BITS, MAX_BITS = 4, 8
 
 
 class UncalibratedError(SwinTrtError):
     """An enabled quantizer has no amax."""
 
 
+class CalibrationError(SwinTrtError):
+    """Calibration produced an amax that cannot be used (not finite, or from no data)."""
+
+
+def integer_range(num_bits: int) -> tuple[int, int]:
+    """(qmin, qmax) of signed ``num_bits`` integers: [-2**(n-1), 2**(n-1) - 1]."""
+    if not MIN_BITS <= num_bits <= MAX_BITS:
+        raise SwinTrtError(f"precision must be {MIN_BITS} to {MAX_BITS} bits, got {num_bits}")
+    return -(1 << (num_bits - 1)), (1 << (num_bits - 1)) - 1
+
+
 class _FakeQuantize(torch.autograd.Function):
-    """``clamp(round(x / s), -128, 127) * s`` with the straight-through estimator clipped to the
-    range (the gradient is zero where x was clipped).
+    """``clamp(round(x / s), qmin, qmax) * s`` with the straight-through estimator: the gradient
+    passes where |x| <= amax and is zero elsewhere, exactly as pytorch-quantization's
+    ``FakeTensorQuantFunction`` (not wherever the rounded value happens to land in range).
 
     Written out instead of torch's ``fake_quantize_per_*_affine`` because those multiply by
     1/s, while ONNX QuantizeLinear divides by s: near rounding ties the two disagree, and the
@@ -35,26 +49,25 @@ class _FakeQuantize(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        scaled = torch.round(x / scale)
-        inside = (scaled >= QMIN) & (scaled <= QMAX)
-        ctx.save_for_backward(inside)
-        return scaled.clamp_(QMIN, QMAX).mul_(scale)
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+        ctx.save_for_backward(x.abs() <= amax)
+        return torch.round(x / scale).clamp_(qmin, qmax).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (inside,) = ctx.saved_tensors
-        return grad * inside, None
+        return grad * inside, None, None, None, None
 
 
 class TensorQuantizer(nn.Module):
     """Fake-quantizes a tensor per tensor (``axis=None``) or per channel along ``axis``."""
 
-    def __init__(self, channels: int | None = None, axis: int | None = None):
+    def __init__(self, channels: int | None = None, axis: int | None = None, num_bits: int = DEFAULT_BITS):
         super().__init__()
         if (channels is None) != (axis is None):
             raise ValueError("per-channel quantizers need both channels and axis")
         self.axis = axis
+        self.num_bits = num_bits
         self.enabled = False
         self.collector = None  # set while calibrating
         self.exporting = False  # set while exporting to ONNX (see swin_trt.onnx.export.export_mode)
@@ -66,16 +79,27 @@ class TensorQuantizer(nn.Module):
         return self.axis is not None
 
     @property
+    def num_bits(self) -> int:
+        return self._num_bits
+
+    @num_bits.setter
+    def num_bits(self, value: int) -> None:
+        self.qmin, self.qmax = integer_range(value)
+        self._num_bits = value
+
+    @property
     def calibrated(self) -> bool:
         return bool(torch.isfinite(self.amax).all() and (self.amax > 0).all())
 
     def set_amax(self, amax: torch.Tensor | float) -> None:
         amax = torch.as_tensor(amax, dtype=torch.float32).reshape(self.amax.shape)
-        # an all-zero channel (e.g. a pruned row) would give scale 0; any positive scale is exact for it
+        if not torch.isfinite(amax).all():
+            raise CalibrationError(f"quantizer {self._name()}: calibration gave amax {amax.flatten()[:4].tolist()} (not finite): check the checkpoint and the calibration data")
+        # an all-zero weight channel (e.g. a pruned row) would give scale 0; any positive scale is exact for it
         self.amax.copy_(torch.where(amax > 0, amax, torch.full_like(amax, 1e-8)))
 
     def scale(self) -> torch.Tensor:
-        return self.amax / BOUND
+        return self.amax / self.qmax
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
@@ -87,12 +111,12 @@ class TensorQuantizer(nn.Module):
             return self._quantize_dequantize(x)
         if not self.calibrated:
             raise UncalibratedError(f"quantizer {self._name()} is enabled but has no amax: calibrate first (swin-trt calibrate)")
-        scale = self.scale().to(x.device)
+        amax = self.amax.to(x.device)
         if self.axis is not None:
             shape = [1] * x.ndim
             shape[self.axis % x.ndim] = -1
-            scale = scale.reshape(shape)
-        return _FakeQuantize.apply(x, scale)
+            amax = amax.reshape(shape)
+        return _FakeQuantize.apply(x, amax / self.qmax, amax, self.qmin, self.qmax)
 
     def _quantize_dequantize(self, x: torch.Tensor) -> torch.Tensor:
         """The same arithmetic as explicit quantize + dequantize ops, which ``torch.onnx``'s
@@ -101,13 +125,13 @@ class TensorQuantizer(nn.Module):
         a buffer would be data-dependent during export."""
         ops = torch.ops.quantized_decomposed
         if self.axis is None:
-            quantized = ops.quantize_per_tensor(x, self.export_scale, 0, QMIN, QMAX, torch.int8)
-            return ops.dequantize_per_tensor(quantized, self.export_scale, 0, QMIN, QMAX, torch.int8)
+            quantized = ops.quantize_per_tensor(x, self.export_scale, 0, self.qmin, self.qmax, torch.int8)
+            return ops.dequantize_per_tensor(quantized, self.export_scale, 0, self.qmin, self.qmax, torch.int8)
         scale = self.scale().to(x.device)
         zero = torch.zeros(scale.shape, dtype=torch.int64, device=x.device)
         axis = self.axis % x.ndim
-        quantized = ops.quantize_per_channel(x, scale, zero, axis, QMIN, QMAX, torch.int8)
-        return ops.dequantize_per_channel(quantized, scale, zero, axis, QMIN, QMAX, torch.int8)
+        quantized = ops.quantize_per_channel(x, scale, zero, axis, self.qmin, self.qmax, torch.int8)
+        return ops.dequantize_per_channel(quantized, scale, zero, axis, self.qmin, self.qmax, torch.int8)
 
     def _name(self) -> str:
         return getattr(self, "qualified_name", "?")
@@ -115,4 +139,4 @@ class TensorQuantizer(nn.Module):
     def extra_repr(self) -> str:
         state = "collecting" if self.collector is not None else ("on" if self.enabled else "off")
         kind = f"per-channel axis={self.axis}" if self.per_channel else "per-tensor"
-        return f"{kind}, {state}, calibrated={self.calibrated}"
+        return f"{self.num_bits}-bit {kind}, {state}, calibrated={self.calibrated}"

@@ -7,20 +7,24 @@ speed: ``fast`` (ORT_ENABLE_ALL: Q/DQ pairs fused into integer MatMuls) and ``ex
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from swin_trt.errors import SwinTrtError
+from swin_trt.io import atomic_path, write_json
+from swin_trt.lazy import lazy_import
+from swin_trt.onnx.hashing import file_sha256
+from swin_trt.provenance import package_versions
+from swin_trt.runtimes import read_sidecar
+
+ort = lazy_import("onnxruntime")
 
 MODES = ("exact", "fast")
 
 
 def session_options(mode: str, threads: int | None = None):
-    import onnxruntime as ort
-
     if mode not in MODES:
         raise SwinTrtError(f"unknown --ort-mode {mode!r}; choose {' or '.join(MODES)}")
     options = ort.SessionOptions()
@@ -33,20 +37,12 @@ def session_options(mode: str, threads: int | None = None):
 
 
 def providers() -> list[str]:
-    import onnxruntime as ort
-
     available = ort.get_available_providers()
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
 def build(onnx_path: str | Path, engine_path: str | Path, mode: str) -> dict[str, Any]:
     """Optimise ``onnx_path`` for this machine and save it to ``engine_path`` with a sidecar."""
-    import onnxruntime as ort
-
-    from swin_trt.io import atomic_path, write_json
-    from swin_trt.onnx.export import file_sha256
-    from swin_trt.provenance import package_versions
-
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.is_file():
         raise SwinTrtError(f"ONNX file not found: {onnx_path} (make one with `swin-trt export`)")
@@ -57,7 +53,7 @@ def build(onnx_path: str | Path, engine_path: str | Path, mode: str) -> dict[str
             ort.InferenceSession(str(onnx_path), options, providers=providers())
         except Exception as error:  # onnxruntime raises its own Fail / InvalidGraph types
             raise SwinTrtError(f"{onnx_path}: onnxruntime cannot load it ({str(error).splitlines()[0]})") from None
-    source = json.loads(onnx_path.with_suffix(".json").read_text()) if onnx_path.with_suffix(".json").is_file() else {}
+    source = read_sidecar(onnx_path) or {}
     details = {
         "engine": str(engine_path),
         "backend": "onnxruntime",
@@ -73,17 +69,14 @@ def build(onnx_path: str | Path, engine_path: str | Path, mode: str) -> dict[str
     return details
 
 
-class OrtEngine:
+class Engine:
     """Runs a built engine (the sidecar says how it was optimised)."""
 
     def __init__(self, engine_path: str | Path, threads: int | None = None):
-        import onnxruntime as ort
-
         engine_path = Path(engine_path)
         if not engine_path.is_file():
             raise SwinTrtError(f"engine not found: {engine_path} (make one with `swin-trt build`)")
-        sidecar = engine_path.with_suffix(".json")
-        self.details = json.loads(sidecar.read_text()) if sidecar.is_file() else {"ort_mode": "exact"}
+        self.details = read_sidecar(engine_path) or {"ort_mode": "exact"}
         options = session_options(self.details.get("ort_mode", "exact"), threads)
         self.session = ort.InferenceSession(str(engine_path), options, providers=providers())
         self.input_name = self.session.get_inputs()[0].name
