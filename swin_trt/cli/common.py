@@ -34,6 +34,20 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--local-rank", "--local_rank", type=int, default=None, help=argparse.SUPPRESS)
 
 
+def add_precision_args(parser: argparse.ArgumentParser) -> None:
+    """The seed toolkit's precision flags (it forced them to 8): fake-quant at fewer bits."""
+    group = parser.add_argument_group("precision")
+    group.add_argument("--wprec", type=bit_width, default=8, metavar="N", help="weight bits, 4-8 (default 8)")
+    group.add_argument("--aprec", type=bit_width, default=8, metavar="N", help="activation bits, 4-8 (default 8)")
+
+
+def bit_width(text: str) -> int:
+    value = int(text)
+    if not 4 <= value <= 8:
+        raise argparse.ArgumentTypeError(f"must be 4 to 8 bits, got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
