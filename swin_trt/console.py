@@ -54,7 +54,7 @@ class LineProgress:
         self.iterable = iterable
         self.total = total if total is not None else _length(iterable)
         self.desc, self.interval, self.final = desc, interval, final
-        self.units = unit + ("es" if unit.endswith(("s", "x", "ch", "sh")) else "s")
+        self.unit, self.units = unit, unit + ("es" if unit.endswith(("s", "x", "ch", "sh")) else "s")
         self.steps = self.images = 0
         self.postfix = ""
         self.start = self.last = time.perf_counter()
@@ -90,7 +90,8 @@ class LineProgress:
         self.closed = True
         if self.final and self.steps:
             elapsed = max(time.perf_counter() - self.start, 1e-9)
-            log(self._line([f"{self.steps} {self.units} in {format_duration(elapsed)}", _rate(self.images, self.steps, elapsed, self.units)]))
+            done = f"{self.steps} {self.unit if self.steps == 1 else self.units} in {format_duration(elapsed)}"
+            log(self._line([done, _rate(self.images, self.steps, elapsed, self.units)]))
 
     def _line(self, parts: list[str]) -> str:
         if self.postfix:

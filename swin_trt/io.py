@@ -147,8 +147,9 @@ def atomic_path(path: str | Path, directory: bool = False) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         _remove_folders(created)
-        if isinstance(error, OSError) and _is_write_failure(error, tmp, path):
-            raise OutputError(path, reason_of(error)) from None
+        failure = _write_failure(error, tmp, path)
+        if failure is not None:
+            raise OutputError(path, reason_of(failure)) from None
         raise
 
 
@@ -183,14 +184,21 @@ def _remove_folders(folders: list[Path]) -> None:
             return
 
 
-def _is_write_failure(error: OSError, tmp: Path, path: Path) -> bool:
-    """An error of writing the output itself (disk full, file too large, rename refused), as
-    opposed to one about some other file the caller touched while writing, which keeps its
-    traceback."""
-    if error.filename is None:
-        return True
-    name = Path(os.fsdecode(error.filename))
-    return name in (tmp, path) or tmp in name.parents
+def _write_failure(error: BaseException, tmp: Path, path: Path) -> OSError | None:
+    """The OSError of writing the output itself (disk full, file too large, rename refused) behind
+    ``error``, if that is what it is. Writers may wrap it: torch.save, on a Python file, raises
+    a RuntimeError whose context is the OSError. An OSError about some other file the caller
+    touched meanwhile is not one, and keeps its traceback."""
+    seen = []
+    while error is not None and error not in seen and len(seen) < 8:
+        seen.append(error)
+        if isinstance(error, OSError):
+            if error.filename is None:
+                return error
+            name = Path(os.fsdecode(error.filename))
+            return error if name in (tmp, path) or tmp in name.parents else None
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -106,7 +107,8 @@ def _user_message(error: Exception, args: argparse.Namespace, rank: int | None) 
     if isinstance(error, OSError) and error.filename is not None:  # e.g. a file that vanished mid-run
         return f"{os.fsdecode(error.filename)}: {os.strerror(error.errno).lower() if error.errno else error}"
     if rank is not None and ddp.is_peer_failure(error):
-        return f"stopped: a collective failed, most likely because another process of this run failed (see its error): {one_line(error)[:160]}"
+        detail = re.sub(r"^\[[^\]]*\] ", "", one_line(error)).split(". ")[0]  # gloo's "[.../pair.cc:561] Connection closed by peer ..."
+        return f"stopped: a collective failed, most likely because another process of this run failed (see its error): {detail}"
     return None
 
 

@@ -122,7 +122,9 @@ def fit(
 
 def epoch_line(epoch: int, epochs: int, loss: float, lr: float, images: int, seconds: float, elapsed: float) -> str:
     """The log line at the end of each epoch (on terminals too, where the bars disappear):
-    ``epoch 3/40: loss 0.5321, lr 1.20e-03, 1408 images in 4.1 s (343.4 images/s), ETA 2:31``."""
-    remaining = elapsed / (epoch + 1) * (epochs - epoch - 1)
-    return (f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}, lr {lr:.2e}, {images} images in {format_duration(seconds)} "
-            f"({images / max(seconds, 1e-9):.1f} images/s), ETA {format_duration(remaining)}")
+    ``epoch 3/40: loss 0.5321, lr 1.20e-03, 1408 images in 4.1 s (343.4 images/s), ETA 2:31``"""
+    line = (f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}, lr {lr:.2e}, {images} images in {format_duration(seconds)} "
+            f"({images / max(seconds, 1e-9):.1f} images/s)")
+    if epoch + 1 < epochs:
+        line += f", ETA {format_duration(elapsed / (epoch + 1) * (epochs - epoch - 1))}"
+    return line
