@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from rich.console import Console
 from rich.table import Table
@@ -42,7 +42,7 @@ def progress(
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not show, leave=False, dynamic_ncols=True)
 
 
-class LineProgress:
+class LineProgress(Generic[T]):
     """Progress as plain log lines on stderr (see the module notes for when it is used).
 
     Images are counted as the length of each batch's first element, since every loop here
