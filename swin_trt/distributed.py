@@ -53,10 +53,19 @@ def distributed(device_name: str = "auto") -> Iterator[DistContext]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    try:
-        yield DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=device)
-    finally:
-        dist.destroy_process_group()
+    yield DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=device)
+    # Only after success: tearing the group down while another rank waits in a collective can
+    # block forever (NCCL's abort is collective; torchtitan made the same change, PR #1342). A
+    # failed rank leaves without it (swin_trt.cli.main), and its exit ends the others.
+    dist.destroy_process_group()
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """Whether ``error`` is a collective failing because another rank went away: gloo raises a
+    plain RuntimeError ("Connection closed by peer"), NCCL and the store raise DistError types."""
+    if isinstance(error, dist.DistError):
+        return True
+    return isinstance(error, RuntimeError) and any(text in str(error) for text in ("Connection closed by peer", "Connection reset by peer"))
 
 
 def all_reduce_sum(tensor: torch.Tensor, context: DistContext) -> torch.Tensor:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from swin_trt.cli.common import emit_json
 from swin_trt.errors import SwinTrtError
+from swin_trt.io import check_writable
 from swin_trt.lazy import lazy_import
 
 console = lazy_import("swin_trt.console")
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         raise SwinTrtError("the TensorRT backend is not available in this version: build with --backend onnxruntime")
 
     output = args.output or Path("engines") / f"{args.onnx.stem}.ort-{args.ort_mode}.onnx"
+    check_writable(output, "--output")
     details = ort_runtime.build(args.onnx, output, args.ort_mode)
     console.print_table("build", ("engine", "backend", "mode", "providers"), [(details["engine"], details["backend"], details["ort_mode"], ", ".join(details["providers"]))])
     emit_json(args, {"engine": details["engine"], "backend": details["backend"]})

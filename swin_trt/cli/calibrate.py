@@ -13,6 +13,7 @@ from swin_trt.cli.common import (
     positive_int,
 )
 from swin_trt.errors import SwinTrtError
+from swin_trt.io import check_writable
 from swin_trt.lazy import lazy_import
 from swin_trt.quantization.recipes import CALIBRATORS
 from swin_trt.settings import CalibrationRequest
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise SwinTrtError("--resume is required: the FP checkpoint to calibrate")
     if not 0 < args.percentile <= 100:
         raise SwinTrtError(f"--percentile must be in (0, 100], got {args.percentile}")
+    check_writable(args.calib_output_path, "--calib-output-path", "folder")
     request = CalibrationRequest(
         int8_mode=args.int8_mode,
         calibrator=args.calibrator,

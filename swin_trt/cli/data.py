@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from swin_trt.cli.common import emit_json, positive_int
+from swin_trt.io import check_writable
 from swin_trt.lazy import lazy_import
 
 console = lazy_import("swin_trt.console")
@@ -31,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_digits(args: argparse.Namespace) -> int:
+    check_writable(args.output, "--output", "folder")
     summary = digits.write_digits(args.output, size=args.size, overwrite=args.overwrite)
     console.print_table("digits dataset", ("split", "images"), [("train", summary["train"]), ("val", summary["val"])])
     print(f"written to {summary['root']} (folder layout and --zip layout)")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from swin_trt.cli.common import emit_json
+from swin_trt.io import check_writable
 from swin_trt.lazy import lazy_import
 from swin_trt.models.zoo import MICRO
 from swin_trt.quantization.recipes import RECIPES
@@ -40,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_writable(args.workdir, "--workdir", "folder")
     context = ddp.DistContext()
     stages: list[tuple[str, str, str]] = []
     data_dir = args.workdir / "digits"

@@ -8,6 +8,7 @@ from pathlib import Path
 from swin_trt.cli.calibrate import add_int8_mode
 from swin_trt.cli.common import add_model_args, emit_json
 from swin_trt.errors import SwinTrtError
+from swin_trt.io import check_writable
 from swin_trt.lazy import lazy_import
 
 console = lazy_import("swin_trt.console")
@@ -37,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.resume:
         raise SwinTrtError("--resume is required: the calibrated checkpoint to export")
+    if args.output:
+        check_writable(args.output, "--output")
     details = workflows.export_checkpoint(args.resume, args.output, args.model, args.cfg, args.int8_mode, args.weights, args.no_quant, args.precision)
     console.print_table("export", ("onnx", "int8 mode", "QuantizeLinear", "DequantizeLinear", "weights", "MB"),
                 [(details["onnx"], details["int8_mode"] or "-", details["q_nodes"], details["dq_nodes"], details["weights"], details["bytes"] / 1e6)])

@@ -12,6 +12,7 @@ from swin_trt.cli.common import (
     emit_json,
     positive_int,
 )
+from swin_trt.io import check_writable
 from swin_trt.lazy import lazy_import
 from swin_trt.settings import TrainRecipe
 
@@ -45,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_writable(args.output, "--output", "folder")
     recipe = TrainRecipe(
         epochs=args.epochs,
         batch_size=args.batch_size,

@@ -185,8 +185,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: Mapping[str, Any])
     """Write ``{"model": state_dict, "meta": meta}`` atomically (temporary file, then rename)."""
     path = Path(path)
     state = {k: v.detach().cpu() for k, v in _unwrap_module(model).state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"model": state, "meta": dict(meta)}, tmp)
+    # through a Python file: a full disk then raises OSError (ENOSPC), not torch's opaque writer error
+    with atomic_path(path) as tmp, open(tmp, "wb") as stream:
+        torch.save({"model": state, "meta": dict(meta)}, stream)
     return path
 
 

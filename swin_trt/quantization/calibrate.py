@@ -30,6 +30,7 @@ def collect_statistics(model: nn.Module, loader: DataLoader, num_batches: int, c
     Quantizers pass values through unchanged while collecting, so every layer sees the FP
     activations (as the reference). Returns (histograms by quantizer name, images used in total).
     """
+    check_weights(model)  # before the pass over the data, which a NaN weight would fail less clearly
     collectors: dict[str, HistogramCollector] = {}
     pool = ThreadPoolExecutor(max_workers=torch.get_num_threads())
     for name, quantizer in named_quantizers(model):
@@ -57,6 +58,16 @@ def collect_statistics(model: nn.Module, loader: DataLoader, num_batches: int, c
     return {name: c.histogram() for name, c in collectors.items()}, int(images.item())
 
 
+def check_weights(model: nn.Module) -> None:
+    """Refuse weights that are not finite: their amax would be NaN or inf."""
+    for name, module in model.named_modules():
+        if isinstance(module, QuantLinear) and module.weight_quantizer.enabled:
+            bad = int((~torch.isfinite(module.weight)).sum())
+            if bad:
+                raise CalibrationError(f"quantizer {name}.weight_quantizer: the weight has {bad} non-finite values (NaN or inf), "
+                                       "so it has no range: the checkpoint is damaged or its training diverged")
+
+
 def weight_amax(module: QuantLinear) -> torch.Tensor:
     """max |W|, per output channel or over the tensor, as the weight quantizer is shaped."""
     magnitude = module.weight.detach().abs()
@@ -72,7 +83,7 @@ def load_calib_amax(model: nn.Module, histograms: dict[str, Histogram], method: 
         if name in histograms:
             histogram = histograms[name]
             if histogram.max <= 0 or float(histogram.counts.sum()) == 0:
-                seen = "no values" if float(histogram.counts.sum()) == 0 and histogram.max <= 0 else "only zeros"
+                seen = "only zeros" if histogram.zeros > 0 else "no values"
                 raise CalibrationError(f"quantizer {name} saw {seen} during calibration, so it has no range: "
                                        "check that the calibration data reaches it (more --num-calib-batch?)")
             quantizer.set_amax(compute_amax(histogram, method, percentile))

@@ -19,8 +19,8 @@ from concurrent.futures import Executor
 import torch
 import torch.distributed as dist
 
-from swin_trt.errors import SwinTrtError
 from swin_trt.quantization.calibrators import Histogram
+from swin_trt.quantization.quantizer import CalibrationError
 
 KEYS = 1 << 15  # non-negative float16 bit patterns
 LINEAR_BINS = 2048  # the reference's histogram resolution
@@ -51,7 +51,7 @@ class HistogramCollector:
         low, high = torch.aminmax(x.detach())
         peak = max(-float(low), float(high))
         if not math.isfinite(peak):
-            raise SwinTrtError(f"calibration saw a non-finite value at {self.name}: check the checkpoint and the input data")
+            raise CalibrationError(f"quantizer {self.name} saw a non-finite value ({peak}) during calibration: check the checkpoint's weights and the input data")
         self.max = max(self.max, peak)
         if self.counts is None:
             self.counts = torch.zeros(KEYS, dtype=torch.int64, device=x.device)
@@ -96,8 +96,8 @@ class HistogramCollector:
         midpoints to its neighbours; each key's count is spread evenly over that interval (clipped
         at the exact max) and the cumulative count is read off at the linear bin edges.
         """
-        if self.counts is None or self.max <= 0:
-            return Histogram(torch.zeros(bins, dtype=torch.float64), 0.0, 0.0)
+        if self.counts is None or self.max <= 0:  # no values, or only zeros (counted as such)
+            return Histogram(torch.zeros(bins, dtype=torch.float64), 0.0, 0.0, zeros=0.0 if self.counts is None else float(self.counts[0]))
         counts = self.counts.cpu().double()
         values = key_values() * 2.0**self.exponent
         finite = torch.isfinite(values)
