@@ -18,6 +18,7 @@ from swin_trt.errors import SwinTrtError
 
 BACKENDS: dict[str, str] = {
     "onnxruntime": "swin_trt.runtimes.onnxruntime",
+    "tensorrt": "swin_trt.runtimes.tensorrt",
 }
 
 
