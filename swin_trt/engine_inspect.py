@@ -150,6 +150,8 @@ def _heuristic_role(layer: Layer) -> str | None:
     """Without the source graph: a layer is a GEMM by its type or kernel name, attention when
     the kernel is a fused multi-head-attention one."""
     text = f"{layer.layer_type} {layer.tactic}".lower()
+    if "conv" in layer.layer_type.lower():
+        return None  # convolution kernels are implicit GEMMs by name, but not matmuls of the graph
     if "mha" in text or "attention" in text:
         return "attention"
     if "gemm" in text or "matrixmultiply" in text or "matmul" in text:

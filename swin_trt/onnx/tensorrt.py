@@ -101,7 +101,7 @@ class _Graph:
         return [d.dim_value if d.HasField("dim_value") else None for d in value.shape.dim]
 
     def is_constant(self, tensor: str) -> bool:
-        """An initializer or a Constant node's output, possibly behind its own QuantizeLinear."""
+        """An initializer or Constant, possibly behind its own Q/DQ, reshape or transpose."""
         if tensor in self.initializers:
             return True
         producer = self.producers.get(tensor)
@@ -109,13 +109,14 @@ class _Graph:
             return False
         if producer.op_type == "Constant":
             return True
-        return producer.op_type == "QuantizeLinear" and self.is_constant(producer.input[0])
+        return producer.op_type in (*QDQ_OPS, *DETOURS) and bool(producer.input) and self.is_constant(producer.input[0])
 
     def dequantized_weight(self, node: onnx.NodeProto) -> bool:
         return node.op_type == "DequantizeLinear" and self.is_constant(node.input[0])
 
     def source(self, tensor: str, through: Iterable[str] = DETOURS) -> onnx.NodeProto | None:
-        """The node that computes ``tensor``, looking back through data-movement ops."""
+        """The node that computes ``tensor``, looking back through data-movement ops (None for a
+        graph input or an initializer)."""
         node = self.producers.get(tensor)
         while node is not None and node.op_type in through and node.input:
             node = self.producers.get(node.input[0])
@@ -123,14 +124,7 @@ class _Graph:
 
     def is_activation_matmul(self, node: onnx.NodeProto) -> bool:
         """A MatMul of two computed tensors (q @ k^T, attn @ v), as opposed to a linear layer's."""
-        if node.op_type != "MatMul":
-            return False
-        for tensor in node.input[:2]:
-            source = self.source(tensor)
-            if self.is_constant(tensor) or source is None or source.op_type == "Constant" or (
-                    source.op_type == "DequantizeLinear" and self.is_constant(source.input[0])):
-                return False
-        return True
+        return node.op_type == "MatMul" and not any(self.is_constant(tensor) for tensor in node.input[:2])
 
 
 # ---------------------------------------------------------------------------------------------
