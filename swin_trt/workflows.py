@@ -262,7 +262,7 @@ def bench_engine(
         raise SwinTrtError(f"{reference} is not a calibrated checkpoint: the reference must be the fake-quant model the engine came from")
     engine = open_engine(engine_path)
     source = engine.details.get("source_onnx")
-    if (read_sidecar(source) if source else {}).get("scale_dtype") == "float16":
+    if ((read_sidecar(source) if source else None) or {}).get("scale_dtype") == "float16":
         set_scale_dtype(loaded.model, torch.float16)  # the engine's graph holds float16 scales: so does its reference
     config = loaded.model.swin_trt_config
     dataset = build_dataset(data_path, "val", eval_transform(config.data), use_zip, config.num_classes)
