@@ -20,7 +20,7 @@ from typing import Any
 import onnx
 
 from swin_trt.errors import SwinTrtError
-from swin_trt.onnx.tensorrt import _Graph
+from swin_trt.onnx.tensorrt import GraphIndex
 
 # substrings of TensorRT's format/datatype strings, most specific first ("Row major linear FP16
 # format (kLINEAR)", "Thirty-two wide channel vectorized row major Int8 format", "Half", "Float")
@@ -141,7 +141,7 @@ def parse_engine_information(payload: Any) -> list[Layer]:
 def matmul_roles(model: onnx.ModelProto) -> dict[str, str]:
     """ONNX MatMul/Gemm node name -> "gemm" (a linear layer, constant weight) or "attention"
     (q @ k^T, attn @ v: both operands computed)."""
-    graph = _Graph(model)
+    graph = GraphIndex(model)
     return {node.name: "attention" if graph.is_activation_matmul(node) else "gemm"
             for node in model.graph.node if node.op_type in ("MatMul", "Gemm") and node.name}
 

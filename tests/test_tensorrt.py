@@ -100,23 +100,21 @@ def test_tensorrt_graph_scales_are_the_references_fp16_scales(trt_export):
     assert sorted(float(s) for s in scales if s.size == 1) == expected
 
 
-def test_tensorrt_graph_matches_fake_quant_at_batch_1_7_32(trt_export, trained_micro, digits_dir, tmp_path):
-    """onnxruntime (CPU, Q/DQ explicit) runs the FP16 graph; the reference is fake-quant with FP16
-    scales. FP16 activations shift values by up to 2^-11 before each QuantizeLinear, which moves
-    some of them across a rounding boundary (one quantization step), so the documented tolerance
-    is relative to quantization itself: the mean |logit difference| stays within 1.5x the mean
-    difference between fake-quant and FP32 (measured 0.9x on swin_micro), and argmax agrees on
-    >= 95 % of images (measured 99.4 % over the 360 val images)."""
-    checkpoint, details = trt_export
+def _assert_matches_fake_quant(engine, checkpoint, fp_checkpoint, digits_dir) -> None:
+    """``engine`` (numpy in, numpy out) at batch 1, 7 and 32 against fake-quant with FP16 scales.
+
+    FP16 activations shift values by up to 2^-11 before each QuantizeLinear, which moves some of
+    them across a rounding boundary (one quantization step), so the documented tolerance is
+    relative to quantization itself: the mean |logit difference| stays within 1.5x the mean
+    difference between fake-quant and FP32 (measured 0.9x on swin_micro with onnxruntime), and
+    argmax agrees on >= 95 % of images (measured 99.4 % over the 360 val images)."""
     fake_quant = swin_trt.load_model(checkpoint=checkpoint)
     set_scale_dtype(fake_quant, torch.float16)
-    fp32 = swin_trt.load_model(checkpoint=trained_micro.checkpoint)
+    fp32 = swin_trt.load_model(checkpoint=fp_checkpoint)
     images = _val_images(digits_dir, 32)
     with torch.no_grad():
         reference, full = fake_quant(images).numpy(), fp32(images).numpy()
     tolerance = 1.5 * np.abs(reference - full).mean()
-    ort_runtime.build(details["onnx"], tmp_path / "engine.onnx", "exact")
-    engine = ort_runtime.Engine(tmp_path / "engine.onnx")
     rows, agree = 0, 0
     for size in (1, 7, 32):
         logits = engine(images[:size].numpy())
@@ -124,6 +122,13 @@ def test_tensorrt_graph_matches_fake_quant_at_batch_1_7_32(trt_export, trained_m
         assert np.abs(logits - reference[:size]).mean() <= tolerance
         rows, agree = rows + size, agree + int((logits.argmax(1) == reference[:size].argmax(1)).sum())
     assert agree >= 0.95 * rows
+
+
+def test_tensorrt_graph_matches_fake_quant_at_batch_1_7_32(trt_export, trained_micro, digits_dir, tmp_path):
+    """onnxruntime (CPU, exact mode: Q/DQ explicit) runs the FP16 graph."""
+    checkpoint, details = trt_export
+    ort_runtime.build(details["onnx"], tmp_path / "engine.onnx", "exact")
+    _assert_matches_fake_quant(ort_runtime.Engine(tmp_path / "engine.onnx"), checkpoint, trained_micro.checkpoint, digits_dir)
 
 
 def test_fp16_baseline_is_the_same_graph_without_qdq(trained_micro, tmp_path):
@@ -448,6 +453,91 @@ def test_cli_without_tensorrt_says_how_to_get_it(run_cli, no_tensorrt, tmp_path)
         open_engine(tmp_path / "e.plan")  # the registry dispatches on the sidecar's backend
 
 
+class _Recorder:
+    """Stand-ins for Polygraphy's TensorRT loaders that record what the builder passes them."""
+
+    def __init__(self, fail: bool = False):
+        self.calls: dict[str, object] = {}
+        self.fail = fail
+
+    def NetworkFromOnnxPath(self, path, strongly_typed):  # noqa: N802 (Polygraphy's name)
+        self.calls["network"] = (path, strongly_typed)
+        return "network"
+
+    def Profile(self):  # noqa: N802
+        recorder = self
+
+        class Profile(dict):
+            def add(self, name, min, opt, max):  # noqa: A002 (Polygraphy's keywords)
+                recorder.calls["profile"] = (name, min, opt, max)
+                return self
+
+        return Profile()
+
+    def CreateConfig(self, **options):  # noqa: N802
+        self.calls["config"] = options
+        return "config"
+
+    def EngineBytesFromNetwork(self, network, config, save_timing_cache):  # noqa: N802
+        self.calls["build"] = (network, config, save_timing_cache)
+        if self.fail:
+            raise lazy_import("polygraphy.exception").PolygraphyException("[E] parser: node_x: unsupported\nInvalid Engine")
+        return lambda: b"serialized engine"
+
+
+@pytest.fixture
+def stand_in_tensorrt(monkeypatch):
+    """The builder's plumbing with stand-ins for TensorRT, Polygraphy's loaders and the GPU:
+    checks what is passed and written, not that TensorRT builds anything (the ``tensorrt``-marked
+    tests do that where TensorRT exists)."""
+    fake = SimpleNamespace(__version__="11.1.0", NetworkDefinitionCreationFlag=SimpleNamespace(STRONGLY_TYPED=0),
+                           ProfilingVerbosity=SimpleNamespace(DETAILED="DETAILED"), MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
+                           Logger=type("Logger", (), {"ERROR": 3, "__init__": lambda self, severity: None}),
+                           Runtime=lambda logger: SimpleNamespace(deserialize_cuda_engine=lambda plan: None))  # a plan it cannot read
+    recorder = _Recorder()
+    monkeypatch.setattr(trt_runtime, "tensorrt", fake)
+    monkeypatch.setattr(trt_runtime, "polygraphy_trt", recorder)
+    monkeypatch.setattr(trt_runtime, "require_cuda", lambda: ("Stand-in GPU", "9.0"))
+    return recorder
+
+
+def test_build_plumbing_with_stand_ins(stand_in_tensorrt, tmp_path):
+    source = tmp_path / "m.onnx"
+    onnx.save(_model([helper.make_node("Relu", ["images"], ["logits"])], [("images", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+                     [("logits", TensorProto.FLOAT, ["batch", 3, 8, 8])], []), source)
+    source.with_suffix(".json").write_text(json.dumps({"model": "swin_micro", "int8_mode": "trt", "precision": "fp16"}))
+    details = trt_runtime.build(source, tmp_path / "out" / "m.plan", max_batch=16, timing_cache=tmp_path / "t.cache", workspace_mib=512)
+    calls = stand_in_tensorrt.calls
+    assert calls["network"] == (str(source), True)
+    assert calls["profile"] == ("images", (1, 3, 8, 8), (16, 3, 8, 8), (16, 3, 8, 8))
+    assert calls["config"]["profiling_verbosity"] == "DETAILED" and calls["config"]["load_timing_cache"] == str(tmp_path / "t.cache")
+    assert calls["config"]["memory_pool_limits"] == {"WORKSPACE": 512 << 20} and calls["build"][2] == str(tmp_path / "t.cache")
+    assert (tmp_path / "out" / "m.plan").read_bytes() == b"serialized engine"
+    assert json.loads((tmp_path / "out" / "m.json").read_text()) == details
+    assert (details["backend"], details["model"], details["int8_mode"], details["tensorrt_version"], details["gpu"]) == (
+        "tensorrt", "swin_micro", "trt", "11.1.0", {"name": "Stand-in GPU", "compute_capability": "9.0"})
+    assert details["source_onnx_sha256"] and details["build"]["strongly_typed"] and not details["build"]["explicit_batch"]
+
+
+def test_failed_build_is_one_line_and_leaves_no_file(stand_in_tensorrt, run_cli, tmp_path):
+    stand_in_tensorrt.fail = True
+    onnx.save(_fp32_graph(), tmp_path / "g.onnx")
+    code, _, err = run_cli("build", "--backend", "tensorrt", "--onnx", tmp_path / "g.onnx", "--output", tmp_path / "g.plan")
+    assert code == 2 and "TensorRT 11.1.0 could not build an engine (Invalid Engine)" in err
+    assert not list(tmp_path.glob("*.plan*")) and not (tmp_path / "g.json").exists()
+
+
+def test_engine_load_refuses_other_versions_and_unreadable_plans(stand_in_tensorrt, tmp_path):
+    plan = tmp_path / "e.plan"
+    plan.write_bytes(b"plan")
+    plan.with_suffix(".json").write_text(json.dumps({"backend": "tensorrt", "tensorrt_version": "10.13.3", "gpu": {"compute_capability": "9.0"}}))
+    with pytest.raises(SwinTrtError, match=r"e.plan was built by TensorRT 10.13.3, this is TensorRT 11.1.0: rebuild it"):
+        open_engine(plan)
+    plan.with_suffix(".json").unlink()  # no sidecar: the .plan suffix still picks TensorRT, which cannot read it
+    with pytest.raises(SwinTrtError, match="TensorRT 11.1.0 cannot deserialize it on Stand-in GPU"):
+        open_engine(plan)
+
+
 def test_build_rejects_tensorrt_options_for_onnxruntime(run_cli, tmp_path):
     onnx.save(_fp32_graph(), tmp_path / "g.onnx")
     code, _, err = run_cli("build", "--onnx", tmp_path / "g.onnx", "--max-batch", "4", "--timing-cache", tmp_path / "cache")
@@ -491,18 +581,8 @@ def test_engine_sidecar_and_timing_cache(trt_engine, trt_export):
 def test_engine_matches_fake_quant_at_batch_1_7_32(trt_engine, trt_export, trained_micro, digits_dir):
     checkpoint, _ = trt_export
     engine = open_engine(trt_engine["engine"])
-    fake_quant = swin_trt.load_model(checkpoint=checkpoint)
-    set_scale_dtype(fake_quant, torch.float16)
-    fp32 = swin_trt.load_model(checkpoint=trained_micro.checkpoint)
-    images = _val_images(digits_dir, 32)
-    with torch.no_grad():
-        reference, full = fake_quant(images).numpy(), fp32(images).numpy()
-    tolerance = 1.5 * np.abs(reference - full).mean()
-    for size in (1, 7, 32):
-        logits = engine(images[:size].numpy())
-        assert logits.shape == (size, 10) and np.abs(logits - reference[:size]).mean() <= tolerance
-        assert (logits.argmax(1) == reference[:size].argmax(1)).mean() >= 0.9
-    on_gpu = engine.run(images[:7].cuda())
+    _assert_matches_fake_quant(engine, checkpoint, trained_micro.checkpoint, digits_dir)
+    on_gpu = engine.run(_val_images(digits_dir, 7).cuda())
     assert on_gpu.is_cuda and on_gpu.shape == (7, 10)
     with pytest.raises(SwinTrtError, match="outside"):
         engine.run(torch.zeros(33, 3, 32, 32))

@@ -73,7 +73,7 @@ class Finding:
         return {"rule": self.rule, "severity": self.severity, "nodes": list(self.nodes), "detail": self.detail}
 
 
-class _Graph:
+class GraphIndex:
     """Lookups over one ``GraphProto``: producers, consumers, constants, element types, shapes."""
 
     def __init__(self, model: onnx.ModelProto):
@@ -137,7 +137,7 @@ def hoist_transposes_above_qdq(model: onnx.ModelProto) -> int:
 
     Exact: a per-tensor quantize commutes with a transpose. The exporter writes ``k.transpose``
     after k's quantizer, which is where PyTorch applies it. Returns how many were moved."""
-    graph = _Graph(model)
+    graph = GraphIndex(model)
     moved = 0
     for transpose in list(model.graph.node):
         if transpose.op_type != "Transpose":
@@ -204,7 +204,7 @@ def prepare_for_tensorrt(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def lint(model: onnx.ModelProto) -> list[Finding]:
     """Every place ``model`` breaks a rule in :data:`RULES`, in graph order within each rule."""
-    graph = _Graph(model)
+    graph = GraphIndex(model)
     findings: list[Finding] = []
     for check in (_dq_not_direct, _qdq_on_gemm_output, _quantized_layernorm_input, _float_precision, _per_channel_axis, _zero_points,
                   _attention):
@@ -212,7 +212,7 @@ def lint(model: onnx.ModelProto) -> list[Finding]:
     return findings
 
 
-def _dq_not_direct(graph: _Graph) -> Iterable[Finding]:
+def _dq_not_direct(graph: GraphIndex) -> Iterable[Finding]:
     for node in graph.graph.node:
         if node.op_type != "DequantizeLinear":
             continue
@@ -226,7 +226,7 @@ def _dq_not_direct(graph: _Graph) -> Iterable[Finding]:
             yield Finding("dq-not-direct", (graph.name(node), graph.name(consumer)), f"DequantizeLinear -> {consumer.op_type} -> {reached}")
 
 
-def _qdq_on_gemm_output(graph: _Graph) -> Iterable[Finding]:
+def _qdq_on_gemm_output(graph: GraphIndex) -> Iterable[Finding]:
     for node in graph.graph.node:
         if node.op_type != "QuantizeLinear":
             continue
@@ -235,7 +235,7 @@ def _qdq_on_gemm_output(graph: _Graph) -> Iterable[Finding]:
             yield Finding("qdq-on-gemm-output", (graph.name(producer), graph.name(node)), f"{producer.op_type} output quantized before its bias/residual add")
 
 
-def _quantized_layernorm_input(graph: _Graph) -> Iterable[Finding]:
+def _quantized_layernorm_input(graph: GraphIndex) -> Iterable[Finding]:
     for node in graph.graph.node:
         if node.op_type not in ("LayerNormalization", "ReduceMean"):
             continue
@@ -244,7 +244,7 @@ def _quantized_layernorm_input(graph: _Graph) -> Iterable[Finding]:
             yield Finding("quantized-layernorm-input", (graph.name(source), graph.name(node)), f"{node.op_type} input is dequantized")
 
 
-def _float_precision(graph: _Graph) -> Iterable[Finding]:
+def _float_precision(graph: GraphIndex) -> Iterable[Finding]:
     """FP32 islands in an FP16 graph, or an FP32 graph as a whole. The casts at the graph's
     float32 input and logits are the only float32 compute allowed in an FP16 graph."""
     floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16)
@@ -260,7 +260,7 @@ def _float_precision(graph: _Graph) -> Iterable[Finding]:
         yield Finding("fp32-island", (graph.name(node),), f"{node.op_type} computes in float32")
 
 
-def _per_channel_axis(graph: _Graph) -> Iterable[Finding]:
+def _per_channel_axis(graph: GraphIndex) -> Iterable[Finding]:
     for node in graph.graph.node:
         if node.op_type != "DequantizeLinear":
             continue
@@ -279,7 +279,7 @@ def _per_channel_axis(graph: _Graph) -> Iterable[Finding]:
                 yield Finding("per-channel-axis", (graph.name(node), graph.name(consumer)), f"scale axis {axis}, the output channel is axis {expected}")
 
 
-def _gemm_uses(graph: _Graph, tensor: str, perm: tuple[int, ...] | None = None) -> Iterable[tuple[onnx.NodeProto, tuple[int, tuple[int, ...] | None]]]:
+def _gemm_uses(graph: GraphIndex, tensor: str, perm: tuple[int, ...] | None = None) -> Iterable[tuple[onnx.NodeProto, tuple[int, tuple[int, ...] | None]]]:
     """(GEMM-like consumer, (input position, transpose permutation on the way)) for ``tensor``."""
     for consumer in graph.consumers.get(tensor, []):
         if consumer.op_type == "Transpose":
@@ -289,7 +289,7 @@ def _gemm_uses(graph: _Graph, tensor: str, perm: tuple[int, ...] | None = None) 
             yield consumer, (list(consumer.input).index(tensor), perm)
 
 
-def _output_channel_axis(graph: _Graph, consumer: onnx.NodeProto, use: tuple[int, tuple[int, ...] | None], rank: int) -> int | None:
+def _output_channel_axis(graph: GraphIndex, consumer: onnx.NodeProto, use: tuple[int, tuple[int, ...] | None], rank: int) -> int | None:
     """The weight axis that holds the consumer's output channels, before any transpose."""
     position, perm = use
     if consumer.op_type == "Conv":
@@ -304,7 +304,7 @@ def _output_channel_axis(graph: _Graph, consumer: onnx.NodeProto, use: tuple[int
     return perm[axis] if perm else axis
 
 
-def _zero_points(graph: _Graph) -> Iterable[Finding]:
+def _zero_points(graph: GraphIndex) -> Iterable[Finding]:
     for node in graph.graph.node:
         if node.op_type not in QDQ_OPS or len(node.input) < 3 or not node.input[2]:
             continue
@@ -317,7 +317,7 @@ def _zero_points(graph: _Graph) -> Iterable[Finding]:
             yield Finding("zero-point", (graph.name(node),), f"zero point {int(zero.flat[np.flatnonzero(zero)[0]])} (TensorRT needs 0)")
 
 
-def _attention(graph: _Graph) -> Iterable[Finding]:
+def _attention(graph: GraphIndex) -> Iterable[Finding]:
     """Attention matmuls: Q/DQ on both inputs (the second one's first input is softmax's output),
     and shapes within the fused-MHA kernels' limits where the graph's shapes say."""
     quantized_graph = any(n.op_type == "DequantizeLinear" for n in graph.graph.node)
@@ -339,7 +339,7 @@ def _attention(graph: _Graph) -> Iterable[Finding]:
             yield Finding("fused-mha-limits", (graph.name(node),), f"{tokens} tokens, head size {head}")
 
 
-def _feeds_softmax(graph: _Graph, node: onnx.NodeProto) -> bool:
+def _feeds_softmax(graph: GraphIndex, node: onnx.NodeProto) -> bool:
     """Whether ``node`` is the first attention matmul (q @ k^T): softmax follows it (after the
     bias and mask adds and reshapes)."""
     frontier = [node.output[0]]

@@ -22,6 +22,7 @@ TensorRT is not installed.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -226,7 +227,9 @@ class Engine:
         gpu_name, capability = require_cuda()
         self.path = engine_path
         self.details = read_sidecar(engine_path) or {"backend": "tensorrt"}
-        self.notice = check_compatible(self.details, trt.__version__, gpu_name, capability, engine_path)
+        notice = check_compatible(self.details, trt.__version__, gpu_name, capability, engine_path)
+        if notice:
+            warnings.warn(notice, stacklevel=2)
         self._logger = trt.Logger(trt.Logger.ERROR)
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
