@@ -77,7 +77,6 @@ class GraphIndex:
     """Lookups over one ``GraphProto``: producers, consumers, constants, element types, shapes."""
 
     def __init__(self, model: onnx.ModelProto):
-        self.model = model
         self.graph = model.graph
         self.producers = _producers(self.graph)
         self.consumers = _consumers(self.graph)
@@ -114,11 +113,11 @@ class GraphIndex:
     def dequantized_weight(self, node: onnx.NodeProto) -> bool:
         return node.op_type == "DequantizeLinear" and self.is_constant(node.input[0])
 
-    def source(self, tensor: str, through: Iterable[str] = DETOURS) -> onnx.NodeProto | None:
+    def source(self, tensor: str) -> onnx.NodeProto | None:
         """The node that computes ``tensor``, looking back through data-movement ops (None for a
         graph input or an initializer)."""
         node = self.producers.get(tensor)
-        while node is not None and node.op_type in through and node.input:
+        while node is not None and node.op_type in DETOURS and node.input:
             node = self.producers.get(node.input[0])
         return node
 
