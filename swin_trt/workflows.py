@@ -23,14 +23,15 @@ from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import get_config
 from swin_trt.provenance import package_versions
 from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
-from swin_trt.quantization.model import quantize_model
+from swin_trt.quantization.model import quantize_model, set_scale_dtype
 from swin_trt.quantization.recipes import get_recipe
-from swin_trt.runtimes import open_engine
+from swin_trt.runtimes import open_engine, read_sidecar
 from swin_trt.seeding import seed_all
 from swin_trt.settings import CalibrationRequest, TrainRecipe
 
 onnx_export = lazy_import("swin_trt.onnx.export")  # onnx and the exporter load only when exporting
 onnx_graph = lazy_import("swin_trt.onnx.graph")
+onnx_tensorrt = lazy_import("swin_trt.onnx.tensorrt")
 parity = lazy_import("swin_trt.parity")
 
 
@@ -200,30 +201,47 @@ def export_checkpoint(
     model: str | None = None,
     cfg: str | Path | None = None,
     int8_mode: str | None = None,
-    weights: str = "fp32",
+    weights: str | None = None,
     no_quant: bool = False,
-    precision: str = "fp32",
+    precision: str | None = None,
+    target: str = "onnxruntime",
 ) -> dict:
     """Export a calibrated checkpoint (or its FP weights, or an FP checkpoint) to ONNX, with a
     JSON sidecar beside it; returns the sidecar. ``precision`` is that of the non-quantized
-    parts (fp16 halves them; inputs and logits stay float32). Without ``output`` the graph goes
-    to ``export/<model>_<int8-modeN or fp32>[_w8][_fp16].onnx``."""
+    parts (fp16 halves them; inputs and logits stay float32), and an fp16 graph's scales are
+    float16, so the model rounds its scales the same way before export. ``target="tensorrt"``
+    gives the graph TensorRT should get (``swin_trt.onnx.tensorrt``): fp16 and INT8 weights by
+    default, and only for recipes without GEMM-output quantizers. Without ``output`` the graph goes
+    to ``export/<model>_<int8-modeN or fp32>[_w8][_fp16][_trt].onnx``."""
 
     loaded = open_model(model, cfg, checkpoint, int8_mode)
-    if weights == "int8" and (not loaded.quantized or no_quant):
+    quantized = loaded.quantized and not no_quant
+    weights = weights or ("int8" if target == "tensorrt" and quantized else "fp32")
+    precision = precision or ("fp16" if target == "tensorrt" else "fp32")
+    if weights == "int8" and not quantized:
         raise SwinTrtError("--weights int8 needs quantized weights: export a calibrated checkpoint without --no-quant")
-    network = loaded.fp_model() if no_quant else loaded.model
+    network = loaded.model if quantized else loaded.fp_model()
+    if target == "tensorrt" and quantized and network.quant_recipe.gemm_outputs:
+        raise SwinTrtError(
+            f"--target tensorrt needs --int8-mode trt: int8-mode {network.quant_recipe.name} quantizes GEMM outputs ahead of the bias, "
+            "which TensorRT cannot fuse (calibrate with --int8-mode trt, or export this recipe without --target tensorrt)"
+        )
+    if quantized:
+        set_scale_dtype(network, torch.float16 if precision == "fp16" else None)
     if output is None:
-        tag = "fp32" if no_quant or not loaded.quantized else f"int8-mode{loaded.model.quant_recipe.name}"
-        suffix = ("_w8" if weights == "int8" else "") + ("_fp16" if precision == "fp16" else "")
+        tag = f"int8-mode{network.quant_recipe.name}" if quantized else "fp32"
+        suffix = ("_w8" if weights == "int8" else "") + ("_fp16" if precision == "fp16" else "") + ("_trt" if target == "tensorrt" else "")
         output = Path("export") / f"{network.swin_trt_config.name}_{tag}{suffix}.onnx"
     proto = onnx_export.export_onnx(network)
     if weights == "int8":
         onnx_graph.store_int8_weights(proto)
     if precision == "fp16":
         proto = onnx_graph.to_float16(proto)
+    if target == "tensorrt":
+        proto = onnx_tensorrt.prepare_for_tensorrt(proto)
     path = onnx_export.save_onnx(proto, output)
-    details = {**onnx_export.sidecar(path, network, checkpoint, weights), "precision": precision}
+    details = {**onnx_export.sidecar(path, network, checkpoint, weights), "precision": precision, "target": target,
+               "scale_dtype": "float16" if quantized and precision == "fp16" else "float32"}
     write_json(Path(output).with_suffix(".json"), details)
     return details
 
@@ -243,6 +261,9 @@ def bench_engine(
     if not loaded.quantized:
         raise SwinTrtError(f"{reference} is not a calibrated checkpoint: the reference must be the fake-quant model the engine came from")
     engine = open_engine(engine_path)
+    source = engine.details.get("source_onnx")
+    if ((read_sidecar(source) if source else None) or {}).get("scale_dtype") == "float16":
+        set_scale_dtype(loaded.model, torch.float16)  # the engine's graph holds float16 scales: so does its reference
     config = loaded.model.swin_trt_config
     dataset = build_dataset(data_path, "val", eval_transform(config.data), use_zip, config.num_classes)
     loader = build_loader(dataset, batch_size, DistContext(), workers=workers)

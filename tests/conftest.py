@@ -48,3 +48,24 @@ def run_cli(capsys: pytest.CaptureFixture):
         return code, captured.out, captured.err
 
     return run
+
+
+def tensorrt_unavailable() -> str | None:
+    """Why the ``tensorrt`` tests cannot run here, or None when TensorRT and a GPU are present."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return "TensorRT is not installed (it installs from NVIDIA's index or ships in the NGC container)"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA GPU"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``tensorrt`` run only where TensorRT imports and a GPU is present."""
+    marked = [item for item in items if item.get_closest_marker("tensorrt")]
+    reason = tensorrt_unavailable() if marked else None
+    for item in marked if reason else []:
+        item.add_marker(pytest.mark.skip(reason=reason))

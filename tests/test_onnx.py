@@ -33,11 +33,13 @@ def exported(trained_micro, digits_dir, tmp_path_factory):
 
 def _expected_roles(mode: str) -> dict[str, int]:
     """swin_micro: 6 blocks, 2 PatchMergings, so 26 quantized Linears; written from the recipes."""
-    linears, blocks, merges = 26, 6, 2
-    outputs = {"1": linears, "2": 3 * blocks, "trt": merges}[mode]  # trt: the skip after a merge is its GEMM output
-    roles = {"gemm_weight": linears, "gemm_input": linears, "attention_matmul": 4 * blocks, "gemm_output": outputs}
+    linears, blocks = 26, 6
+    outputs = {"1": linears, "2": 3 * blocks}.get(mode)
+    roles = {"gemm_weight": linears, "gemm_input": linears, "attention_matmul": 4 * blocks}
+    if outputs:
+        roles["gemm_output"] = outputs
     if mode == "trt":
-        roles["residual_add"] = 2 * blocks - merges
+        roles["residual_add"] = blocks  # the MLP residual only
     return roles
 
 

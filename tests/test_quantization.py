@@ -39,7 +39,7 @@ def _expected_enabled(recipe: str) -> set[str]:
                     names.add(f"{prefix}{linear}.output_quantizer")
             names |= {f"{prefix}attn.{q}_quantizer" for q in ("q", "k", "v", "softmax")}
             if recipe == "trt":
-                names |= {f"{prefix}attn_residual_quantizer", f"{prefix}mlp_residual_quantizer"}
+                names.add(f"{prefix}mlp_residual_quantizer")  # not the attention residual: see recipes.py
         if stage:
             names |= {f"layers.{stage}.downsample.reduction.{q}_quantizer" for q in ("input", "weight")}
             if recipe == "1":

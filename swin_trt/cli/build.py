@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from swin_trt.cli.common import emit_json
+from swin_trt.cli.common import emit_json, positive_int
 from swin_trt.errors import SwinTrtError
 from swin_trt.io import check_writable
 from swin_trt.lazy import lazy_import
+from swin_trt.runtimes import BACKENDS, backend_module
 
 console = lazy_import("swin_trt.console")
 ort_runtime = lazy_import("swin_trt.runtimes.onnxruntime")
+
+TENSORRT_OPTIONS = ("min_batch", "opt_batch", "max_batch", "timing_cache", "builder_optimization_level", "workspace")
 
 NAME = "build"
 
@@ -23,22 +26,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Optimise an exported ONNX graph for this machine and save it with a JSON sidecar into engines/.",
     )
     parser.add_argument("--onnx", type=Path, required=True, metavar="FILE")
-    parser.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime")
+    parser.add_argument("--backend", choices=tuple(BACKENDS), default="onnxruntime")
     parser.add_argument("--ort-mode", choices=("exact", "fast"), default="fast",
                         help="onnxruntime: fast fuses integer kernels (default: 2.2x exact's speed on Swin-T, passes the gate on swin_micro); "
                         "exact keeps Q/DQ explicit for the closest parity with fake-quant")
-    parser.add_argument("--output", type=Path, metavar="FILE", help="engine path (default engines/<onnx name>.<backend>.<mode>.onnx)")
+    parser.add_argument("--output", type=Path, metavar="FILE", help="engine path (default engines/<onnx name>.ort-<mode>.onnx, or engines/<onnx name>.plan)")
+    group = parser.add_argument_group("tensorrt", "strongly typed engine (precision from the graph: export with --target tensorrt); see docs/tensorrt.md")
+    group.add_argument("--min-batch", type=positive_int, metavar="N", help="smallest batch of the optimisation profile (default 1)")
+    group.add_argument("--opt-batch", type=positive_int, metavar="N", help="batch TensorRT tunes for (default 32, within min..max)")
+    group.add_argument("--max-batch", type=positive_int, metavar="N", help="largest batch of the optimisation profile (default 128)")
+    group.add_argument("--timing-cache", type=Path, metavar="FILE", help="read tactic timings from FILE if it exists and save them back (faster rebuilds)")
+    group.add_argument("--builder-optimization-level", type=int, choices=range(6), metavar="{0-5}", help="TensorRT's default is 3; higher searches longer")
+    group.add_argument("--workspace", type=positive_int, metavar="MiB", help="workspace memory limit for tactics (default: TensorRT's, the GPU's memory)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write {engine, backend} as JSON")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.backend == "tensorrt":
-        raise SwinTrtError("the TensorRT backend is not available in this version: build with --backend onnxruntime")
+        return _build_tensorrt(args)
+    given = [f"--{name.replace('_', '-')}" for name in TENSORRT_OPTIONS if getattr(args, name) is not None]
+    if given:
+        raise SwinTrtError(f"{', '.join(given)}: TensorRT options, given with --backend {args.backend} (add --backend tensorrt or drop them)")
 
     output = args.output or Path("engines") / f"{args.onnx.stem}.ort-{args.ort_mode}.onnx"
     check_writable(output, "--output")
     details = ort_runtime.build(args.onnx, output, args.ort_mode)
     console.print_table("build", ("engine", "backend", "mode", "providers"), [(details["engine"], details["backend"], details["ort_mode"], ", ".join(details["providers"]))])
+    emit_json(args, {"engine": details["engine"], "backend": details["backend"]})
+    return 0
+
+
+def _build_tensorrt(args: argparse.Namespace) -> int:
+    output = args.output or Path("engines") / f"{args.onnx.stem}.plan"
+    details = backend_module("tensorrt").build(args.onnx, output, args.min_batch, args.opt_batch, args.max_batch, args.timing_cache,
+                                               args.builder_optimization_level, args.workspace)
+    build = details["build"]
+    console.print_table("build", ("engine", "backend", "TensorRT", "GPU", "batch min/opt/max"),
+                        [(details["engine"], details["backend"], details["tensorrt_version"], f"{details['gpu']['name']} (sm {details['gpu']['compute_capability']})",
+                          f"{build['min_shape'][0]}/{build['opt_shape'][0]}/{build['max_shape'][0]}")])
     emit_json(args, {"engine": details["engine"], "backend": details["backend"]})
     return 0

@@ -28,8 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(parser, resume_help="calibrated (or FP) checkpoint (required)")
     add_int8_mode(parser, default=None)
     parser.add_argument("--output", type=Path, metavar="FILE", help="ONNX path (default export/<model>_<int8 mode or fp32>.onnx)")
-    parser.add_argument("--weights", choices=("fp32", "int8"), default="fp32", help="int8: store weights as INT8 initializers behind DequantizeLinear")
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="precision of the non-quantized parts (inputs and logits stay float32)")
+    parser.add_argument("--target", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
+                        help="tensorrt: the graph a strongly typed TensorRT engine needs (FP16 outside Q/DQ, INT8 weights, each DequantizeLinear "
+                        "feeding its MatMul; --int8-mode trt only); see docs/tensorrt.md")
+    parser.add_argument("--weights", choices=("fp32", "int8"), default=None,
+                        help="int8: store weights as INT8 initializers behind DequantizeLinear (default fp32; int8 with --target tensorrt)")
+    parser.add_argument("--precision", choices=("fp32", "fp16"), default=None,
+                        help="precision of the non-quantized parts, inputs and logits stay float32 (default fp32; fp16 with --target tensorrt)")
     parser.add_argument("--no-quant", action="store_true", help="export the FP weights without quantizers")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write {onnx, q_nodes, dq_nodes, bytes} as JSON")
     parser.set_defaults(run=run)
@@ -40,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         raise SwinTrtError("--resume is required: the calibrated checkpoint to export")
     if args.output:
         check_writable(args.output, "--output")
-    details = workflows.export_checkpoint(args.resume, args.output, args.model, args.cfg, args.int8_mode, args.weights, args.no_quant, args.precision)
+    details = workflows.export_checkpoint(args.resume, args.output, args.model, args.cfg, args.int8_mode, args.weights, args.no_quant, args.precision,
+                                          args.target)
     console.print_table("export", ("onnx", "int8 mode", "QuantizeLinear", "DequantizeLinear", "weights", "MB"),
                 [(details["onnx"], details["int8_mode"] or "-", details["q_nodes"], details["dq_nodes"], details["weights"], details["bytes"] / 1e6)])
     emit_json(args, {k: details[k] for k in ("onnx", "q_nodes", "dq_nodes", "bytes")})

@@ -1,4 +1,6 @@
-"""``swin-trt inspect``: where the Q/DQ nodes of an ONNX graph sit, checked against its recipe."""
+"""``swin-trt inspect``: where the Q/DQ nodes of an ONNX graph sit, checked against its recipe and,
+with ``--target tensorrt``, against TensorRT's fusion rules; for a built TensorRT engine (or the
+inspector JSON ``trtexec --exportLayerInfo`` writes), what each layer runs in."""
 
 from __future__ import annotations
 
@@ -14,6 +16,11 @@ from swin_trt.onnx.placement import expected_placement
 onnx = lazy_import("onnx")
 console = lazy_import("swin_trt.console")
 onnx_graph = lazy_import("swin_trt.onnx.graph")
+onnx_tensorrt = lazy_import("swin_trt.onnx.tensorrt")
+engine_inspect = lazy_import("swin_trt.engine_inspect")
+trt_runtime = lazy_import("swin_trt.runtimes.tensorrt")
+
+ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
 
 NAME = "inspect"
 
@@ -26,14 +33,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "residual adds, others), list MatMul/Gemm nodes left unquantized, and check the placement against the recipe "
         "in the sidecar: non-zero exit on a mismatch.",
     )
-    parser.add_argument("onnx", type=Path)
+    parser.add_argument("onnx", type=Path, metavar="FILE", help="ONNX graph, TensorRT engine (.plan/.engine), or engine-inspector JSON")
+    parser.add_argument("--target", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
+                        help="tensorrt: also lint the graph against TensorRT's Q/DQ fusion rules, one line per finding (exit 2 on an error)")
+    parser.add_argument("--graph", type=Path, metavar="ONNX", help="engines: the source graph, to tell GEMMs from attention matmuls "
+                        "(default: the engine sidecar's source_onnx)")
+    parser.add_argument("--layers", action="store_true", help="engines: also list every layer with its precision, tactic and fused ONNX nodes")
     parser.add_argument("--json", type=Path, metavar="PATH")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.onnx.is_file():
-        raise SwinTrtError(f"ONNX file not found: {args.onnx}")
+        raise SwinTrtError(f"file not found: {args.onnx}")
+    if args.onnx.suffix in ENGINE_SUFFIXES or args.onnx.suffix == ".json":
+        return _inspect_engine(args)
     try:
         graph = onnx.load(str(args.onnx))
     except Exception as error:  # protobuf DecodeError and friends
@@ -59,7 +73,49 @@ def run(args: argparse.Namespace) -> int:
         print(f"placement vs recipe {details.get('int8_mode') or 'fp32'}: " + ("; ".join(mismatches) if mismatches else "matches"))
     else:
         print(f"no sidecar {sidecar}: recipe not checked")
+    findings = onnx_tensorrt.lint(graph) if args.target == "tensorrt" else []
+    for finding in findings:
+        print(finding.line())
+    if args.target == "tensorrt":
+        print(onnx_tensorrt.summary_line(findings))
+        payload["tensorrt_lint"] = [finding.as_dict() for finding in findings]
     emit_json(args, payload)
     if mismatches:
         raise SwinTrtError(f"{args.onnx}: placement does not match its recipe: {mismatches[0]}")
+    errors = [f for f in findings if f.severity == onnx_tensorrt.ERROR]
+    if errors:
+        raise SwinTrtError(f"{args.onnx}: {len(errors)} TensorRT rule violation(s), first: {errors[0].line()}")
+    return 0
+
+
+def _inspect_engine(args: argparse.Namespace) -> int:
+    """Layer precisions of a TensorRT engine, or of an inspector JSON file saved elsewhere."""
+    if args.onnx.suffix == ".json":
+        try:
+            information = json.loads(args.onnx.read_text())
+        except json.JSONDecodeError as error:
+            raise SwinTrtError(f"{args.onnx}: not JSON ({error.msg} at line {error.lineno})") from None
+        source = args.graph
+    else:
+        engine = trt_runtime.Engine(args.onnx)
+        information = engine.layer_information()
+        source = args.graph or engine.details.get("source_onnx")
+    layers = engine_inspect.parse_engine_information(information)
+    graph = onnx.load(str(source), load_external_data=False) if source and Path(source).is_file() else None
+    summary = engine_inspect.summarize(layers, graph)
+    if args.layers:
+        console.print_table(f"layers of {args.onnx}", ("layer", "type", "precision", "tactic", "fused ONNX nodes"),
+                            [(layer.name, layer.layer_type, layer.precision, layer.tactic, ", ".join(layer.onnx_nodes)) for layer in layers])
+    console.print_table(f"GEMM precision in {args.onnx} ({len(layers)} layers; roles from {source if graph is not None else 'kernel names'})",
+                        ("matmuls", *engine_inspect.FLOAT_PRECISIONS, "other"),
+                        [(role, *(summary.counts[role].get(p, 0) for p in engine_inspect.FLOAT_PRECISIONS),
+                          sum(n for p, n in summary.counts[role].items() if p not in engine_inspect.FLOAT_PRECISIONS)) for role in engine_inspect.ROLES])
+    for fallback in summary.fallbacks:
+        print(f"not INT8: {fallback.role} {fallback.onnx_node} runs {fallback.precision} in layer {fallback.layer}")
+    if summary.standalone_qdq:
+        print(f"{len(summary.standalone_qdq)} layer(s) only quantize/dequantize (Q/DQ not fused): {', '.join(summary.standalone_qdq[:5])}"
+              + (" ..." if len(summary.standalone_qdq) > 5 else ""))
+    if summary.unmatched:
+        print(f"{len(summary.unmatched)} ONNX matmul(s) not named by any layer's metadata: {', '.join(summary.unmatched[:5])}")
+    emit_json(args, summary.as_dict())
     return 0

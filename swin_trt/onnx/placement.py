@@ -15,15 +15,13 @@ def expected_placement(sidecar: dict[str, Any]) -> dict[str, int]:
     if mode is None:
         return {"q_nodes": 0, "dq_nodes": 0}
     linears = LINEARS_PER_BLOCK * blocks + merges
-    # trt: the skip operand of the first residual add after each PatchMerging is the merge's GEMM
-    # output itself, so its Q/DQ reads as a GEMM-output one in the graph
-    gemm_outputs = {"1": linears, "2": 3 * blocks, "trt": merges}[mode]
+    gemm_outputs = {"1": linears, "2": 3 * blocks, "trt": 0}[mode]
     expected = {
         "gemm_weight": linears,
         "gemm_input": linears,
         "attention_matmul": 4 * blocks,
         "gemm_output": gemm_outputs,
-        "residual_add": 2 * blocks - merges if mode == "trt" else 0,
+        "residual_add": blocks if mode == "trt" else 0,  # the MLP residual of each block
         "other": 0,
     }
     expected["dq_nodes"] = sum(expected.values())

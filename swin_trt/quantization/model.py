@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import torch
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock, WindowAttention
 from torch import nn
 
@@ -88,3 +89,11 @@ def set_precision(model: nn.Module, weight_bits: int, activation_bits: int) -> N
 def uncalibrated(model: nn.Module) -> list[str]:
     """Enabled quantizers without amax: a model with any of these must not be evaluated."""
     return [name for name, q in named_quantizers(model) if q.enabled and not q.calibrated]
+
+
+def set_scale_dtype(model: nn.Module, dtype: torch.dtype | None) -> None:
+    """Round every quantizer's scale to ``dtype`` (float16 for an FP16 graph) or stop rounding
+    (None): the fake-quant reference then uses the scales the deployed graph holds."""
+    for _, quantizer in named_quantizers(model):
+        quantizer.scale_dtype = dtype
+    model.scale_dtype = dtype

@@ -83,8 +83,10 @@ class QuantWindowAttention(WindowAttention):
 class QuantSwinBlock(SwinTransformerBlock):
     """timm's SwinTransformerBlock with quantizers on the skip operand of both residual adds.
 
-    TensorRT fuses a residual add into the epilogue of the GEMM that feeds it (proj, fc2) when the
-    add's other input carries Q/DQ; only the "trt" recipe enables these.
+    TensorRT fuses a residual add into the epilogue of the GEMM that feeds it when the add's other
+    input carries Q/DQ: fc2 feeds its add directly, so the "trt" recipe enables
+    ``mlp_residual_quantizer``. proj reaches its add through window-reverse and roll, so no recipe
+    enables ``attn_residual_quantizer``; it stays so that every checkpoint keeps one layout.
     """
 
     @classmethod

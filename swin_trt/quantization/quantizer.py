@@ -72,6 +72,7 @@ class TensorQuantizer(nn.Module):
         self.collector = None  # set while calibrating
         self.exporting = False  # set while exporting to ONNX (see swin_trt.onnx.export.export_mode)
         self.export_scale = 0.0  # per-tensor scale as a Python float, for export
+        self.scale_dtype: torch.dtype | None = None  # torch.float16 when the deployed graph stores its scales in FP16
         self.register_buffer("amax", torch.full((channels,) if channels else (), float("nan")))
 
     @property
@@ -99,7 +100,17 @@ class TensorQuantizer(nn.Module):
         self.amax.copy_(torch.where(amax > 0, amax, torch.full_like(amax, 1e-8)))
 
     def scale(self) -> torch.Tensor:
-        return self.amax / self.qmax
+        """amax / qmax, rounded to ``scale_dtype`` when set.
+
+        An FP16 graph (TensorRT's strongly typed engines take the scale's type from the graph)
+        holds every scale as float16; rounding here too keeps the reference bit-exact with it.
+        Scales are clamped to float16's smallest *normal* value first: a subnormal scale can be
+        flushed to zero by GPU kernels, and zero would dequantize everything to 0."""
+        scale = self.amax / self.qmax
+        if self.scale_dtype is None:
+            return scale
+        limits = torch.finfo(self.scale_dtype)
+        return scale.clamp(limits.tiny, limits.max).to(self.scale_dtype).to(scale.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
@@ -111,12 +122,12 @@ class TensorQuantizer(nn.Module):
             return self._quantize_dequantize(x)
         if not self.calibrated:
             raise UncalibratedError(f"quantizer {self._name()} is enabled but has no amax: calibrate first (swin-trt calibrate)")
-        amax = self.amax.to(x.device)
+        amax, scale = self.amax.to(x.device), self.scale().to(x.device)
         if self.axis is not None:
             shape = [1] * x.ndim
             shape[self.axis % x.ndim] = -1
-            amax = amax.reshape(shape)
-        return _FakeQuantize.apply(x, amax / self.qmax, amax, self.qmin, self.qmax)
+            amax, scale = amax.reshape(shape), scale.reshape(shape)
+        return _FakeQuantize.apply(x, scale, amax, self.qmin, self.qmax)
 
     def _quantize_dequantize(self, x: torch.Tensor) -> torch.Tensor:
         """The same arithmetic as explicit quantize + dequantize ops, which ``torch.onnx``'s

@@ -6,7 +6,10 @@
   (needed for Swin-L PTQ in the reference: 83.53 -> 85.93).
 - ``trt``: what TensorRT's explicit quantization fuses best: Q/DQ on every GEMM input (weights
   per channel), on both attention batched-matmul inputs and the softmax output, and on the skip
-  operand of each residual add; no GEMM-output quantizers.
+  operand of the MLP residual add, whose other operand is fc2's output (bias included), so the
+  add can fuse into fc2's GEMM epilogue; no GEMM-output quantizers. The attention residual is
+  left alone: its other operand reaches the add through window-reverse, roll and reshape, so
+  no GEMM epilogue can absorb it and a Q/DQ there would only cost accuracy and a kernel.
 
 Never quantized: softmax input, LayerNorm inputs, patch embedding, final norm and the head.
 """
@@ -20,14 +23,13 @@ from swin_trt.errors import SwinTrtError
 CALIBRATORS = ("max", "percentile", "entropy", "mse")
 LINEAR_KINDS = ("qkv", "proj", "fc1", "fc2", "reduction")
 ATTENTION_QUANTIZERS = ("q_quantizer", "k_quantizer", "v_quantizer", "softmax_quantizer")
-RESIDUAL_QUANTIZERS = ("attn_residual_quantizer", "mlp_residual_quantizer")
 
 
 @dataclass(frozen=True)
 class Recipe:
     name: str
     gemm_outputs: frozenset[str]  # linear kinds whose GEMM output is quantized
-    residual: bool  # quantize the skip operand of the residual adds
+    residuals: frozenset[str]  # block quantizers on residual-add skip operands that are enabled
     description: str
 
     def enables(self, kind: str, quantizer: str) -> bool:
@@ -37,18 +39,18 @@ class Recipe:
         if kind == "attention":
             return quantizer in ATTENTION_QUANTIZERS
         if kind == "block":
-            return self.residual and quantizer in RESIDUAL_QUANTIZERS
+            return quantizer in self.residuals
         return False
 
     def covered_by(self, other: Recipe) -> bool:
         """True when every quantizer this recipe enables is enabled (so calibrated) in ``other``."""
-        return self.gemm_outputs <= other.gemm_outputs and (other.residual or not self.residual)
+        return self.gemm_outputs <= other.gemm_outputs and self.residuals <= other.residuals
 
 
 RECIPES: dict[str, Recipe] = {
-    "1": Recipe("1", frozenset(LINEAR_KINDS), False, "reference int8-mode 1: all GEMM outputs quantized"),
-    "2": Recipe("2", frozenset({"qkv", "proj", "fc1"}), False, "reference int8-mode 2: fc2 and PatchMerging GEMM outputs in higher precision"),
-    "trt": Recipe("trt", frozenset(), True, "TensorRT placement: GEMM inputs, attention matmuls, residual adds; no GEMM outputs"),
+    "1": Recipe("1", frozenset(LINEAR_KINDS), frozenset(), "reference int8-mode 1: all GEMM outputs quantized"),
+    "2": Recipe("2", frozenset({"qkv", "proj", "fc1"}), frozenset(), "reference int8-mode 2: fc2 and PatchMerging GEMM outputs in higher precision"),
+    "trt": Recipe("trt", frozenset(), frozenset({"mlp_residual_quantizer"}), "TensorRT placement: GEMM inputs, attention matmuls, MLP residual add; no GEMM outputs"),
 }
 
 

@@ -18,6 +18,7 @@ from swin_trt.errors import SwinTrtError
 
 BACKENDS: dict[str, str] = {
     "onnxruntime": "swin_trt.runtimes.onnxruntime",
+    "tensorrt": "swin_trt.runtimes.tensorrt",
 }
 
 
@@ -44,4 +45,5 @@ def open_engine(engine_path: str | Path) -> Any:
     if not engine_path.is_file():
         raise SwinTrtError(f"engine not found: {engine_path} (make one with `swin-trt build`)")
     details = read_sidecar(engine_path) or {}
-    return backend_module(details.get("backend", "onnxruntime")).Engine(engine_path)
+    backend = details.get("backend") or ("tensorrt" if engine_path.suffix in (".plan", ".engine") else "onnxruntime")
+    return backend_module(backend).Engine(engine_path)

@@ -1,0 +1,108 @@
+"""TensorRT throughput of an INT8 engine against the FP16 engine of the same model.
+
+Random weights (speed does not depend on the values), calibrated with --int8-mode trt on a few
+batches of the images under --data-path; both engines are built from the TensorRT-target graph
+(``export --target tensorrt``, the FP16 one with --no-quant), so the only difference is the Q/DQ.
+Latency per batch from CUDA events around each inference after warm-up (p50 and p99), images/s
+= batch / p50, and the ratio INT8/FP16 at each batch. Needs TensorRT and a GPU.
+
+    python benchmarks/tensorrt_throughput.py --data-path data/digits [--model swin_tiny_patch4_window7_224]
+        [--batches 1 8 32 128] [--iters 100] [--workdir DIR]
+
+Saves benchmarks/results/tensorrt_throughput.json with the GPU, TensorRT version, CPU model and
+ISA flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+from machine import machine
+
+from swin_trt.console import print_table
+from swin_trt.distributed import DistContext
+from swin_trt.errors import SwinTrtError
+from swin_trt.models.checkpoint import save_checkpoint
+from swin_trt.models.swin import build_model
+from swin_trt.models.zoo import get_config
+from swin_trt.provenance import package_versions
+from swin_trt.runtimes import tensorrt as trt_runtime
+from swin_trt.settings import CalibrationRequest
+from swin_trt.workflows import calibrate_checkpoint, export_checkpoint
+
+RESULTS = Path(__file__).resolve().parent / "results" / "tensorrt_throughput.json"
+
+
+def latencies_ms(engine: trt_runtime.Engine, batch: int, warmup: int, iters: int) -> list[float]:
+    images = torch.randn(batch, *engine.opt_shape[1:], device="cuda")
+    for _ in range(warmup):
+        engine.run(images)
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
+    for start, stop in events:
+        start.record()
+        engine.run(images)
+        stop.record()
+    torch.cuda.synchronize()
+    return [start.elapsed_time(stop) for start, stop in events]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-path", required=True, help="images for calibration (e.g. `swin-trt data digits`)")
+    parser.add_argument("--model", default="swin_tiny_patch4_window7_224")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--iters", type=int, default=100)
+    parser.add_argument("--builder-optimization-level", type=int, default=None)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep checkpoints, graphs and engines here")
+    args = parser.parse_args()
+    trt = trt_runtime.require_tensorrt()
+    trt_runtime.require_cuda()
+    where = machine()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        work = args.workdir or Path(scratch)
+        config = get_config(args.model)
+        fp = save_checkpoint(work / f"{config.name}.pth", build_model(config), {"config": config.to_dict()})
+        request = CalibrationRequest(int8_mode="trt", num_calib_batch=4, calib_batchsz=8)
+        calibrated = calibrate_checkpoint(None, None, fp, args.data_path, False, request, work, DistContext(device=torch.device("cuda")), workers=2)
+        graphs = {"INT8": export_checkpoint(calibrated.checkpoint, work / "int8.onnx", target="tensorrt"),
+                  "FP16": export_checkpoint(fp, work / "fp16.onnx", target="tensorrt")}
+        engines = {}
+        for name, graph in graphs.items():
+            trt_runtime.build(graph["onnx"], work / f"{name.lower()}.plan", min_batch=min(args.batches), opt_batch=max(args.batches) // 4 or 1,
+                              max_batch=max(args.batches), timing_cache=work / "timing.cache", builder_optimization_level=args.builder_optimization_level)
+            engines[name] = trt_runtime.Engine(work / f"{name.lower()}.plan")
+        figures = {name: {} for name in engines}
+        for name, engine in engines.items():
+            for batch in args.batches:
+                times = latencies_ms(engine, batch, args.warmup, args.iters)
+                p50 = statistics.median(times)
+                figures[name][str(batch)] = {"p50_ms": p50, "p99_ms": percentile(times, 99), "images_per_s": batch / p50 * 1000}
+
+    ratio = {str(b): figures["INT8"][str(b)]["images_per_s"] / figures["FP16"][str(b)]["images_per_s"] for b in args.batches}
+    print_table(f"{args.model} on {where['gpu']} (TensorRT {trt.__version__})", ("batch", "FP16 img/s", "INT8 img/s", "INT8/FP16", "INT8 p50 ms", "INT8 p99 ms"),
+                [(b, figures["FP16"][str(b)]["images_per_s"], figures["INT8"][str(b)]["images_per_s"], ratio[str(b)],
+                  figures["INT8"][str(b)]["p50_ms"], figures["INT8"][str(b)]["p99_ms"]) for b in args.batches])
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"model": args.model, "weights": "random", "int8_mode": "trt", "machine": where, "tensorrt": trt.__version__,
+                                   "iters": args.iters, "warmup": args.warmup, "engines": figures, "int8_over_fp16": ratio,
+                                   "versions": package_versions()}, indent=2) + "\n")
+    print(f"saved {RESULTS}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except SwinTrtError as error:
+        raise SystemExit(f"tensorrt_throughput.py: error: {error}") from None
