@@ -19,15 +19,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         NAME,
         help="build an engine (onnxruntime; TensorRT where installed)",
-        description="Optimise an exported ONNX graph for this machine and save it with a JSON sidecar into engines/.",
+        description="Optimise an exported ONNX graph for this machine and save it with a JSON sidecar (source graph and its SHA-256, "
+        "mode, CPU) into engines/.",
     )
     parser.add_argument("--onnx", type=Path, required=True, metavar="FILE")
     parser.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime")
-    parser.add_argument("--ort-mode", choices=("exact", "fast"), default="fast",
-                        help="onnxruntime: fast fuses integer kernels (default: 2.2x exact's speed on Swin-T, passes the gate on swin_micro); "
-                        "exact keeps Q/DQ explicit for the closest parity with fake-quant")
-    parser.add_argument("--output", type=Path, metavar="FILE", help="engine path (default engines/<onnx name>.<backend>.<mode>.onnx)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write {engine, backend} as JSON")
+    parser.add_argument("--ort-mode", choices=("auto", "exact", "fast"), default="auto",
+                        help="onnxruntime: fast fuses integer kernels, exact keeps Q/DQ explicit (closest to fake-quant); "
+                        "auto (default) takes fast where this CPU's int8 kernels hold the default parity gate (VNNI or AMX), "
+                        "exact elsewhere (docs/parity.md)")
+    parser.add_argument("--output", type=Path, metavar="FILE", help="engine path (default engines/<onnx name>.ort-<mode>.onnx)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write {engine, backend, ort_mode} as JSON")
     parser.set_defaults(run=run)
 
 
@@ -35,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "tensorrt":
         raise SwinTrtError("the TensorRT backend is not available in this version: build with --backend onnxruntime")
 
-    output = args.output or Path("engines") / f"{args.onnx.stem}.ort-{args.ort_mode}.onnx"
+    output = args.output or Path("engines") / f"{args.onnx.stem}.ort-{ort_runtime.resolve_mode(args.onnx, args.ort_mode)[0]}.onnx"
     details = ort_runtime.build(args.onnx, output, args.ort_mode)
+    print(f"onnxruntime mode: {details['ort_mode']} ({details['ort_mode_reason']}); CPU: {details['cpu']['model']}")
     console.print_table("build", ("engine", "backend", "mode", "providers"), [(details["engine"], details["backend"], details["ort_mode"], ", ".join(details["providers"]))])
-    emit_json(args, {"engine": details["engine"], "backend": details["backend"]})
+    emit_json(args, {"engine": details["engine"], "backend": details["backend"], "ort_mode": details["ort_mode"]})
     return 0
