@@ -33,8 +33,8 @@ def choose_mode(cpu: CpuInfo, quantized: bool) -> tuple[str, str]:
 
     ``fast`` only where its fused int8 kernels hold the default parity gate, from the measurements
     in docs/parity.md: with VNNI (int32 accumulation) fast is bit-identical to exact on most
-    images; on AVX2 without VNNI, u8s8 pairs summed in int16 can saturate and fast drifts further
-    from its own reference than another recipe is (0.23-0.33 max |dlogit| against 0.05-0.07).
+    images; on AVX2 without VNNI, u8s8 pairs summed in int16 can saturate, and fast was reported
+    (issue 7) as far from its own reference as another recipe is.
     Extend here (e.g. graph facts such as 7-bit weights, which cannot saturate) as kernels change.
     """
     if not quantized:
