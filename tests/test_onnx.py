@@ -13,6 +13,7 @@ import torch
 import swin_trt
 from swin_trt.distributed import DistContext
 from swin_trt.onnx.graph import classify_dequantize
+from swin_trt.parity.localize import perturb_scale
 from swin_trt.quantization.recipes import RECIPES
 from swin_trt.runtimes.onnxruntime import Engine, build
 from swin_trt.settings import CalibrationRequest
@@ -207,26 +208,10 @@ def test_no_gate_reports_without_passing(run_cli, exported, engines, digits_dir,
     assert result["images"] == 64 and result["rel_error_median"] >= 0
 
 
-def _perturb_scale(source: Path, target: Path, quantizer: str, factor: float) -> None:
-    """Multiply one quantizer's scale (its QuantizeLinear and DequantizeLinear) by ``factor`` in a
-    copy of the graph; the sidecar is copied unchanged, so the chain still claims the reference."""
-    from onnx import numpy_helper
-
-    graph = onnx.load(source)
-    scales = {init.name: numpy_helper.to_array(init) for init in graph.graph.initializer}
-    nodes = [n for n in graph.graph.node if n.name in (f"{quantizer}.QuantizeLinear", f"{quantizer}.DequantizeLinear")]
-    assert len(nodes) == 2
-    graph.graph.initializer.append(numpy_helper.from_array(scales[nodes[0].input[1]] * np.float32(factor), f"{quantizer}.perturbed_scale"))
-    for node in nodes:
-        node.input[1] = f"{quantizer}.perturbed_scale"
-    onnx.save(graph, target)
-    target.with_suffix(".json").write_text(source.with_suffix(".json").read_text())
-
-
 def test_localize_names_the_perturbed_layer_first(run_cli, exported, digits_dir, tmp_path):
     checkpoint, details = exported["1"]
     broken = "layers.1.blocks.0.mlp.fc1.input_quantizer"
-    _perturb_scale(Path(details["onnx"]), tmp_path / "broken.onnx", broken, 2.0)
+    perturb_scale(details["onnx"], tmp_path / "broken.onnx", broken, 2.0)
     build(tmp_path / "broken.onnx", tmp_path / "broken_engine.onnx")
     code, out, err, result = _bench(run_cli, checkpoint, tmp_path / "broken_engine.onnx", digits_dir, tmp_path / "bench.json",
                                     "--localize", "--localize-images", "8", "--localize-plot", tmp_path / "where.png")

@@ -144,6 +144,28 @@ def localize(fakequant: torch.nn.Module, engine, onnx_path: str | Path, images: 
     return Localization(layers, bound, len(images), tuple(sorted(set(recorders) - set(points))))
 
 
+def perturb_scale(source: str | Path, target: str | Path, quantizer: str, factor: float) -> Path:
+    """A known fault to find: a copy of the graph with one quantizer's scale (its QuantizeLinear
+    and DequantizeLinear) multiplied by ``factor``, and the source's sidecar copied unchanged, so
+    the provenance chain still claims the same reference and only the numbers can tell."""
+    source, target = Path(source), Path(target)
+    model = onnx.load(str(source))
+    nodes = [node for node in model.graph.node if node.name in (f"{quantizer}.QuantizeLinear", f"{quantizer}.DequantizeLinear")]
+    scales = {init.name: init for init in model.graph.initializer}
+    if len(nodes) != 2 or nodes[0].input[1] not in scales:
+        raise SwinTrtError(f"{source} has no QuantizeLinear/DequantizeLinear pair named after {quantizer} with a scale initializer")
+    scale = onnx.numpy_helper.to_array(scales[nodes[0].input[1]])
+    name = f"{quantizer}.perturbed_scale"
+    model.graph.initializer.append(onnx.numpy_helper.from_array((scale * factor).astype(scale.dtype), name))
+    for node in nodes:  # a new initializer: quantizers with the same scale value share one
+        node.input[1] = name
+    with atomic_path(target) as tmp:
+        onnx.save(model, str(tmp))
+    with atomic_path(target.with_suffix(".json")) as tmp:
+        tmp.write_bytes(source.with_suffix(".json").read_bytes())
+    return target
+
+
 def plot(localization: Localization, path: str | Path) -> Path:
     """The per-layer errors as a PNG (log scale, bound dashed, first layer outside marked)."""
     path = Path(path)
