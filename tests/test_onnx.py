@@ -225,6 +225,25 @@ def test_localize_names_the_perturbed_layer_first(run_cli, exported, digits_dir,
     assert (tmp_path / "where.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_exposed_qdq_tensors_are_not_fused(exported, tmp_path):
+    """Why --localize measures the graph, not onnxruntime's fused int8 kernels (docs/parity.md)."""
+    import onnxruntime as ort
+
+    from swin_trt.runtimes.onnxruntime import session_options
+
+    def fused(model: onnx.ModelProto) -> int:
+        options = session_options("fast")
+        options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return sum(n.op_type in ("QLinearMatMul", "MatMulIntegerToFloat") for n in onnx.load(tmp_path / "optimized.onnx").graph.node)
+
+    graph = onnx.load(exported["1"][1]["onnx"])
+    assert fused(graph) > 0
+    typed = {info.name: info for info in onnx.shape_inference.infer_shapes(graph).graph.value_info}
+    graph.graph.output.extend(typed[n.output[0]] for n in graph.graph.node if n.op_type == "DequantizeLinear")
+    assert fused(graph) == 0
+
+
 def test_localize_of_a_right_engine_stays_within_the_bound(run_cli, exported, engines, digits_dir, tmp_path):
     code, out, err, result = _bench(run_cli, exported["trt"][0], engines["trt"]["engine"], digits_dir, tmp_path / "bench.json",
                                     "--localize", "--max-batches", "1")
