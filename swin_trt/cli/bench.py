@@ -108,8 +108,12 @@ def _report_localization(localization, plot_path: Path | None) -> dict:
     first = localization.first_outside
     console.print_table(f"where it drifts: engine graph vs fake-quant per quantized tensor ({localization.images} images, bound {localization.bound:g})",
                         ("#", "tensor (quantizer output)", "r median", "max |diff|", ""),
-                        [(index, layer.name, f"{layer.rel_error:.3g}", f"{layer.max_abs_diff:.4g}", "<- first above bound" if layer is first else "")
+                        [(index, layer.name, f"{layer.rel_error:.3g}", f"{layer.max_abs_diff:.4g}",
+                          " ".join(filter(None, (layer.note, "<- first above bound" if layer is first else ""))))
                          for index, layer in enumerate(localization.layers)])
+    if localization.reference_only:
+        print(f"localize: the reference also quantizes {len(localization.reference_only)} tensors that the graph does not "
+              f"(first: {localization.reference_only[0]}): the graph is from another recipe")
     if first is None:
         print(f"localize: every quantized tensor and the engine's logits within r <= {localization.bound:g}")
     elif first.name == localize.ENGINE_LOGITS:
@@ -119,4 +123,5 @@ def _report_localization(localization, plot_path: Path | None) -> dict:
         print(f"localize: first above the bound: {first.name} (r {first.rel_error:.3g} > {localization.bound:g})")
     if plot_path is not None:
         print(f"localize plot: {localize.plot(localization, plot_path)}")
-    return {"localize": [layer.__dict__ for layer in localization.layers], "localize_first_outside": first.name if first else None}
+    return {"localize": [layer.__dict__ for layer in localization.layers], "localize_first_outside": first.name if first else None,
+            "localize_reference_only": list(localization.reference_only)}

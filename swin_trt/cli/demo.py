@@ -88,13 +88,14 @@ def run(args: argparse.Namespace) -> int:
                             f"{report.rel_error_p95:.3g}", "passed" if bench.verdict.passed else "FAILED", f"{report.images_per_s:.0f}"))
         int8_json[f"engine_mode_{mode}_agreement"] = report.agreement
         int8_json[f"engine_mode_{mode}_passed"] = bench.verdict.passed
-        mode_note = f"{built['ort_mode']}: {built['ort_mode_reason']}"
+        auto = built["ort_mode"], built["ort_mode_reason"]
 
     console.print_table(f"swin-trt demo: {MICRO.name} on digits", ("stage", "result", "seconds"), stages)
     console.print_table("FP32 vs INT8 fake-quant (digits val, 360 images)", ("int8 mode", "calibrator", "FP32 top-1 %", "INT8 top-1 %", "delta (pt)"), int8_rows)
-    console.print_table(f"engine (onnxruntime, --ort-mode auto -> {mode_note}) vs fake-quant reference, default gate",
+    console.print_table(f"engine (onnxruntime, --ort-mode auto -> {auto[0]}) vs fake-quant reference, default gate (docs/parity.md)",
                         ("int8 mode", "ort mode", "fake-quant top-1 %", "engine top-1 %", "argmax agreement %", "r median", "r p95", "gate", "engine images/s"),
                         parity_rows)
+    print(f"--ort-mode auto chose {auto[0]}: {auto[1]}")
     print(f"swin_micro FP32 top-1: {fp32.top1:.2f} %")
     emit_json(args, {"checkpoint": str(checkpoint), **fp32.as_json(), **int8_json})
     return 0

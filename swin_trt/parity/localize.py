@@ -141,7 +141,7 @@ def localize(fakequant: torch.nn.Module, engine, onnx_path: str | Path, images: 
     measured = {name: LayerError(name, quantile(np.concatenate(errors[name]), 0.5), max_diff[name]) for name in errors}
     unmatched = LayerError("", float("inf"), float("nan"), "not quantized in the reference")
     layers = tuple(measured.get(name) or dataclasses.replace(unmatched, name=name) for name in [*points, ENGINE_LOGITS])
-    return Localization(layers, bound, len(images), tuple(sorted(set(recorders) - set(points))))
+    return Localization(layers, bound, len(images), tuple(name for name in recorders if name not in points))
 
 
 def perturb_scale(source: str | Path, target: str | Path, quantizer: str, factor: float) -> Path:
