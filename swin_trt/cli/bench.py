@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     report, details, verdict = outcome.report, outcome.engine.details, outcome.verdict
     engine_label = f"{details.get('backend', 'onnxruntime')} {details.get('ort_mode', '')}".strip()
     console.print_table(
-        f"bench {details.get('model') or 'model'}: {args.engine} vs {args.reference} ({report.images} images; provenance {outcome.provenance.label})",
+        f"bench {details.get('model') or 'model'}: {args.engine} vs {args.reference} ({report.images} images; provenance {'verified' if outcome.provenance.verified else 'FOREIGN'})",
         ("model", "top-1 %", "top-5 %"),
         [("FP32", report.fp32_top1, report.fp32_top5), ("INT8 fake-quant (reference)", report.fakequant_top1, report.fakequant_top5),
          (f"engine ({engine_label})", report.engine_top1, report.engine_top5)],
