@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from swin_trt.console import print_table
+from swin_trt.cpu import read_cpu
 from swin_trt.distributed import DistContext
 from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import get_config
@@ -79,6 +80,7 @@ def main() -> None:
         "collect_s_median": statistics.median(collect),
         "collect_over_forward": statistics.median(c / f for c, f in zip(collect, forward)),
         "amax_s": amax_seconds,
+        "cpu": read_cpu().as_json(),
         "versions": package_versions(),
     }
     rows = [(f"FP32 forward, {args.batches} batches (s)", f"{results['fp32_forward_s_median']:.3f}"),

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from swin_trt.console import print_table
+from swin_trt.cpu import read_cpu
 from swin_trt.distributed import DistContext
 from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import get_config
@@ -125,6 +126,7 @@ def main() -> None:
     RESULTS.write_text(json.dumps({
         "model": args.model, "threads": args.threads, "repeats": args.repeats, "int8_mode": args.int8_mode,
         "images_per_s": results, "export_seconds": export_seconds, f"int8_fast_op_time_share_b{largest}": profile,
+        "cpu": read_cpu().as_json(),
         "versions": package_versions(),
     }, indent=2) + "\n")
     print(f"saved {RESULTS}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,6 +22,10 @@ from swin_trt.models.checkpoint import load_state_dict, read_checkpoint, save_ch
 from swin_trt.models.config import ModelConfig
 from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import get_config
+from swin_trt.parity.compare import ParityReport, compare
+from swin_trt.parity.gate import DEFAULT_MAX_REL_ERROR, Bounds, Verdict, judge
+from swin_trt.parity.localize import Localization, localize
+from swin_trt.parity.provenance import Provenance, require, trace
 from swin_trt.provenance import package_versions
 from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
 from swin_trt.quantization.model import quantize_model, set_scale_dtype
@@ -32,7 +37,6 @@ from swin_trt.settings import CalibrationRequest, TrainRecipe
 onnx_export = lazy_import("swin_trt.onnx.export")  # onnx and the exporter load only when exporting
 onnx_graph = lazy_import("swin_trt.onnx.graph")
 onnx_tensorrt = lazy_import("swin_trt.onnx.tensorrt")
-parity = lazy_import("swin_trt.parity")
 
 
 @dataclass(frozen=True)
@@ -246,6 +250,15 @@ def export_checkpoint(
     return details
 
 
+@dataclass(frozen=True)
+class BenchOutcome:
+    report: ParityReport
+    engine: Any
+    provenance: Provenance
+    verdict: Verdict
+    localization: Localization | None
+
+
 def bench_engine(
     reference: str | Path,
     engine_path: str | Path,
@@ -254,9 +267,22 @@ def bench_engine(
     batch_size: int = 64,
     workers: int = 2,
     max_batches: int | None = None,
-):
-    """Run FP32, the fake-quant reference and the engine over val; returns (report, engine)."""
+    bounds: Bounds | None = Bounds(),
+    onnx_path: str | Path | None = None,
+    allow_foreign: bool = False,
+    localize_images: int = 0,
+) -> BenchOutcome:
+    """The parity gate: check that the engine comes from ``reference`` (refused otherwise unless
+    ``allow_foreign``), run FP32, the fake-quant reference and the engine over val, judge the
+    report against ``bounds`` (None: report only), and with ``localize_images`` compare the
+    engine's source graph layer by layer on that many val images."""
 
+    provenance = trace(engine_path, reference, onnx_path)
+    if not allow_foreign:
+        require(provenance)
+    graph = Path(onnx_path) if onnx_path is not None else provenance.onnx
+    if localize_images and graph is None:
+        raise SwinTrtError(f"--localize needs the engine's source graph and the chain does not reach it ({provenance.broken_link}): pass --onnx")
     loaded = open_model(checkpoint=reference)
     if not loaded.quantized:
         raise SwinTrtError(f"{reference} is not a calibrated checkpoint: the reference must be the fake-quant model the engine came from")
@@ -267,4 +293,10 @@ def bench_engine(
     config = loaded.model.swin_trt_config
     dataset = build_dataset(data_path, "val", eval_transform(config.data), use_zip, config.num_classes)
     loader = build_loader(dataset, batch_size, DistContext(), workers=workers)
-    return parity.compare(loaded.fp_model(), loaded.model, engine, loader, max_batches), engine
+    report = compare(loaded.fp_model(), loaded.model, engine, loader, max_batches)
+    localization = None
+    if localize_images:
+        images = torch.stack([dataset[i][0] for i in range(min(localize_images, len(dataset)))])
+        bound = bounds.max_rel_error if bounds is not None and bounds.max_rel_error is not None else DEFAULT_MAX_REL_ERROR
+        localization = localize(loaded.model, engine, graph, images, bound)
+    return BenchOutcome(report, engine, provenance, judge(report, bounds), localization)

@@ -13,6 +13,7 @@ import torch
 import swin_trt
 from swin_trt.distributed import DistContext
 from swin_trt.onnx.graph import classify_dequantize
+from swin_trt.parity.localize import perturb_scale
 from swin_trt.quantization.recipes import RECIPES
 from swin_trt.runtimes.onnxruntime import Engine, build
 from swin_trt.settings import CalibrationRequest
@@ -134,35 +135,122 @@ def test_fp16_export_keeps_qdq_and_predictions(exported, digits_dir, tmp_path):
     assert np.abs(full - reduced).max() < 0.5
 
 
-def test_build_and_bench_gate(run_cli, exported, digits_dir, tmp_path):
-    checkpoint, details = exported["1"]
-    code, _, err = run_cli("build", "--onnx", details["onnx"], "--output", tmp_path / "e.onnx", "--json", tmp_path / "b.json")
+def test_qdq_nodes_named_after_their_quantizers(exported):
+    from swin_trt.quantization.model import enabled_quantizers
+
+    checkpoint, details = exported["trt"]
+    graph = onnx.load(details["onnx"]).graph
+    enabled = enabled_quantizers(swin_trt.load_model(checkpoint=checkpoint))
+    for op in ("QuantizeLinear", "DequantizeLinear"):
+        assert sorted(n.name for n in graph.node if n.op_type == op) == sorted(f"{name}.{op}" for name in enabled)
+
+
+@pytest.fixture(scope="module")
+def engines(exported, tmp_path_factory):
+    """Engines of recipes 1 and trt built with the default --ort-mode (auto) through the CLI's build."""
+    out = tmp_path_factory.mktemp("engines")
+    return {mode: build(exported[mode][1]["onnx"], out / f"micro_{mode}.onnx") for mode in ("1", "trt")}
+
+
+def _bench(run_cli, reference, engine, digits_dir, json_path, *extra):
+    code, out, err = run_cli("bench", "--reference", reference, "--engine", engine, "--data-path", digits_dir, "--workers", "0", "--json", json_path, *extra)
+    return code, out, err, (json.loads(json_path.read_text()) if json_path.exists() else None)
+
+
+def test_build_auto_mode_records_choice_cpu_and_source(run_cli, exported, tmp_path):
+    from swin_trt.cpu import read_cpu
+    from swin_trt.runtimes.onnxruntime import choose_mode
+
+    _, details = exported["1"]
+    code, out, err = run_cli("build", "--onnx", details["onnx"], "--output", tmp_path / "e.onnx", "--json", tmp_path / "b.json")
     assert code == 0, err
-    assert json.loads((tmp_path / "b.json").read_text()) == {"engine": str(tmp_path / "e.onnx"), "backend": "onnxruntime"}
-    code, out, err = run_cli("bench", "--reference", checkpoint, "--engine", tmp_path / "e.onnx", "--data-path", digits_dir,
-                             "--min-agreement", "99", "--max-top1-drop", "0.5", "--workers", "0", "--json", tmp_path / "bench.json")
+    mode, reason = choose_mode(read_cpu(), quantized=True)
+    assert f"onnxruntime mode: {mode} ({reason})" in out
+    assert json.loads((tmp_path / "b.json").read_text()) == {"engine": str(tmp_path / "e.onnx"), "backend": "onnxruntime", "ort_mode": mode}
+    sidecar = json.loads((tmp_path / "e.json").read_text())
+    assert sidecar["ort_mode_requested"] == "auto" and sidecar["ort_mode_reason"] == reason and sidecar["cpu"] == read_cpu().as_json()
+    assert Path(sidecar["source_onnx"]).is_absolute() and Path(sidecar["source_onnx"]) == Path(details["onnx"]).resolve()
+
+
+@pytest.mark.parametrize("mode", ["1", "trt"])
+def test_right_pairing_passes_the_default_gate(run_cli, exported, engines, digits_dir, tmp_path, mode):
+    code, out, err, result = _bench(run_cli, exported[mode][0], engines[mode]["engine"], digits_dir, tmp_path / "bench.json")
     assert code == 0, err
-    result = json.loads((tmp_path / "bench.json").read_text())
-    assert result["passed"] and result["agreement"] >= 99.0 and abs(result["engine_top1"] - result["fakequant_top1"]) <= 0.5
-    assert set(result) >= {"fp32_top1", "fakequant_top1", "engine_top1", "agreement", "max_abs_diff", "images_per_s", "passed"}
+    assert "gate passed" in out and result["passed"] is True and result["failed"] == [] and result["provenance"] == "verified"
+    assert result["rel_error_median"] <= result["max_rel_error"] == 0.5 and result["rel_error_p95"] <= result["max_rel_error_p95"]
+    assert result["engine_mode"] == engines[mode]["ort_mode"] and result["images"] == 360
+    assert set(result) >= {"fp32_top1", "fakequant_top1", "engine_top1", "agreement", "max_abs_diff", "images_per_s", "passed",
+                           "min_agreement", "max_top1_drop"}
 
 
-def test_gate_fails_on_a_broken_engine(run_cli, exported, digits_dir, tmp_path):
-    """An engine whose activation scales are 8x too small (clipping everything) must fail."""
+@pytest.mark.parametrize(("engine_mode", "reference_mode"), [("1", "trt"), ("trt", "1")])
+def test_wrong_recipe_fails_the_default_gate(run_cli, exported, engines, digits_dir, tmp_path, engine_mode, reference_mode):
+    """Argmax agreement cannot tell these apart on digits (99+ %); the relative logit error can."""
+    code, _, err, result = _bench(run_cli, exported[reference_mode][0], engines[engine_mode]["engine"], digits_dir, tmp_path / "bench.json",
+                                  "--allow-foreign-engine")
+    assert code == 1 and "swin-trt bench: gate failed: median relative logit error" in err
+    assert result["passed"] is False and "max_rel_error" in result["failed"] and result["rel_error_median"] > 0.5
+    assert result["provenance"].startswith("foreign: ") and "not from --reference" in result["provenance"]
+
+
+def test_foreign_engine_refused_in_one_line(run_cli, exported, engines, digits_dir, tmp_path):
+    code, _, err, result = _bench(run_cli, exported["trt"][0], engines["1"]["engine"], digits_dir, tmp_path / "bench.json")
+    assert code == 2 and result is None
+    assert err.count("\n") == 1 and err.startswith("swin-trt bench: error: foreign engine: ") and "exported from" in err
+    bare = tmp_path / "bare.onnx"  # an engine without its sidecar
+    bare.write_bytes(Path(engines["1"]["engine"]).read_bytes())
+    code, _, err, _ = _bench(run_cli, exported["1"][0], bare, digits_dir, tmp_path / "bench.json")
+    assert code == 2 and "has no sidecar" in err
+
+
+def test_no_gate_reports_without_passing(run_cli, exported, engines, digits_dir, tmp_path):
+    code, out, err, result = _bench(run_cli, exported["1"][0], engines["1"]["engine"], digits_dir, tmp_path / "bench.json", "--no-gate", "--max-batches", "1")
+    assert code == 0, err
+    assert result["passed"] is None and result["max_rel_error"] is None and "not gated" in out
+    assert result["images"] == 64 and result["rel_error_median"] >= 0
+
+
+def test_localize_names_the_perturbed_layer_first(run_cli, exported, digits_dir, tmp_path):
     checkpoint, details = exported["1"]
-    graph = onnx.load(details["onnx"])
-    from onnx import numpy_helper
+    broken = "layers.1.blocks.0.mlp.fc1.input_quantizer"
+    perturb_scale(details["onnx"], tmp_path / "broken.onnx", broken, 2.0)
+    build(tmp_path / "broken.onnx", tmp_path / "broken_engine.onnx")
+    code, out, err, result = _bench(run_cli, checkpoint, tmp_path / "broken_engine.onnx", digits_dir, tmp_path / "bench.json",
+                                    "--localize", "--localize-images", "8", "--localize-plot", tmp_path / "where.png")
+    assert result["provenance"] == "verified"  # the chain holds: only the numbers can tell
+    assert code == 1 and result["passed"] is False
+    assert result["localize_first_outside"] == broken and f"first above the bound: {broken}" in out
+    layers = result["localize"]
+    first = [layer["name"] for layer in layers].index(broken)
+    assert first > 0 and all(layer["rel_error"] <= 0.5 for layer in layers[:first]) and layers[first]["rel_error"] > 1
+    assert layers[-1]["name"] == "logits (engine)" and len(layers) == details["dq_nodes"] + 1
+    assert (tmp_path / "where.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    for initializer in graph.graph.initializer:
-        consumers = [n for n in graph.graph.node if n.op_type == "QuantizeLinear" and n.input[1] == initializer.name and not n.input[0].endswith("weight")]
-        if consumers:
-            initializer.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(initializer) / 8, initializer.name))
-    onnx.save(graph, tmp_path / "broken.onnx")
-    build(tmp_path / "broken.onnx", tmp_path / "broken_engine.onnx", "exact")
-    code, _, err = run_cli("bench", "--reference", checkpoint, "--engine", tmp_path / "broken_engine.onnx", "--data-path", digits_dir,
-                           "--min-agreement", "99", "--workers", "0", "--json", tmp_path / "bench.json")
-    assert code == 1 and "gate failed: argmax agreement" in err
-    assert json.loads((tmp_path / "bench.json").read_text())["passed"] is False
+
+def test_exposed_qdq_tensors_are_not_fused(exported, tmp_path):
+    """Why --localize measures the graph, not onnxruntime's fused int8 kernels (docs/parity.md)."""
+    import onnxruntime as ort
+
+    from swin_trt.runtimes.onnxruntime import session_options
+
+    def fused(model: onnx.ModelProto) -> int:
+        options = session_options("fast")
+        options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return sum(n.op_type in ("QLinearMatMul", "MatMulIntegerToFloat") for n in onnx.load(tmp_path / "optimized.onnx").graph.node)
+
+    graph = onnx.load(exported["1"][1]["onnx"])
+    assert fused(graph) > 0
+    typed = {info.name: info for info in onnx.shape_inference.infer_shapes(graph).graph.value_info}
+    graph.graph.output.extend(typed[n.output[0]] for n in graph.graph.node if n.op_type == "DequantizeLinear")
+    assert fused(graph) == 0
+
+
+def test_localize_of_a_right_engine_stays_within_the_bound(run_cli, exported, engines, digits_dir, tmp_path):
+    code, out, err, result = _bench(run_cli, exported["trt"][0], engines["trt"]["engine"], digits_dir, tmp_path / "bench.json",
+                                    "--localize", "--max-batches", "1")
+    assert code == 0, err
+    assert result["localize_first_outside"] is None and "within r <= 0.5" in out
 
 
 def test_export_refuses_uncalibrated_and_missing(run_cli, trained_micro, tmp_path):

@@ -23,13 +23,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         NAME,
         help="build an engine (onnxruntime; TensorRT where installed)",
-        description="Optimise an exported ONNX graph for this machine and save it with a JSON sidecar into engines/.",
+        description="Optimise an exported ONNX graph for this machine and save it with a JSON sidecar (source graph and its SHA-256, "
+        "mode, CPU) into engines/.",
     )
     parser.add_argument("--onnx", type=Path, required=True, metavar="FILE")
     parser.add_argument("--backend", choices=tuple(BACKENDS), default="onnxruntime")
-    parser.add_argument("--ort-mode", choices=("exact", "fast"), default="fast",
-                        help="onnxruntime: fast fuses integer kernels (default: 2.2x exact's speed on Swin-T, passes the gate on swin_micro); "
-                        "exact keeps Q/DQ explicit for the closest parity with fake-quant")
+    parser.add_argument("--ort-mode", choices=("auto", "exact", "fast"), default="auto",
+                        help="onnxruntime: fast fuses integer kernels, exact keeps Q/DQ explicit (closest to fake-quant); "
+                        "auto (default) takes fast where this CPU's int8 kernels hold the default parity gate (VNNI or AMX), "
+                        "exact elsewhere (docs/parity.md)")
     parser.add_argument("--output", type=Path, metavar="FILE", help="engine path (default engines/<onnx name>.ort-<mode>.onnx, or engines/<onnx name>.plan)")
     group = parser.add_argument_group("tensorrt", "strongly typed engine (precision from the graph: export with --target tensorrt); see docs/tensorrt.md")
     group.add_argument("--min-batch", type=positive_int, metavar="N", help="smallest batch of the optimisation profile (default 1)")
@@ -38,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--timing-cache", type=Path, metavar="FILE", help="read tactic timings from FILE if it exists and save them back (faster rebuilds)")
     group.add_argument("--builder-optimization-level", type=int, choices=range(6), metavar="{0-5}", help="TensorRT's default is 3; higher searches longer")
     group.add_argument("--workspace", type=positive_int, metavar="MiB", help="workspace memory limit for tactics (default: TensorRT's, the GPU's memory)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write {engine, backend} as JSON")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write {engine, backend, ort_mode} as JSON")
     parser.set_defaults(run=run)
 
 
@@ -49,11 +51,12 @@ def run(args: argparse.Namespace) -> int:
     if given:
         raise SwinTrtError(f"{', '.join(given)}: TensorRT options, given with --backend {args.backend} (add --backend tensorrt or drop them)")
 
-    output = args.output or Path("engines") / f"{args.onnx.stem}.ort-{args.ort_mode}.onnx"
+    output = args.output or Path("engines") / f"{args.onnx.stem}.ort-{ort_runtime.resolve_mode(args.onnx, args.ort_mode)[0]}.onnx"
     check_writable(output, "--output")
     details = ort_runtime.build(args.onnx, output, args.ort_mode)
+    print(f"onnxruntime mode: {details['ort_mode']} ({details['ort_mode_reason']}); CPU: {details['cpu']['model']}")
     console.print_table("build", ("engine", "backend", "mode", "providers"), [(details["engine"], details["backend"], details["ort_mode"], ", ".join(details["providers"]))])
-    emit_json(args, {"engine": details["engine"], "backend": details["backend"]})
+    emit_json(args, {"engine": details["engine"], "backend": details["backend"], "ort_mode": details["ort_mode"]})
     return 0
 
 

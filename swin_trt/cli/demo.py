@@ -81,16 +81,23 @@ def run(args: argparse.Namespace) -> int:
 
         start = time.perf_counter()
         graph = workflows.export_checkpoint(outcome.checkpoint, args.workdir / "export" / f"{MICRO.name}_int8-mode{mode}.onnx")
-        engine_path = args.workdir / "engines" / f"{MICRO.name}_int8-mode{mode}.ort-fast.onnx"
-        ort_runtime.build(graph["onnx"], engine_path, "fast")
-        report, _ = workflows.bench_engine(outcome.checkpoint, engine_path, data_dir, workers=0)
-        stages.append((f"export + build + bench mode {mode}", f"{graph['q_nodes']} Q/DQ pairs -> {engine_path}", f"{time.perf_counter() - start:.1f}"))
-        parity_rows.append((mode, report.fakequant_top1, report.engine_top1, report.agreement, f"{report.max_abs_diff:.4f}", f"{report.images_per_s:.0f}"))
+        engine_path = args.workdir / "engines" / f"{MICRO.name}_int8-mode{mode}.ort.onnx"
+        built = ort_runtime.build(graph["onnx"], engine_path, "auto")
+        bench = workflows.bench_engine(outcome.checkpoint, engine_path, data_dir, workers=0)
+        report = bench.report
+        stages.append((f"export + build + bench mode {mode}", f"{graph['q_nodes']} Q/DQ pairs -> {engine_path} ({built['ort_mode']})", f"{time.perf_counter() - start:.1f}"))
+        parity_rows.append((mode, built["ort_mode"], report.fakequant_top1, report.engine_top1, report.agreement, f"{report.rel_error_median:.3g}",
+                            f"{report.rel_error_p95:.3g}", "passed" if bench.verdict.passed else "FAILED", f"{report.images_per_s:.0f}"))
         int8_json[f"engine_mode_{mode}_agreement"] = report.agreement
+        int8_json[f"engine_mode_{mode}_passed"] = bench.verdict.passed
+        auto = built["ort_mode"], built["ort_mode_reason"]
 
     console.print_table(f"swin-trt demo: {MICRO.name} on digits", ("stage", "result", "seconds"), stages)
     console.print_table("FP32 vs INT8 fake-quant (digits val, 360 images)", ("int8 mode", "calibrator", "FP32 top-1 %", "INT8 top-1 %", "delta (pt)"), int8_rows)
-    console.print_table("engine (onnxruntime, fast: the default mode) vs fake-quant reference", ("int8 mode", "fake-quant top-1 %", "engine top-1 %", "argmax agreement %", "max |dlogit|", "engine images/s"), parity_rows)
+    console.print_table(f"engine (onnxruntime, --ort-mode auto -> {auto[0]}) vs fake-quant reference, default gate (docs/parity.md)",
+                        ("int8 mode", "ort mode", "fake-quant top-1 %", "engine top-1 %", "argmax agreement %", "r median", "r p95", "gate", "engine images/s"),
+                        parity_rows)
+    print(f"--ort-mode auto chose {auto[0]}: {auto[1]}")
     print(f"swin_micro FP32 top-1: {fp32.top1:.2f} %")
     emit_json(args, {"checkpoint": str(checkpoint), **fp32.as_json(), **int8_json})
     return 0

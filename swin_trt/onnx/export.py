@@ -8,8 +8,9 @@ TorchScript exporter is deprecated, so it is not used.
 
 from __future__ import annotations
 
+import ast
 import collections
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -67,10 +68,29 @@ def export_onnx(model: nn.Module, example_batch: int = 2):
             verbose=False,
         )
     proto = program.model_proto
+    name_qdq_nodes(proto, {name for name, _ in named_quantizers(model)})
     for node in proto.graph.node:  # the exporter's per-node stack traces: half the file, and local paths
         del node.metadata_props[:]
     drop_int8_clips(proto)
     return proto
+
+
+def name_qdq_nodes(proto, quantizer_names: Collection[str]) -> int:
+    """Name each QuantizeLinear/DequantizeLinear after the quantizer it came from, e.g.
+    ``layers.0.blocks.1.attn.qkv.input_quantizer.DequantizeLinear``, so a graph tensor can be
+    matched to the PyTorch module that computes it (``bench --localize``; TensorRT's layer names).
+    The exporter records each node's module path in the ``pkg.torch.onnx.name_scopes`` metadata,
+    which is read here before the metadata is dropped. Returns how many nodes were named."""
+    named = 0
+    for node in proto.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        scopes = next((ast.literal_eval(p.value) for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), [])
+        owner = next((scope for scope in reversed(scopes) if scope in quantizer_names), None)
+        if owner is not None:
+            node.name = f"{owner}.{node.op_type}"
+            named += 1
+    return named
 
 
 def save_onnx(proto, output: str | Path) -> Path:

@@ -1,7 +1,15 @@
 """Inference backends for exported graphs, one module each, chosen by name.
 
-A backend module provides ``build(onnx_path, engine_path, **options) -> sidecar dict`` and an
-``Engine`` class (``Engine(path)``, ``engine(images: np.ndarray) -> logits``, ``.details``).
+A backend module provides:
+
+- ``build(onnx_path, engine_path, **options) -> dict``: build an engine and write its JSON sidecar,
+  which includes :func:`source_record` (the link back to the graph that the parity gate follows);
+- ``Engine(path)``: ``engine(images: np.ndarray) -> logits``, with the sidecar as ``.details``;
+- ``intermediate_outputs(onnx_path, names, details) -> runner``: the engine's source graph run as
+  the engine runs it (``details`` is its sidecar) with the named tensors exposed as outputs,
+  ``runner(images) -> {name: float32 array}``; ``swin-trt bench --localize`` compares these layer
+  by layer with the PyTorch reference.
+
 Engines are opened by the ``backend`` their sidecar records, so adding a runtime is one module
 here and one entry in :data:`BACKENDS`.
 """
@@ -15,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from swin_trt.errors import SwinTrtError
+from swin_trt.onnx.hashing import file_sha256
 
 BACKENDS: dict[str, str] = {
     "onnxruntime": "swin_trt.runtimes.onnxruntime",
@@ -37,6 +46,21 @@ def read_sidecar(path: str | Path) -> dict[str, Any] | None:
         return json.loads(sidecar.read_text())
     except json.JSONDecodeError as error:
         raise SwinTrtError(f"{sidecar}: not valid JSON ({error.msg} at line {error.lineno}): rebuild the engine") from None
+
+
+def source_record(onnx_path: str | Path) -> dict[str, Any]:
+    """What every engine sidecar says about its source graph: where it is (absolute, so the
+    engine can be benched from any folder), its SHA-256 (a graph re-exported in place breaks the
+    chain), and what the graph's own sidecar says it is."""
+    onnx_path = Path(onnx_path)
+    graph = read_sidecar(onnx_path) or {}
+    return {
+        "source_onnx": str(onnx_path.resolve()),
+        "source_onnx_sha256": file_sha256(onnx_path),
+        "int8_mode": graph.get("int8_mode"),
+        "model": graph.get("model"),
+        "precision": graph.get("precision"),
+    }
 
 
 def open_engine(engine_path: str | Path) -> Any:

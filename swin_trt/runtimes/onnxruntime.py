@@ -1,27 +1,48 @@
 """onnxruntime backend: build (optimise and save) and run a Q/DQ graph.
 
-Two modes, because on x86 CPUs onnxruntime's fully fused integer kernels trade parity for
-speed: ``fast`` (ORT_ENABLE_ALL: Q/DQ pairs fused into integer MatMuls) and ``exact``
-(ORT_ENABLE_BASIC: Q/DQ stay explicit, float math between them, matching fake-quant PyTorch).
+Two modes, because on x86 CPUs onnxruntime's fused integer kernels may trade parity for speed:
+``fast`` (ORT_ENABLE_ALL: Q/DQ pairs fused into integer MatMuls) and ``exact``
+(ORT_ENABLE_BASIC: Q/DQ stay explicit, float math between them, as in the fake-quant model).
+``auto`` picks one per CPU (:func:`choose_mode`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from swin_trt.cpu import CpuInfo, read_cpu
 from swin_trt.errors import SwinTrtError
 from swin_trt.io import atomic_path, write_json
 from swin_trt.lazy import lazy_import
-from swin_trt.onnx.hashing import file_sha256
 from swin_trt.provenance import package_versions
-from swin_trt.runtimes import read_sidecar
+from swin_trt.runtimes import read_sidecar, source_record
 
 ort = lazy_import("onnxruntime")
+onnx = lazy_import("onnx")
 
 MODES = ("exact", "fast")
+ERROR_LOG_LEVEL = 3  # onnxruntime's own warnings (e.g. "hardware specific optimizations") stay out of the user's log
+
+
+def choose_mode(cpu: CpuInfo, quantized: bool) -> tuple[str, str]:
+    """The ``--ort-mode auto`` choice for a graph on ``cpu``: (mode, the reason, for the user).
+
+    ``fast`` only where its fused int8 kernels hold the default parity gate, from the measurements
+    in docs/parity.md: with VNNI (int32 accumulation) fast is bit-identical to exact on most
+    images; on AVX2 without VNNI, u8s8 pairs summed in int16 can saturate, and fast was reported
+    (issue 7) as far from its own reference as another recipe is.
+    Extend here (e.g. graph facts such as 7-bit weights, which cannot saturate) as kernels change.
+    """
+    if not quantized:
+        return "fast", "no Q/DQ in the graph: fusions do not touch quantized arithmetic"
+    if cpu.int8_dot_product:
+        extensions = ", ".join(sorted(cpu.flags & {"avx512_vnni", "avx_vnni", "amx_int8"}))
+        return "fast", f"{extensions}: fused int8 kernels accumulate in int32 and hold the default gate (docs/parity.md)"
+    return "exact", "no VNNI/AMX: fused u8s8 kernels can saturate int16 sums and fail the default gate (docs/parity.md)"
 
 
 def session_options(mode: str, threads: int | None = None):
@@ -31,6 +52,7 @@ def session_options(mode: str, threads: int | None = None):
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if mode == "fast" else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     )
+    options.log_severity_level = ERROR_LOG_LEVEL
     if threads:
         options.intra_op_num_threads = threads
     return options
@@ -41,11 +63,26 @@ def providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def build(onnx_path: str | Path, engine_path: str | Path, mode: str) -> dict[str, Any]:
-    """Optimise ``onnx_path`` for this machine and save it to ``engine_path`` with a sidecar."""
-    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+def resolve_mode(onnx_path: str | Path, mode: str) -> tuple[str, str]:
+    """(exact or fast, why) for ``--ort-mode`` ``mode`` (exact, fast or auto) and this CPU."""
+    onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise SwinTrtError(f"ONNX file not found: {onnx_path} (make one with `swin-trt export`)")
+    if mode != "auto":
+        session_options(mode)  # validates the name
+        return mode, "chosen with --ort-mode"
+    graph = read_sidecar(onnx_path) or {}
+    quantized = graph["q_nodes"] > 0 if "q_nodes" in graph else _has_qdq(onnx_path)
+    return choose_mode(read_cpu(), quantized)
+
+
+def build(onnx_path: str | Path, engine_path: str | Path, mode: str = "auto") -> dict[str, Any]:
+    """Optimise ``onnx_path`` for this machine in ``mode`` (exact, fast or auto) and save it to
+    ``engine_path`` with a sidecar recording the mode, why it was chosen, and the CPU (a fast
+    engine holds fusions chosen for this CPU's instruction set)."""
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    requested = mode
+    mode, reason = resolve_mode(onnx_path, mode)
     with atomic_path(engine_path) as tmp:
         options = session_options(mode)
         options.optimized_model_filepath = str(tmp)
@@ -53,20 +90,23 @@ def build(onnx_path: str | Path, engine_path: str | Path, mode: str) -> dict[str
             ort.InferenceSession(str(onnx_path), options, providers=providers())
         except Exception as error:  # onnxruntime raises its own Fail / InvalidGraph types
             raise SwinTrtError(f"{onnx_path}: onnxruntime cannot load it ({str(error).splitlines()[0]})") from None
-    source = read_sidecar(onnx_path) or {}
     details = {
         "engine": str(engine_path),
         "backend": "onnxruntime",
         "ort_mode": mode,
+        "ort_mode_requested": requested,
+        "ort_mode_reason": reason,
+        "cpu": read_cpu().as_json(),
         "providers": providers(),
-        "source_onnx": str(onnx_path),
-        "source_onnx_sha256": file_sha256(onnx_path),
-        "int8_mode": source.get("int8_mode"),
-        "model": source.get("model"),
+        **source_record(onnx_path),
         "versions": package_versions(),
     }
     write_json(engine_path.with_suffix(".json"), details)
     return details
+
+
+def _has_qdq(onnx_path: Path) -> bool:
+    return any(node.op_type == "QuantizeLinear" for node in onnx.load(str(onnx_path), load_external_data=False).graph.node)
 
 
 class Engine:
@@ -83,3 +123,28 @@ class Engine:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(images, dtype=np.float32)})[0]
+
+
+def intermediate_outputs(onnx_path: str | Path, names: list[str], details: dict[str, Any]) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """A runner of the source graph, in the engine's mode, with the tensors ``names`` exposed as
+    outputs: ``runner(images) -> {name: float32 array}``.
+
+    onnxruntime does not fuse a Q/DQ node whose tensor is a graph output, so in fast mode this
+    measures the graph's own arithmetic (scales, placement), not the fused kernels' rounding.
+    """
+    model = onnx.load(str(onnx_path))
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    typed = {info.name: info for info in (*inferred.value_info, *inferred.output)}
+    missing = [name for name in names if name not in typed]
+    if missing:
+        raise SwinTrtError(f"{onnx_path}: no tensor {missing[0]!r} to expose (re-export the graph with this version)")
+    present = {output.name for output in model.graph.output}
+    model.graph.output.extend(typed[name] for name in names if name not in present)
+    session = ort.InferenceSession(model.SerializeToString(), session_options(details.get("ort_mode", "exact")), providers=providers())
+    input_name = session.get_inputs()[0].name
+
+    def run(images: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = session.run(names, {input_name: np.ascontiguousarray(images, dtype=np.float32)})
+        return {name: np.asarray(value, dtype=np.float32) for name, value in zip(names, outputs)}
+
+    return run

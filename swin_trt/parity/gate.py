@@ -1,0 +1,76 @@
+"""The gate's bounds and verdict.
+
+Defaults come from the crosswise measurement in docs/parity.md (benchmarks/parity_pairings.py):
+on swin_micro / digits, engines built from their own reference's graph have a median relative
+logit error of 0.000 and a 95th percentile of at most 0.72; engines from another recipe's graph
+have at least 1.03 and 1.72. The bounds sit between, with room for a runtime whose float
+summation order differs (the median bound) and for a few images where a flipped rounding tie
+propagates (the p95 bound), while an engine wrong on more than 5 % of the images still fails.
+Argmax agreement and top-1 drop stay as further bounds: they are what a user reads first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for the annotation: this module stays light for `swin-trt bench --help`
+    from swin_trt.parity.compare import ParityReport
+
+DEFAULT_MAX_REL_ERROR = 0.5
+DEFAULT_MAX_REL_ERROR_P95 = 1.2
+DEFAULT_MIN_AGREEMENT = 99.0
+DEFAULT_MAX_TOP1_DROP = 0.5
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Each bound, or None when switched off."""
+
+    max_rel_error: float | None = DEFAULT_MAX_REL_ERROR  # on the median over images
+    max_rel_error_p95: float | None = DEFAULT_MAX_REL_ERROR_P95  # on the 95th percentile
+    min_agreement: float | None = DEFAULT_MIN_AGREEMENT  # argmax agreement, %
+    max_top1_drop: float | None = DEFAULT_MAX_TOP1_DROP  # fake-quant top-1 minus engine top-1, points
+
+    def as_json(self) -> dict[str, float | None]:
+        return dict(self.__dict__)
+
+
+DEFAULTS = Bounds().as_json()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool | None  # None: nothing was gated
+    failures: tuple[str, ...]  # one phrase per failed bound
+    failed: tuple[str, ...]  # the failed bounds' names (the JSON keys)
+
+
+def judge(report: ParityReport, bounds: Bounds | None) -> Verdict:
+    """Check every enabled bound; ``bounds=None`` (``--no-gate``) or all bounds off gates nothing.
+
+    A figure that could not be measured (no images) fails its bound instead of passing it.
+    """
+    if bounds is None:
+        return Verdict(None, (), ())
+    checks = (
+        ("max_rel_error", report.rel_error_median, bounds.max_rel_error, False,
+         "median relative logit error {value:.3g} > --max-rel-error {bound:g}"),
+        ("max_rel_error_p95", report.rel_error_p95, bounds.max_rel_error_p95, False,
+         "95th-percentile relative logit error {value:.3g} > --max-rel-error-p95 {bound:g}"),
+        ("min_agreement", report.agreement if report.images else math.nan, bounds.min_agreement, True,
+         "argmax agreement {value:.2f} % < --min-agreement {bound:g}"),
+        ("max_top1_drop", report.top1_drop if report.images else math.nan, bounds.max_top1_drop, False,
+         "engine top-1 is {value:.2f} pt below fake-quant (--max-top1-drop {bound:g})"),
+    )
+    enabled = [check for check in checks if check[2] is not None]
+    if not enabled:
+        return Verdict(None, (), ())
+    failures, failed = [], []
+    for name, value, bound, at_least, message in enabled:
+        holds = not math.isnan(value) and (value >= bound if at_least else value <= bound)
+        if not holds:
+            failed.append(name)
+            failures.append(message.format(value=value, bound=bound))
+    return Verdict(not failed, tuple(failures), tuple(failed))
