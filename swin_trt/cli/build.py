@@ -18,14 +18,15 @@ NAME = "build"
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         NAME,
-        help="build an engine (onnxruntime; TensorRT where installed)",
+        help="build an engine (onnxruntime; TensorRT is planned)",
         description="Optimise an exported ONNX graph for this machine and save it with a JSON sidecar into engines/.",
     )
     parser.add_argument("--onnx", type=Path, required=True, metavar="FILE")
-    parser.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime")
+    parser.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
+                        help="onnxruntime (default); tensorrt is planned and refused in this version")
     parser.add_argument("--ort-mode", choices=("exact", "fast"), default="fast",
-                        help="onnxruntime: fast fuses integer kernels (default: 2.2x exact's speed on Swin-T, passes the gate on swin_micro); "
-                        "exact keeps Q/DQ explicit for the closest parity with fake-quant")
+                        help="onnxruntime: fast (default) fuses Q/DQ and MatMul into integer kernels, faster but rounding differently "
+                        "from fake-quant, by an amount that depends on the CPU (docs/onnx.md); exact keeps Q/DQ explicit, closest to fake-quant")
     parser.add_argument("--output", type=Path, metavar="FILE", help="engine path (default engines/<onnx name>.<backend>.<mode>.onnx)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write {engine, backend} as JSON")
     parser.set_defaults(run=run)
