@@ -361,3 +361,16 @@ def test_calibrate_cli_records_the_histogram(run_cli, trained_micro, digits_dir,
     assert code == 0, err
     _, meta = read_checkpoint(tmp_path / "swin_micro_calib.pth")
     assert meta["quantization"]["histogram"] == "pytorch-quantization" and meta["quantization"]["per_channel_weights"] is False
+
+
+def test_entropy_never_clips_below_every_value():
+    """A near-uniform softmax (random weights: every value near 1/49) has nothing below max/16, so
+    thresholds there leave Q empty. Native entropy must not pick them; pytorch-quantization's NaN
+    handling does (np.argmin stops at a NaN), and the reproduction must follow it."""
+    batches = [0.5 + 0.5 * torch.rand(20_000, generator=torch.Generator().manual_seed(seed)) for seed in (0, 1)]
+    native = _histogram(torch.cat(batches))
+    assert compute_amax(native, "entropy") >= 0.5 - native.width  # (the float16 keys spread counts by up to a bin)
+    counts, edges = _description_histogram(batches)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = _description_entropy(counts, edges)
+    assert entropy_amax(counts, edges) == expected < 0.5

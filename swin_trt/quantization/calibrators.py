@@ -80,7 +80,7 @@ def kl_divergences(counts: torch.Tensor, start_bin: int = START_BIN, quant_bins:
     bins into ``quant_bins`` groups and spreads each group's count evenly over its non-empty bins
     (the TensorRT/pytorch-quantization definition). Written with prefix sums over groups, so all
     candidates cost O(candidates x quant_bins) instead of a loop over bins per candidate.
-    Returns (candidate bin counts i, divergences).
+    Returns (candidate bin counts i, divergences); NaN where no count lies below the threshold.
     """
     n = len(counts)
     if n <= start_bin:
@@ -121,13 +121,15 @@ def kl_divergences(counts: torch.Tensor, start_bin: int = START_BIN, quant_bins:
         torch.where(q_last > 0, p_last * torch.log(p_last.clamp(min=1e-300) / q_last.clamp(min=1e-300)), torch.full_like(p_last, math.inf)),
         torch.zeros_like(p_last),
     )
-    return cand, regular + last_term
+    # no count below the threshold leaves Q empty: KL is undefined (NaN, as scipy's entropy gives)
+    return cand, torch.where(kept > 0, regular + last_term, torch.full_like(kept, math.nan))
 
 
 def amax_entropy(hist: Histogram, num_bits: int = DEFAULT_BITS) -> float:
     """The threshold whose quantization keeps P closest to Q (minimum KL divergence)."""
     candidates, divergence = entropy_divergences(hist, num_bits=num_bits)
-    best = int(candidates[int(torch.argmin(divergence))])
+    # a threshold below every value (a near-uniform softmax has none below max/16) would clip them all: never the best
+    best = int(candidates[int(torch.argmin(torch.nan_to_num(divergence, nan=math.inf)))])
     return min(best * hist.width, hist.max)
 
 

@@ -13,7 +13,8 @@ reference calibration picks this path; it follows the published algorithm
   so the result depends on batch order and cannot be merged across processes: refused under torchrun.
 - percentile: the LOWER edge of the bin where the normalised CDF reaches p (native: the upper edge).
 - entropy: the bin-0 count is replaced by bin 1's (native: exact zeros removed); KL for every
-  threshold from bin 128 with stride 1; ties go to the LARGEST threshold; amax is its edge.
+  threshold from bin 128 with stride 1; ties go to the LARGEST threshold; amax is its edge. When
+  no value lies below max/16, upstream returns a threshold below every value (see ``entropy_amax``).
 - mse: every bin CENTRE from bin 128 on is a candidate, scored by fake-quantizing the bin centres
   themselves (round(c * qmax / amax) / (qmax / amax), float32) weighted by the counts.
 - max: the exact running max (pytorch-quantization's ``MaxCalibrator``).
@@ -125,10 +126,18 @@ def percentile_amax(counts: np.ndarray, edges: np.ndarray, percentile: float = 9
 
 
 def entropy_amax(counts: np.ndarray, edges: np.ndarray, num_bits: int = DEFAULT_BITS, start_bin: int = START_BIN) -> float:
-    """The edge after the threshold bin with the smallest KL divergence, the largest one among ties."""
+    """The edge after the threshold bin with the smallest KL divergence, the largest one among ties.
+
+    Where no count lies below a threshold, upstream's KL is NaN, and its ``np.argmin`` over the
+    reversed divergences stops at the first NaN: it returns the largest such threshold, the lower
+    edge of the first occupied bin, below every value. Reproduced, not repaired.
+    """
     bins = torch.from_numpy(counts.astype(np.float64))
     bins[0] = bins[1]  # pytorch-quantization's way of discounting zeros
     candidates, divergences = kl_divergences(bins, start_bin, levels(num_bits))
+    undefined = torch.nonzero(torch.isnan(divergences)).flatten()
+    if len(undefined):
+        return float(edges[int(candidates[int(undefined[-1])])])
     best = divergences.min()
     tied = torch.nonzero(divergences <= best + TIE * max(1.0, abs(float(best)))).flatten()
     return float(edges[int(candidates[int(tied[-1])])])
