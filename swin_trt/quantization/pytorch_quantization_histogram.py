@@ -19,12 +19,10 @@ reference calibration picks this path; it follows the published algorithm
   themselves (round(c * qmax / amax) / (qmax / amax), float32) weighted by the counts.
 - max: the exact running max (pytorch-quantization's ``MaxCalibrator``).
 
-Not bit for bit, and why: ``torch.histc`` can bin a value within rounding of an edge differently
-on the CPU and on CUDA (the reference collected on a GPU: use ``--device cuda``); the KL
-divergences come from prefix sums, not scipy per candidate (equal to ~1e-13; candidates within
-1e-12 of the minimum count as tied, and the last is taken); the MSE scores are summed in float64
-on the CPU where pytorch-quantization averages in float32 on the GPU (only near-ties of that size
-could resolve differently).
+Not bit for bit, and why: the KL divergences come from prefix sums, not scipy per candidate
+(equal to ~1e-13; candidates within 1e-12 of the minimum count as tied, and the last is taken);
+the MSE scores are summed in float64 on the CPU where pytorch-quantization averages in float32 on
+the GPU (only near-ties of that size could resolve differently).
 """
 
 from __future__ import annotations
