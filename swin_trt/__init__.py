@@ -1,4 +1,4 @@
-"""swin-trt: INT8 Swin Transformer classifiers, from PyTorch calibration to TensorRT engines.
+"""swin-trt: INT8 Swin Transformer classifiers, from PyTorch calibration to ONNX Runtime engines.
 
 Public API (imported lazily, so ``swin-trt --help`` does not pay for torch and timm)::
 

@@ -8,7 +8,7 @@ from importlib import metadata
 
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for package in ("swin-trt", "torch", "torchvision", "timm", "nvidia-modelopt", "onnx", "onnxruntime", "tensorrt"):
+    for package in ("swin-trt", "torch", "torchvision", "timm", "onnx", "onnxruntime"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

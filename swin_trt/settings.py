@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+# How activation statistics are collected and read (``calibrate --histogram``): swin-trt's own
+# batch-independent histogram, or a reproduction of pytorch-quantization's HistogramCalibrator.
+HISTOGRAMS = ("native", "pytorch-quantization")
+
 
 @dataclass(frozen=True)
 class TrainRecipe:
@@ -32,6 +36,7 @@ class CalibrationRequest:
     int8_mode: str = "1"
     calibrator: str = "percentile"
     percentile: float = 99.99
+    histogram: str = "native"
     per_channel_weights: bool = True
     num_calib_batch: int = 10
     calib_batchsz: int = 8

@@ -159,7 +159,7 @@ def calibrate_checkpoint(
     network.to(context.device)
     seed_all(request.seed + context.rank)  # augmentation
     loader = build_loader(dataset, request.calib_batchsz, context, workers=workers, seed=request.seed, shuffle_once=True)
-    histograms, images = collect_statistics(network, loader, request.num_calib_batch, context)
+    histograms, images = collect_statistics(network, loader, request.num_calib_batch, context, request.histogram)
     load_calib_amax(network, histograms, request.calibrator, request.percentile)
 
     meta = {

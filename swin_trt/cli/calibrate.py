@@ -16,7 +16,7 @@ from swin_trt.errors import SwinTrtError
 from swin_trt.io import check_writable
 from swin_trt.lazy import lazy_import
 from swin_trt.quantization.recipes import CALIBRATORS
-from swin_trt.settings import CalibrationRequest
+from swin_trt.settings import HISTOGRAMS, CalibrationRequest
 
 console = lazy_import("swin_trt.console")
 ddp = lazy_import("swin_trt.distributed")
@@ -50,7 +50,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calib-batchsz", type=positive_int, default=_DEFAULTS.calib_batchsz, help="images per calibration batch")
     parser.add_argument("--calibrator", choices=CALIBRATORS, default=_DEFAULTS.calibrator, help="how activation amax is chosen (default percentile)")
     parser.add_argument("--percentile", type=float, default=_DEFAULTS.percentile, help="for --calibrator percentile (default 99.99)")
-    parser.add_argument("--per-tensor-weights", action="store_true", help="one amax per weight tensor, as the reference (default: per output channel)")
+    parser.add_argument(
+        "--histogram",
+        choices=HISTOGRAMS,
+        default=_DEFAULTS.histogram,
+        help="activation statistics: native (default) = swin-trt's batch-order-independent histogram, mergeable under torchrun; "
+        "pytorch-quantization = its HistogramCalibrator reproduced (torch.histc over the first batch's range, lower-edge percentile, "
+        "its entropy/MSE candidates), one process only. See docs/quantization.md",
+    )
+    parser.add_argument("--per-tensor-weights", action="store_true",
+                        help="one max|W| amax per weight tensor, the reference's granularity (default: per output channel)")
     parser.add_argument("--calib-transform", choices=("train", "eval"), default=_DEFAULTS.calib_transform, help="augmentation of calibration images (default train, as the reference)")
     parser.add_argument("--calib-output-path", type=Path, default=Path("calib-checkpoint"), metavar="DIR")
     parser.add_argument("--skip-eval", action="store_true", help="do not evaluate the calibrated model on val")
@@ -69,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         int8_mode=args.int8_mode,
         calibrator=args.calibrator,
         percentile=args.percentile,
+        histogram=args.histogram,
         per_channel_weights=not args.per_tensor_weights,
         num_calib_batch=args.num_calib_batch,
         calib_batchsz=args.calib_batchsz,

@@ -21,8 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         NAME,
         help="export a calibrated model to ONNX with Q/DQ",
-        description="Export a calibrated checkpoint to ONNX (opset 18, dynamic batch): one QuantizeLinear/DequantizeLinear "
-        "pair per enabled quantizer. --no-quant (or an FP checkpoint) exports the FP32 model, the speed baseline. "
+        description="Export a calibrated checkpoint to ONNX (opset 19, dynamic batch): one QuantizeLinear/DequantizeLinear "
+        "pair per enabled quantizer (with --weights int8, weights are INT8 initializers behind a DequantizeLinear). "
+        "--no-quant (or an FP checkpoint) exports the FP32 model, the speed baseline. "
         "A JSON sidecar is written beside the graph.",
     )
     add_model_args(parser, resume_help="calibrated (or FP) checkpoint (required)")

@@ -10,11 +10,15 @@ from torch.utils.data import DataLoader
 
 from swin_trt.console import progress
 from swin_trt.distributed import DistContext, all_reduce_sum
-from swin_trt.quantization.calibrators import Histogram, compute_amax
+from swin_trt.quantization.calibrators import Histogram
 from swin_trt.quantization.collect import HistogramCollector
 from swin_trt.quantization.model import is_weight_quantizer, named_quantizers
 from swin_trt.quantization.modules import QuantLinear
+from swin_trt.quantization.pytorch_quantization_histogram import HistcCollector, HistcHistogram
 from swin_trt.quantization.quantizer import CalibrationError
+
+COLLECTORS = {"native": HistogramCollector, "pytorch-quantization": HistcCollector}  # keys: settings.HISTOGRAMS
+Statistics = Histogram | HistcHistogram
 
 
 class _PassThrough:
@@ -23,21 +27,24 @@ class _PassThrough:
 
 
 @torch.no_grad()
-def collect_statistics(model: nn.Module, loader: DataLoader, num_batches: int, context: DistContext) -> tuple[dict[str, Histogram], int]:
+def collect_statistics(
+    model: nn.Module, loader: DataLoader, num_batches: int, context: DistContext, histogram: str = "native"
+) -> tuple[dict[str, Statistics], int]:
     """Run exactly ``num_batches`` batches (per process) through ``model`` with its enabled
-    activation quantizers collecting, and merge the statistics of all ranks.
+    activation quantizers collecting into ``histogram``'s collectors (see ``COLLECTORS``), and
+    merge the statistics of all ranks.
 
     Quantizers pass values through unchanged while collecting, so every layer sees the FP
     activations (as the reference). Returns (histograms by quantizer name, images used in total).
     """
     check_weights(model)  # before the pass over the data, which a NaN weight would fail less clearly
-    collectors: dict[str, HistogramCollector] = {}
+    collectors: dict[str, HistogramCollector | HistcCollector] = {}
     pool = ThreadPoolExecutor(max_workers=torch.get_num_threads())
     for name, quantizer in named_quantizers(model):
         if is_weight_quantizer(name):
             quantizer.collector = _PassThrough()  # weights need no data; they stay FP meanwhile
         elif quantizer.enabled:
-            quantizer.collector = collectors[name] = HistogramCollector(pool, name)
+            quantizer.collector = collectors[name] = COLLECTORS[histogram](pool, name)
     model.eval()
     images = torch.zeros(1, dtype=torch.float64, device=context.device)
     try:
@@ -74,7 +81,7 @@ def weight_amax(module: QuantLinear) -> torch.Tensor:
     return magnitude.amax(dim=1) if module.weight_quantizer.per_channel else magnitude.max()
 
 
-def load_calib_amax(model: nn.Module, histograms: dict[str, Histogram], method: str, percentile: float = 99.99) -> None:
+def load_calib_amax(model: nn.Module, histograms: dict[str, Statistics], method: str, percentile: float = 99.99) -> None:
     """Set amax of every enabled quantizer: weights from their values, activations by ``method``."""
     for module in model.modules():
         if isinstance(module, QuantLinear) and module.weight_quantizer.enabled:
@@ -86,4 +93,4 @@ def load_calib_amax(model: nn.Module, histograms: dict[str, Histogram], method: 
                 seen = "only zeros" if histogram.zeros > 0 else "no values"
                 raise CalibrationError(f"quantizer {name} saw {seen} during calibration, so it has no range: "
                                        "check that the calibration data reaches it (more --num-calib-batch?)")
-            quantizer.set_amax(compute_amax(histogram, method, percentile))
+            quantizer.set_amax(histogram.amax(method, percentile, quantizer.num_bits))

@@ -4,7 +4,8 @@ Statistics are a histogram of |x| in equal bins over [0, max] (2048 as the refer
 exact max. Every method is a pure, vectorised function of that histogram. modelopt computes entropy with a
 Python loop over candidate thresholds (265 s for Swin-T on these CPUs) and its MSE gave a broken
 model, so these are written here, each tested against a brute-force evaluation of the same
-definition on distributions whose best clip is known.
+definition on distributions whose best clip is known. (``pytorch_quantization_histogram`` reuses
+:func:`kl_divergences` for its own, differently read, histograms.)
 """
 
 from __future__ import annotations
@@ -14,10 +15,16 @@ from dataclasses import dataclass
 
 import torch
 
+from swin_trt.quantization.quantizer import DEFAULT_BITS, integer_range
 from swin_trt.quantization.recipes import CALIBRATORS
 
 QUANT_BINS = 128  # positive levels of signed 8-bit: the KL target resolution (TensorRT's algorithm)
 START_BIN = 128  # smallest threshold candidate, in histogram bins
+
+
+def levels(num_bits: int) -> int:
+    """Magnitude levels of a signed ``num_bits`` quantizer, qmax + 1 (128 for 8 bits): KL's target resolution."""
+    return integer_range(num_bits)[1] + 1
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,9 @@ class Histogram:
         counts[0] = (counts[0] - self.zeros).clamp(min=0.0)
         return counts
 
+    def amax(self, method: str, percentile: float = 99.99, num_bits: int = DEFAULT_BITS) -> float:
+        return compute_amax(self, method, percentile, num_bits)
+
 
 def amax_max(hist: Histogram) -> float:
     return hist.max
@@ -57,17 +67,21 @@ def _prefix(values: torch.Tensor) -> torch.Tensor:
     return torch.cat([values.new_zeros(1), torch.cumsum(values, 0)])
 
 
-def entropy_divergences(hist: Histogram, start_bin: int = START_BIN) -> tuple[torch.Tensor, torch.Tensor]:
-    """KL(P || Q) for every threshold of ``i`` bins, ``start_bin <= i <= used``, at once.
+def entropy_divergences(hist: Histogram, start_bin: int = START_BIN, num_bits: int = DEFAULT_BITS) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL divergences of every threshold candidate of ``hist``, exact zeros left out (see
+    :meth:`Histogram.without_zeros`). Returns (candidate bin counts i, divergences)."""
+    return kl_divergences(hist.without_zeros().double(), start_bin, levels(num_bits))
 
-    Exact zeros are left out (see :meth:`Histogram.without_zeros`).
+
+def kl_divergences(counts: torch.Tensor, start_bin: int = START_BIN, quant_bins: int = QUANT_BINS) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL(P || Q) for every threshold of ``i`` bins, ``start_bin <= i <= len(counts)``, at once.
+
     P is the histogram cut at i with everything beyond folded into bin i-1; Q merges the first i
-    bins into 128 groups and spreads each group's count evenly over its non-empty bins (the
-    TensorRT/pytorch-quantization definition). Written with prefix sums over groups, so all
-    candidates cost O(candidates x 128) instead of a loop over bins per candidate.
-    Returns (candidate bin counts i, divergences).
+    bins into ``quant_bins`` groups and spreads each group's count evenly over its non-empty bins
+    (the TensorRT/pytorch-quantization definition). Written with prefix sums over groups, so all
+    candidates cost O(candidates x quant_bins) instead of a loop over bins per candidate.
+    Returns (candidate bin counts i, divergences); NaN where no count lies below the threshold.
     """
-    counts = hist.without_zeros().double()
     n = len(counts)
     if n <= start_bin:
         return torch.tensor([n]), torch.zeros(1, dtype=torch.float64)
@@ -77,9 +91,9 @@ def entropy_divergences(hist: Histogram, start_bin: int = START_BIN) -> tuple[to
     sum_c, sum_nz, sum_clogc = _prefix(counts), _prefix(nonzero), _prefix(clogc)
 
     cand = torch.arange(start_bin, n + 1, dtype=torch.int64)  # threshold after i bins
-    groups = torch.arange(QUANT_BINS + 1, dtype=torch.float64)
+    groups = torch.arange(quant_bins + 1, dtype=torch.float64)
     # group g holds bins j with g*i/128 <= j < (g+1)*i/128 (np.digitize over linspace(0, i, 129))
-    edges = torch.ceil(cand[:, None].double() * groups[None, :] / QUANT_BINS).long().clamp(max=n)
+    edges = torch.ceil(cand[:, None].double() * groups[None, :] / quant_bins).long().clamp(max=n)
     edges[:, -1] = cand
     lo, hi = edges[:, :-1], edges[:, 1:]
     group_sum = sum_c[hi] - sum_c[lo]
@@ -107,20 +121,22 @@ def entropy_divergences(hist: Histogram, start_bin: int = START_BIN) -> tuple[to
         torch.where(q_last > 0, p_last * torch.log(p_last.clamp(min=1e-300) / q_last.clamp(min=1e-300)), torch.full_like(p_last, math.inf)),
         torch.zeros_like(p_last),
     )
-    return cand, regular + last_term
+    # no count below the threshold leaves Q empty: KL is undefined (NaN, as scipy's entropy gives)
+    return cand, torch.where(kept > 0, regular + last_term, torch.full_like(kept, math.nan))
 
 
-def amax_entropy(hist: Histogram) -> float:
-    """The threshold whose 8-bit quantization keeps P closest to Q (minimum KL divergence)."""
-    candidates, divergence = entropy_divergences(hist)
-    best = int(candidates[int(torch.argmin(divergence))])
+def amax_entropy(hist: Histogram, num_bits: int = DEFAULT_BITS) -> float:
+    """The threshold whose quantization keeps P closest to Q (minimum KL divergence)."""
+    candidates, divergence = entropy_divergences(hist, num_bits=num_bits)
+    # a threshold below every value (a near-uniform softmax has none below max/16) would clip them all: never the best
+    best = int(candidates[int(torch.argmin(torch.nan_to_num(divergence, nan=math.inf)))])
     return min(best * hist.width, hist.max)
 
 
-def mse_errors(hist: Histogram, start_bin: int = START_BIN) -> tuple[torch.Tensor, torch.Tensor]:
-    """Expected squared error of 8-bit fake quantization for amax = each bin's upper edge.
+def mse_errors(hist: Histogram, start_bin: int = START_BIN, num_bits: int = DEFAULT_BITS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expected squared error of fake quantization for amax = each bin's upper edge.
 
-    Values below amax cost the rounding noise step**2 / 12 (step = amax / 127), values above it
+    Values below amax cost the rounding noise step**2 / 12 (step = amax / qmax), values above it
     the clipping error (x - amax)**2, with x at the bin centres: O(bins) with prefix sums. Unlike
     rounding the bin centres themselves (what modelopt and pytorch-quantization do, which breaks
     down when a quantization step is narrower than a histogram bin), this tracks the error on the
@@ -141,16 +157,16 @@ def mse_errors(hist: Histogram, start_bin: int = START_BIN) -> tuple[torch.Tenso
     pad = torch.zeros(1, dtype=torch.float64)
     above_n, above_s1, above_s2 = (torch.cat([v, pad])[candidates_bins] for v in (above_n, above_s1, above_s2))
     clipped = above_s2 - 2 * candidates * above_s1 + candidates**2 * above_n
-    rounding = (total - above_n) * (candidates / 127.0) ** 2 / 12.0
+    rounding = (total - above_n) * (candidates / integer_range(num_bits)[1]) ** 2 / 12.0
     return candidates, (clipped + rounding) / total
 
 
-def amax_mse(hist: Histogram) -> float:
-    candidates, errors = mse_errors(hist)
+def amax_mse(hist: Histogram, num_bits: int = DEFAULT_BITS) -> float:
+    candidates, errors = mse_errors(hist, num_bits=num_bits)
     return min(float(candidates[int(torch.argmin(errors))]), hist.max)
 
 
-def compute_amax(hist: Histogram, method: str, percentile: float = 99.99) -> float:
+def compute_amax(hist: Histogram, method: str, percentile: float = 99.99, num_bits: int = DEFAULT_BITS) -> float:
     if hist.max <= 0:
         return 0.0
     if method == "max":
@@ -158,7 +174,7 @@ def compute_amax(hist: Histogram, method: str, percentile: float = 99.99) -> flo
     if method == "percentile":
         return amax_percentile(hist, percentile)
     if method == "entropy":
-        return amax_entropy(hist)
+        return amax_entropy(hist, num_bits)
     if method == "mse":
-        return amax_mse(hist)
+        return amax_mse(hist, num_bits)
     raise ValueError(f"unknown calibrator {method!r}; choose one of {CALIBRATORS}")

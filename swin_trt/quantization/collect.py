@@ -32,6 +32,12 @@ def _exponent_for(peak: float) -> int:
     return max(0, math.ceil(math.log2(peak / _FP16_SAFE))) if peak > _FP16_SAFE else 0
 
 
+def require_finite(peak: float, name: str) -> None:
+    """Refuse a non-finite value: it would make every histogram bin infinitely wide."""
+    if not math.isfinite(peak):
+        raise CalibrationError(f"quantizer {name} saw a non-finite value ({peak}) during calibration: check the checkpoint's weights and the input data")
+
+
 def key_values() -> torch.Tensor:
     """The float16 value of every key, as float64."""
     return torch.arange(KEYS, dtype=torch.int32).to(torch.int16).view(torch.float16).double()
@@ -50,8 +56,7 @@ class HistogramCollector:
             return
         low, high = torch.aminmax(x.detach())
         peak = max(-float(low), float(high))
-        if not math.isfinite(peak):
-            raise CalibrationError(f"quantizer {self.name} saw a non-finite value ({peak}) during calibration: check the checkpoint's weights and the input data")
+        require_finite(peak, self.name)
         self.max = max(self.max, peak)
         if self.counts is None:
             self.counts = torch.zeros(KEYS, dtype=torch.int64, device=x.device)
