@@ -23,7 +23,7 @@ from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import get_config
 from swin_trt.provenance import package_versions
 from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
-from swin_trt.quantization.model import quantize_model
+from swin_trt.quantization.model import quantize_model, set_precision
 from swin_trt.quantization.recipes import get_recipe
 from swin_trt.runtimes import open_engine
 from swin_trt.seeding import seed_all
@@ -136,8 +136,9 @@ def calibrate_checkpoint(
     context: DistContext,
     workers: int = 2,
 ) -> CalibrationOutcome:
-    """PTQ: quantize the FP model, collect statistics on exactly ``num_calib_batch`` batches of
-    the train split, set amax, and save ``<output_dir>/<name>_calib.pth`` (rank 0, atomically)."""
+    """PTQ: quantize the FP model at the requested precision, collect statistics on exactly
+    ``num_calib_batch`` batches of the train split, set amax, and save
+    ``<output_dir>/<name>_calib.pth`` (rank 0, atomically; the precision is stored with the recipe)."""
 
     recipe = get_recipe(request.int8_mode)
     loaded = open_model(model, cfg, checkpoint)
@@ -151,6 +152,7 @@ def calibrate_checkpoint(
     if needed > len(dataset):
         raise SwinTrtError(f"--num-calib-batch {request.num_calib_batch} x --calib-batchsz {request.calib_batchsz} needs {needed} images, the train split has {len(dataset)}")
     quantize_model(network, recipe, per_channel_weights=request.per_channel_weights)
+    set_precision(network, request.weight_bits, request.activation_bits)  # before amax: entropy and mse depend on it
     network.to(context.device)
     seed_all(request.seed + context.rank)  # augmentation
     loader = build_loader(dataset, request.calib_batchsz, context, workers=workers, seed=request.seed, shuffle_once=True)
@@ -207,7 +209,7 @@ def export_checkpoint(
     """Export a calibrated checkpoint (or its FP weights, or an FP checkpoint) to ONNX, with a
     JSON sidecar beside it; returns the sidecar. ``precision`` is that of the non-quantized
     parts (fp16 halves them; inputs and logits stay float32). Without ``output`` the graph goes
-    to ``export/<model>_<int8-modeN or fp32>[_w8][_fp16].onnx``."""
+    to ``export/<model>_<int8-modeN or fp32>[_wXaY][_w8][_fp16].onnx`` (``_wXaY`` when a precision is below 8 bits)."""
 
     loaded = open_model(model, cfg, checkpoint, int8_mode)
     if weights == "int8" and (not loaded.quantized or no_quant):
@@ -215,6 +217,8 @@ def export_checkpoint(
     network = loaded.fp_model() if no_quant else loaded.model
     if output is None:
         tag = "fp32" if no_quant or not loaded.quantized else f"int8-mode{loaded.model.quant_recipe.name}"
+        if tag != "fp32" and (loaded.model.weight_bits, loaded.model.activation_bits) != (8, 8):
+            tag += f"_w{loaded.model.weight_bits}a{loaded.model.activation_bits}"
         suffix = ("_w8" if weights == "int8" else "") + ("_fp16" if precision == "fp16" else "")
         output = Path("export") / f"{network.swin_trt_config.name}_{tag}{suffix}.onnx"
     proto = onnx_export.export_onnx(network)

@@ -64,7 +64,8 @@ def weight_amax(module: QuantLinear) -> torch.Tensor:
 
 
 def load_calib_amax(model: nn.Module, histograms: dict[str, Histogram], method: str, percentile: float = 99.99) -> None:
-    """Set amax of every enabled quantizer: weights from their values, activations by ``method``."""
+    """Set amax of every enabled quantizer: weights from their values, activations by ``method``
+    (at each quantizer's bit width: set the precision before calling this)."""
     for module in model.modules():
         if isinstance(module, QuantLinear) and module.weight_quantizer.enabled:
             module.weight_quantizer.set_amax(weight_amax(module))
@@ -75,4 +76,4 @@ def load_calib_amax(model: nn.Module, histograms: dict[str, Histogram], method: 
                 seen = "no values" if float(histogram.counts.sum()) == 0 and histogram.max <= 0 else "only zeros"
                 raise CalibrationError(f"quantizer {name} saw {seen} during calibration, so it has no range: "
                                        "check that the calibration data reaches it (more --num-calib-batch?)")
-            quantizer.set_amax(compute_amax(histogram, method, percentile))
+            quantizer.set_amax(compute_amax(histogram, method, percentile, quantizer.num_bits))

@@ -17,6 +17,7 @@ import torch
 from swin_trt.quantization.recipes import CALIBRATORS
 
 QUANT_BINS = 128  # positive levels of signed 8-bit: the KL target resolution (TensorRT's algorithm)
+DEFAULT_BITS = 8
 START_BIN = 128  # smallest threshold candidate, in histogram bins
 
 
@@ -57,12 +58,12 @@ def _prefix(values: torch.Tensor) -> torch.Tensor:
     return torch.cat([values.new_zeros(1), torch.cumsum(values, 0)])
 
 
-def entropy_divergences(hist: Histogram, start_bin: int = START_BIN) -> tuple[torch.Tensor, torch.Tensor]:
+def entropy_divergences(hist: Histogram, start_bin: int = START_BIN, num_bits: int = DEFAULT_BITS) -> tuple[torch.Tensor, torch.Tensor]:
     """KL(P || Q) for every threshold of ``i`` bins, ``start_bin <= i <= used``, at once.
 
     Exact zeros are left out (see :meth:`Histogram.without_zeros`).
     P is the histogram cut at i with everything beyond folded into bin i-1; Q merges the first i
-    bins into 128 groups and spreads each group's count evenly over its non-empty bins (the
+    bins into 2**(num_bits-1) groups (128 at 8 bits) and spreads each group's count evenly over its non-empty bins (the
     TensorRT/pytorch-quantization definition). Written with prefix sums over groups, so all
     candidates cost O(candidates x 128) instead of a loop over bins per candidate.
     Returns (candidate bin counts i, divergences).
@@ -77,9 +78,10 @@ def entropy_divergences(hist: Histogram, start_bin: int = START_BIN) -> tuple[to
     sum_c, sum_nz, sum_clogc = _prefix(counts), _prefix(nonzero), _prefix(clogc)
 
     cand = torch.arange(start_bin, n + 1, dtype=torch.int64)  # threshold after i bins
-    groups = torch.arange(QUANT_BINS + 1, dtype=torch.float64)
+    levels = QUANT_BINS >> (DEFAULT_BITS - num_bits)  # positive levels of the signed num_bits range
+    groups = torch.arange(levels + 1, dtype=torch.float64)
     # group g holds bins j with g*i/128 <= j < (g+1)*i/128 (np.digitize over linspace(0, i, 129))
-    edges = torch.ceil(cand[:, None].double() * groups[None, :] / QUANT_BINS).long().clamp(max=n)
+    edges = torch.ceil(cand[:, None].double() * groups[None, :] / levels).long().clamp(max=n)
     edges[:, -1] = cand
     lo, hi = edges[:, :-1], edges[:, 1:]
     group_sum = sum_c[hi] - sum_c[lo]
@@ -110,17 +112,17 @@ def entropy_divergences(hist: Histogram, start_bin: int = START_BIN) -> tuple[to
     return cand, regular + last_term
 
 
-def amax_entropy(hist: Histogram) -> float:
-    """The threshold whose 8-bit quantization keeps P closest to Q (minimum KL divergence)."""
-    candidates, divergence = entropy_divergences(hist)
+def amax_entropy(hist: Histogram, num_bits: int = DEFAULT_BITS) -> float:
+    """The threshold whose ``num_bits`` quantization keeps P closest to Q (minimum KL divergence)."""
+    candidates, divergence = entropy_divergences(hist, num_bits=num_bits)
     best = int(candidates[int(torch.argmin(divergence))])
     return min(best * hist.width, hist.max)
 
 
-def mse_errors(hist: Histogram, start_bin: int = START_BIN) -> tuple[torch.Tensor, torch.Tensor]:
-    """Expected squared error of 8-bit fake quantization for amax = each bin's upper edge.
+def mse_errors(hist: Histogram, start_bin: int = START_BIN, num_bits: int = DEFAULT_BITS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expected squared error of ``num_bits`` fake quantization for amax = each bin's upper edge.
 
-    Values below amax cost the rounding noise step**2 / 12 (step = amax / 127), values above it
+    Values below amax cost the rounding noise step**2 / 12 (step = amax / qmax, 127 at 8 bits), values above it
     the clipping error (x - amax)**2, with x at the bin centres: O(bins) with prefix sums. Unlike
     rounding the bin centres themselves (what modelopt and pytorch-quantization do, which breaks
     down when a quantization step is narrower than a histogram bin), this tracks the error on the
@@ -141,16 +143,18 @@ def mse_errors(hist: Histogram, start_bin: int = START_BIN) -> tuple[torch.Tenso
     pad = torch.zeros(1, dtype=torch.float64)
     above_n, above_s1, above_s2 = (torch.cat([v, pad])[candidates_bins] for v in (above_n, above_s1, above_s2))
     clipped = above_s2 - 2 * candidates * above_s1 + candidates**2 * above_n
-    rounding = (total - above_n) * (candidates / 127.0) ** 2 / 12.0
+    qmax = (1 << (num_bits - 1)) - 1
+    rounding = (total - above_n) * (candidates / qmax) ** 2 / 12.0
     return candidates, (clipped + rounding) / total
 
 
-def amax_mse(hist: Histogram) -> float:
-    candidates, errors = mse_errors(hist)
+def amax_mse(hist: Histogram, num_bits: int = DEFAULT_BITS) -> float:
+    candidates, errors = mse_errors(hist, num_bits=num_bits)
     return min(float(candidates[int(torch.argmin(errors))]), hist.max)
 
 
-def compute_amax(hist: Histogram, method: str, percentile: float = 99.99) -> float:
+def compute_amax(hist: Histogram, method: str, percentile: float = 99.99, num_bits: int = DEFAULT_BITS) -> float:
+    """amax of ``hist`` by ``method``; entropy and mse depend on the bit width (max and percentile do not)."""
     if hist.max <= 0:
         return 0.0
     if method == "max":
@@ -158,7 +162,7 @@ def compute_amax(hist: Histogram, method: str, percentile: float = 99.99) -> flo
     if method == "percentile":
         return amax_percentile(hist, percentile)
     if method == "entropy":
-        return amax_entropy(hist)
+        return amax_entropy(hist, num_bits)
     if method == "mse":
-        return amax_mse(hist)
+        return amax_mse(hist, num_bits)
     raise ValueError(f"unknown calibrator {method!r}; choose one of {CALIBRATORS}")

@@ -1,0 +1,166 @@
+"""--wprec / --aprec: fake-quant at 4-8 bits, recorded in the checkpoint, exported exactly as int8 Q/DQ
+restricted to the narrower range, and reported by inspect."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import scipy.stats
+import torch
+
+import swin_trt
+from swin_trt.api import open_model
+from swin_trt.distributed import DistContext
+from swin_trt.onnx.graph import classify_dequantize, quantized_bits, signed_bits
+from swin_trt.quantization.calibrators import amax_mse, entropy_divergences
+from swin_trt.quantization.collect import HistogramCollector
+from swin_trt.quantization.model import is_weight_quantizer, named_quantizers
+from swin_trt.runtimes.onnxruntime import Engine, build
+from swin_trt.settings import CalibrationRequest
+from swin_trt.workflows import calibrate_checkpoint, export_checkpoint
+
+PRECISIONS = [("1", 4, 6, True), ("trt", 7, 8, True), ("2", 5, 5, False)]  # (int8 mode, wprec, aprec, per-channel weights)
+
+
+@pytest.fixture(scope="module")
+def narrow(trained_micro, digits_dir, tmp_path_factory):
+    """swin_micro calibrated and exported (FP32 and INT8 weights) at each precision of PRECISIONS."""
+    out = tmp_path_factory.mktemp("precision")
+    made = {}
+    for mode, wbits, abits, per_channel in PRECISIONS:
+        request = CalibrationRequest(int8_mode=mode, weight_bits=wbits, activation_bits=abits, per_channel_weights=per_channel)
+        tag = f"{mode}_w{wbits}a{abits}"
+        checkpoint = calibrate_checkpoint(None, None, trained_micro.checkpoint, digits_dir, False, request, out / tag, DistContext(), workers=0).checkpoint
+        made[tag] = (checkpoint, {w: export_checkpoint(checkpoint, out / f"{tag}_{w}.onnx", weights=w) for w in ("fp32", "int8")})
+    return made
+
+
+def _val(digits_dir):
+    from swin_trt.data.datasets import build_dataset
+    from swin_trt.data.transforms import eval_transform
+    from swin_trt.models.zoo import MICRO
+
+    dataset = build_dataset(digits_dir, "val", eval_transform(MICRO.data))
+    return torch.stack([dataset[i][0] for i in range(len(dataset))])
+
+
+def test_calibrate_cli_records_precision(run_cli, trained_micro, digits_dir, tmp_path):
+    code, out, err = run_cli("calibrate", "--resume", trained_micro.checkpoint, "--data-path", digits_dir, "--wprec", "4", "--aprec", "6",
+                             "--calib-output-path", tmp_path, "--workers", "0", "--skip-eval", "--json", tmp_path / "c.json")
+    assert code == 0, err
+    assert "W4A6" in out
+    result = json.loads((tmp_path / "c.json").read_text())
+    assert (result["weight_bits"], result["activation_bits"]) == (4, 6)
+    loaded = open_model(checkpoint=result["checkpoint"])
+    assert (loaded.meta["quantization"]["weight_bits"], loaded.meta["quantization"]["activation_bits"]) == (4, 6)
+    bits = {name: q.num_bits for name, q in named_quantizers(loaded.model)}
+    assert {b for n, b in bits.items() if is_weight_quantizer(n)} == {4} and {b for n, b in bits.items() if not is_weight_quantizer(n)} == {6}
+    fc1 = loaded.model.layers[0].blocks[0].mlp.fc1
+    levels = torch.round(fc1.weight_quantizer(fc1.weight) / fc1.weight_quantizer.scale()[:, None])
+    assert levels.min() >= -8 and levels.max() <= 7 and len(torch.unique(levels[0])) <= 16
+
+
+@pytest.mark.parametrize("bits", ["3", "9"])
+def test_precision_outside_4_to_8_is_refused(run_cli, trained_micro, digits_dir, tmp_path, bits):
+    code, _, err = run_cli("calibrate", "--resume", trained_micro.checkpoint, "--data-path", digits_dir, "--wprec", bits, "--calib-output-path", tmp_path)
+    assert code == 2 and "must be 4 to 8 bits" in err and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("mode,wbits,abits,per_channel", PRECISIONS)
+def test_narrow_ranges_export_exactly(narrow, digits_dir, tmp_path, mode, wbits, abits, per_channel):
+    """int8 Q/DQ plus the narrower clamp: weights pre-clamped (Q and DQ stay adjacent), activations clipped in float before
+    their QuantizeLinear; onnxruntime (exact mode) then agrees with the fake-quant model as closely as at 8 bits."""
+    checkpoint, graphs = narrow[f"{mode}_w{wbits}a{abits}"]
+    model = swin_trt.load_model(checkpoint=checkpoint)
+    images = _val(digits_dir)
+    with torch.no_grad():
+        reference = model(images).numpy()
+    outputs = []
+    for weights, details in graphs.items():
+        assert (details["weight_bits"], details["activation_bits"]) == (wbits, abits)
+        graph = onnx.load(details["onnx"])
+        producers = {out: node for node in graph.graph.node for out in node.output}
+        assert all(producers[n.input[0]].op_type == "QuantizeLinear" for n in graph.graph.node
+                   if n.op_type == "DequantizeLinear" and n.input[0] in producers)  # every Q -> DQ adjacent
+        clips = [n for n in graph.graph.node if n.op_type == "Clip"]
+        activations = details["q_nodes"] - (0 if weights == "int8" else 26)
+        assert len(clips) == (activations if abits < 8 else 0)
+        used = quantized_bits(graph)
+        assert max(used["weight"]) == wbits and len(used["weight"]) == 26  # max |W| calibration reaches the range's edge
+        assert set(used["activation"]) == {abits} and len(used["activation"]) == activations
+        engine_path = tmp_path / f"{weights}.onnx"
+        build(details["onnx"], engine_path, "exact")
+        logits = np.concatenate([Engine(engine_path)(images[i:i + 90].numpy()) for i in range(0, len(images), 90)])
+        assert (logits.argmax(1) == reference.argmax(1)).all()
+        assert np.abs(logits - reference).max() < 0.1  # as at 8 bits (tests/test_onnx.py): only float summation order differs
+        outputs.append(logits)
+    assert np.array_equal(*outputs)  # INT8-stored weights hold exactly the clamped values
+
+
+def test_placement_roles_unchanged_by_narrow_ranges(narrow):
+    _, graphs = narrow["1_w4a6"]
+    linears, blocks = 26, 6
+    roles = {"gemm_weight": linears, "gemm_input": linears, "attention_matmul": 4 * blocks, "gemm_output": linears}
+    assert classify_dequantize(onnx.load(graphs["fp32"]["onnx"])) == roles  # the GEMM-output Q reads a Clip of the MatMul
+
+
+def test_inspect_reports_and_checks_precision(run_cli, narrow, tmp_path):
+    _, graphs = narrow["1_w4a6"]
+    code, out, err = run_cli("inspect", graphs["int8"]["onnx"], "--json", tmp_path / "i.json")
+    assert code == 0, err
+    assert "weights need up to 4 bits, activations 6-bit" in out and "precision of the sidecar: W4A6" in out
+    result = json.loads((tmp_path / "i.json").read_text())
+    assert (result["weight_bits"], result["activation_bits"], result["recipe_check"]) == (4, 6, "passed")
+    for claim, message in (({"activation_bits": 8}, "activations are 6-bit, the sidecar says 8"), ({"weight_bits": 3}, "weights need 4 bits, more than the 3")):
+        lying = tmp_path / f"lying{len(claim)}{next(iter(claim))}.onnx"
+        lying.write_bytes(Path(graphs["int8"]["onnx"]).read_bytes())
+        lying.with_suffix(".json").write_text(json.dumps({**graphs["int8"], **claim}))
+        code, out, err = run_cli("inspect", lying)
+        assert code == 2 and message in out
+
+
+def test_signed_bits():
+    assert [signed_bits(-8, 7), signed_bits(-7, 7), signed_bits(-9, 0), signed_bits(-64, 63), signed_bits(-128, 127), signed_bits(0, 0)] == [4, 4, 5, 7, 8, 1]
+
+
+def _histogram(x: torch.Tensor):
+    collector = HistogramCollector()
+    collector.collect(x)
+    return collector.histogram()
+
+
+def _raw_mse(x: torch.Tensor, amax: float, bits: int) -> float:
+    qmax = 2 ** (bits - 1) - 1
+    quantized = torch.clamp(torch.round(x / (amax / qmax)), -qmax - 1, qmax) * (amax / qmax)
+    return float(((quantized - x) ** 2).mean())
+
+
+@pytest.mark.parametrize("bits", [4, 6])
+def test_mse_calibrator_at_fewer_bits(bits):
+    """The MSE optimum moves with the bit width (coarser steps clip more); it must match a search on the raw values."""
+    x = torch.distributions.Laplace(0.0, 1.0).sample((300_000,))
+    hist = _histogram(x)
+    amax = amax_mse(hist, bits)
+    grid = np.linspace(0.3, float(x.abs().max()), 400)
+    assert _raw_mse(x, amax, bits) <= min(_raw_mse(x, float(a), bits) for a in grid) * 1.02
+    assert amax < amax_mse(hist, 8)
+
+
+def test_entropy_calibrator_at_fewer_bits():
+    """KL against 2**(bits-1) merged levels (TensorRT's definition with 128 at 8 bits), by brute force."""
+    hist = _histogram(torch.randn(300_000, generator=torch.Generator().manual_seed(0)))
+    counts = hist.counts.numpy()
+    candidates, divergences = entropy_divergences(hist, num_bits=5)
+    for i in candidates[::101].tolist():
+        p = counts[:i].copy()
+        p[i - 1] += counts[i:].sum()
+        groups = np.digitize(np.arange(i), np.linspace(0, i, 17)) - 1
+        nonzero = counts[:i] > 0
+        group_sum = np.bincount(groups, weights=counts[:i], minlength=16)
+        group_nonzero = np.bincount(groups, weights=nonzero, minlength=16)
+        q = np.where(nonzero, group_sum[groups] / np.maximum(group_nonzero[groups], 1), 0.0)
+        assert float(divergences[i - int(candidates[0])]) == pytest.approx(float(scipy.stats.entropy(p, q)), rel=1e-6, abs=1e-12)
