@@ -78,14 +78,15 @@ def test_percentile_matches_numpy(kind):
     assert compute_amax(hist, "max") == float(x.abs().max())
 
 
-def _brute_force_kl(counts: np.ndarray, i: int) -> float:
-    """The reference definition, one threshold at a time (TensorRT / pytorch-quantization)."""
+def _brute_force_kl(counts: np.ndarray, i: int, levels: int = 128) -> float:
+    """The reference definition, one threshold at a time (TensorRT / pytorch-quantization); ``levels`` =
+    2**(bits-1)."""
     p = counts[:i].copy()
     p[i - 1] += counts[i:].sum()
-    groups = np.digitize(np.arange(i), np.linspace(0, i, 129)) - 1
+    groups = np.digitize(np.arange(i), np.linspace(0, i, levels + 1)) - 1
     nonzero = counts[:i] > 0
-    group_sum = np.bincount(groups, weights=counts[:i], minlength=128)
-    group_nonzero = np.bincount(groups, weights=nonzero, minlength=128)
+    group_sum = np.bincount(groups, weights=counts[:i], minlength=levels)
+    group_nonzero = np.bincount(groups, weights=nonzero, minlength=levels)
     q = np.where(nonzero, group_sum[groups] / np.maximum(group_nonzero[groups], 1), 0.0)
     return float(scipy.stats.entropy(p, q))
 
@@ -104,9 +105,10 @@ def test_entropy_matches_brute_force(kind):
     assert amax_entropy(hist) == pytest.approx(min(int(candidates[int(np.argmin(full))]) * hist.width, hist.max))
 
 
-def _raw_mse(x: torch.Tensor, amax: float) -> float:
-    scale = amax / 127.0
-    quantized = torch.clamp(torch.round(x / scale), -128, 127) * scale
+def _raw_mse(x: torch.Tensor, amax: float, bits: int = 8) -> float:
+    qmax = 2 ** (bits - 1) - 1
+    scale = amax / qmax
+    quantized = torch.clamp(torch.round(x / scale), -qmax - 1, qmax) * scale
     return float(((quantized - x) ** 2).mean())
 
 
@@ -120,6 +122,27 @@ def test_mse_finds_the_brute_force_optimum(kind):
     assert _raw_mse(x, amax) <= brute * 1.02
     candidates, errors = mse_errors(hist)
     assert len(candidates) == len(errors)
+
+
+@pytest.mark.parametrize("bits", [4, 6])
+def test_mse_at_fewer_bits(bits):
+    """--aprec below 8: the optimum moves (coarser steps clip more) and still matches a search on the raw values."""
+    x = _samples("laplace")
+    hist = _histogram(x)
+    amax = amax_mse(hist, bits)
+    grid = np.linspace(0.3, float(x.abs().max()), 400)
+    assert _raw_mse(x, amax, bits) <= min(_raw_mse(x, float(a), bits) for a in grid) * 1.02
+    assert amax < amax_mse(hist)
+
+
+def test_entropy_at_fewer_bits():
+    """KL against 2**(bits-1) merged levels at 5 bits, by brute force."""
+    hist = _histogram(_samples("gaussian"))
+    candidates, divergences = entropy_divergences(hist, num_bits=5)
+    for i in candidates[::101].tolist():
+        expected = _brute_force_kl(hist.counts.numpy(), i, levels=16)
+        assert float(divergences[i - int(candidates[0])]) == pytest.approx(expected, rel=1e-6, abs=1e-12), i
+    assert amax_entropy(hist, 5) < amax_entropy(hist)
 
 
 def test_outliers_do_not_set_the_clip():

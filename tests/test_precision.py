@@ -9,15 +9,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import scipy.stats
 import torch
 
 import swin_trt
 from swin_trt.api import open_model
 from swin_trt.distributed import DistContext
 from swin_trt.onnx.graph import classify_dequantize, quantized_bits, signed_bits
-from swin_trt.quantization.calibrators import amax_mse, entropy_divergences
-from swin_trt.quantization.collect import HistogramCollector
 from swin_trt.quantization.model import is_weight_quantizer, named_quantizers
 from swin_trt.runtimes.onnxruntime import Engine, build
 from swin_trt.settings import CalibrationRequest
@@ -129,42 +126,3 @@ def test_inspect_reports_and_checks_precision(run_cli, narrow, tmp_path):
 
 def test_signed_bits():
     assert [signed_bits(-8, 7), signed_bits(-7, 7), signed_bits(-9, 0), signed_bits(-64, 63), signed_bits(-128, 127), signed_bits(0, 0)] == [4, 4, 5, 7, 8, 1]
-
-
-def _histogram(x: torch.Tensor):
-    collector = HistogramCollector()
-    collector.collect(x)
-    return collector.histogram()
-
-
-def _raw_mse(x: torch.Tensor, amax: float, bits: int) -> float:
-    qmax = 2 ** (bits - 1) - 1
-    quantized = torch.clamp(torch.round(x / (amax / qmax)), -qmax - 1, qmax) * (amax / qmax)
-    return float(((quantized - x) ** 2).mean())
-
-
-@pytest.mark.parametrize("bits", [4, 6])
-def test_mse_calibrator_at_fewer_bits(bits):
-    """The MSE optimum moves with the bit width (coarser steps clip more); it must match a search on the raw values."""
-    x = torch.distributions.Laplace(0.0, 1.0).sample((300_000,))
-    hist = _histogram(x)
-    amax = amax_mse(hist, bits)
-    grid = np.linspace(0.3, float(x.abs().max()), 400)
-    assert _raw_mse(x, amax, bits) <= min(_raw_mse(x, float(a), bits) for a in grid) * 1.02
-    assert amax < amax_mse(hist, 8)
-
-
-def test_entropy_calibrator_at_fewer_bits():
-    """KL against 2**(bits-1) merged levels (TensorRT's definition with 128 at 8 bits), by brute force."""
-    hist = _histogram(torch.randn(300_000, generator=torch.Generator().manual_seed(0)))
-    counts = hist.counts.numpy()
-    candidates, divergences = entropy_divergences(hist, num_bits=5)
-    for i in candidates[::101].tolist():
-        p = counts[:i].copy()
-        p[i - 1] += counts[i:].sum()
-        groups = np.digitize(np.arange(i), np.linspace(0, i, 17)) - 1
-        nonzero = counts[:i] > 0
-        group_sum = np.bincount(groups, weights=counts[:i], minlength=16)
-        group_nonzero = np.bincount(groups, weights=nonzero, minlength=16)
-        q = np.where(nonzero, group_sum[groups] / np.maximum(group_nonzero[groups], 1), 0.0)
-        assert float(divergences[i - int(candidates[0])]) == pytest.approx(float(scipy.stats.entropy(p, q)), rel=1e-6, abs=1e-12)
