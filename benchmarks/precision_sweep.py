@@ -72,7 +72,7 @@ def main() -> None:
                     result = evaluate_split(outcome.model, args.data_path, False, 256, context, workers=0)
                     rows.append({"int8_mode": mode, "calibrator": calibrator, "weight_bits": weight_bits, "activation_bits": activation_bits,
                                  "top1": result.top1, "drop": fp32.top1 - result.top1})
-                    print(f"mode {mode} {calibrator} W{weight_bits}A{activation_bits}: {result.top1:.2f} % ({fp32.top1 - result.top1:+.2f} pt drop)", flush=True)
+                    print(f"mode {mode} {calibrator} W{weight_bits}A{activation_bits}: {result.top1:.2f} % ({result.top1 - fp32.top1:+.2f} pt vs FP32)", flush=True)
     results = {
         "dataset": args.name,
         "checkpoint": args.checkpoint,

@@ -25,14 +25,15 @@ PRECISIONS = [("1", 4, 6, True), ("trt", 7, 8, True), ("2", 5, 5, False)]  # (in
 
 @pytest.fixture(scope="module")
 def narrow(trained_micro, digits_dir, tmp_path_factory):
-    """swin_micro calibrated and exported (FP32 and INT8 weights) at each precision of PRECISIONS."""
+    """swin_micro calibrated and exported at each precision of PRECISIONS (the first also with INT8-stored weights)."""
     out = tmp_path_factory.mktemp("precision")
     made = {}
     for mode, wbits, abits, per_channel in PRECISIONS:
         request = CalibrationRequest(int8_mode=mode, weight_bits=wbits, activation_bits=abits, per_channel_weights=per_channel)
         tag = f"{mode}_w{wbits}a{abits}"
         checkpoint = calibrate_checkpoint(None, None, trained_micro.checkpoint, digits_dir, False, request, out / tag, DistContext(), workers=0).checkpoint
-        made[tag] = (checkpoint, {w: export_checkpoint(checkpoint, out / f"{tag}_{w}.onnx", weights=w) for w in ("fp32", "int8")})
+        storages = ("fp32", "int8") if not made else ("fp32",)  # exports take a while: one INT8-weight check suffices
+        made[tag] = (checkpoint, {w: export_checkpoint(checkpoint, out / f"{tag}_{w}.onnx", weights=w) for w in storages})
     return made
 
 
@@ -99,7 +100,8 @@ def test_narrow_ranges_export_exactly(narrow, digits_dir, tmp_path, mode, wbits,
         assert (logits.argmax(1) == reference.argmax(1)).all()
         assert (difference.max(1) > 1e-4).mean() <= 0.1 and difference.mean() < 3e-3
         outputs.append(logits)
-    assert np.array_equal(*outputs)  # INT8-stored weights hold exactly the clamped values
+    if len(outputs) == 2:
+        assert np.array_equal(*outputs)  # INT8-stored weights hold exactly the clamped values
 
 
 def test_placement_roles_unchanged_by_narrow_ranges(narrow):
