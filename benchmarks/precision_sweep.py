@@ -3,7 +3,8 @@
 For int8 modes 1 and trt and calibrators percentile and max (per-channel weights): W8A8, weights at
 7/6/5/4 bits with 8-bit activations and activations at 6/5/4 bits with 8-bit weights. Each setting is
 what ``swin-trt calibrate --wprec W --aprec A`` does (10 batches x 8 train images, seed 0), then the
-fake-quant model is evaluated on the whole val split against the FP32 model.
+fake-quant model is evaluated on the whole val split against the FP32 model. The val images are
+decoded and transformed once (the eval transform is deterministic) and shared by all evaluations.
 
     .venv/bin/python benchmarks/precision_sweep.py --checkpoint runs/demo/swin_micro.pth --data-path runs/demo/digits --name digits
 
@@ -21,13 +22,17 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from swin_trt.api import load_model
 from swin_trt.console import print_table
+from swin_trt.data.datasets import build_dataset
+from swin_trt.data.transforms import eval_transform
 from swin_trt.distributed import DistContext
+from swin_trt.loops.evaluate import evaluate
 from swin_trt.provenance import package_versions
 from swin_trt.settings import CalibrationRequest
-from swin_trt.workflows import calibrate_checkpoint, evaluate_split
+from swin_trt.workflows import calibrate_checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PRECISIONS = [(8, 8), (7, 8), (6, 8), (5, 8), (4, 8), (8, 6), (8, 5), (8, 4)]
@@ -61,7 +66,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     context = DistContext()
     start = time.perf_counter()
-    fp32 = evaluate_split(load_model(checkpoint=args.checkpoint), args.data_path, False, 256, context, workers=0)
+    model = load_model(checkpoint=args.checkpoint)
+    val = build_dataset(args.data_path, "val", eval_transform(model.swin_trt_config.data), num_classes=model.swin_trt_config.num_classes)
+    samples = [val[i] for i in range(len(val))]
+    loader = DataLoader(TensorDataset(torch.stack([image for image, _ in samples]), torch.tensor([label for _, label in samples])), batch_size=256)
+    fp32 = evaluate(model, loader, context)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for mode in args.modes:
@@ -69,7 +78,7 @@ def main() -> None:
                 for weight_bits, activation_bits in PRECISIONS:
                     request = CalibrationRequest(int8_mode=mode, calibrator=calibrator, weight_bits=weight_bits, activation_bits=activation_bits)
                     outcome = calibrate_checkpoint(None, None, args.checkpoint, args.data_path, False, request, scratch, context, workers=0)
-                    result = evaluate_split(outcome.model, args.data_path, False, 256, context, workers=0)
+                    result = evaluate(outcome.model, loader, context)
                     rows.append({"int8_mode": mode, "calibrator": calibrator, "weight_bits": weight_bits, "activation_bits": activation_bits,
                                  "top1": result.top1, "drop": fp32.top1 - result.top1})
                     print(f"mode {mode} {calibrator} W{weight_bits}A{activation_bits}: {result.top1:.2f} % ({result.top1 - fp32.top1:+.2f} pt vs FP32)", flush=True)
