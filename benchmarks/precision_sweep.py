@@ -96,7 +96,7 @@ def main() -> None:
         "threads": args.threads,
         "versions": package_versions(),
     }
-    table = [(r["int8_mode"], r["calibrator"], f"W{r['weight_bits']}A{r['activation_bits']}", r["top1"], -r["drop"]) for r in rows]
+    table = [(r["int8_mode"], r["calibrator"], f"W{r['weight_bits']}A{r['activation_bits']}", r["top1"], r["top1"] - fp32.top1) for r in rows]
     print_table(f"PTQ top-1 vs bits: {args.name} ({fp32.images} val images, FP32 {fp32.top1:.2f} %)",
                 ("int8 mode", "calibrator", "precision", "top-1 %", "vs FP32 (pt)"), table)
     RESULTS.mkdir(parents=True, exist_ok=True)
