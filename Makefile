@@ -5,9 +5,19 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test clean
+.PHONY: install datasets demo test clean
 
-install: $(STAMP)
+install: $(STAMP) datasets
+
+# Fashion-MNIST's original files (`swin-trt data fashion-mnist`) come from Debian's dataset-fashion-mnist;
+# installed where apt-get is available and we are root, skipped quietly elsewhere.
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+datasets:
+	@if [ ! -f $(FASHION) ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "apt-get install dataset-fashion-mnist"; \
+		{ apt-get install -y -qq dataset-fashion-mnist || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; }; } >/dev/null 2>&1 \
+			|| echo "could not install dataset-fashion-mnist: swin-trt data fashion-mnist needs it"; \
+	fi
 
 # pip (not uv/poetry) so that the torch and torchvision wheels on this machine's disk are found.
 $(STAMP): pyproject.toml constraints.txt

@@ -13,7 +13,8 @@ from swin_trt.errors import CheckpointError
 from swin_trt.models.checkpoint import load_state_dict, read_checkpoint
 from swin_trt.models.resolve import check_architecture, resolve_config
 from swin_trt.models.swin import build_model
-from swin_trt.quantization.checkpoint import fp_state, quantized_from_state
+from swin_trt.quantization.checkpoint import fp_state, quantized_from_reference, quantized_from_state
+from swin_trt.quantization.reference_layout import is_reference_layout
 
 __all__ = ["LoadedModel", "check_architecture", "load_model", "open_model", "resolve_config"]
 
@@ -51,6 +52,9 @@ def open_model(
     if "quantization" in meta:
         network, notice = quantized_from_state(state, meta, str(checkpoint), model, cfg, int8_mode)
         return LoadedModel(network, state, meta, notice)
+    if is_reference_layout(state):
+        network, state, meta, notice = quantized_from_reference(state, str(checkpoint), model, cfg, int8_mode)
+        return LoadedModel(network, state, meta, notice)
     if int8_mode is not None:
         what = checkpoint if checkpoint is not None else "random weights"
         raise CheckpointError(f"{what} is not a calibrated checkpoint (no amax), so --int8-mode cannot apply: run `swin-trt calibrate` first")
@@ -75,7 +79,9 @@ def load_model(
     original Swin YAML; with neither, a swin-trt checkpoint's own config is used. ``checkpoint``
     may be an original release ``.pth``, a timm state dict, a ``.safetensors`` file or a
     swin-trt checkpoint; ``None`` leaves the weights random. A calibrated checkpoint gives the
-    fake-quant model (its stored int8 mode, or ``int8_mode`` when its amax cover that one).
+    fake-quant model (its stored int8 mode, or ``int8_mode`` when its amax cover that one); so does
+    one calibrated by the reference toolkit (``_amax`` buffers), which needs ``model``/``cfg``
+    and, since it does not record it, usually ``int8_mode``.
     Any key or shape mismatch raises :class:`~swin_trt.errors.CheckpointError`.
     """
     return open_model(model, cfg, checkpoint, int8_mode).model

@@ -42,3 +42,5 @@ class CalibrationRequest:
     calib_batchsz: int = 8
     calib_transform: str = "train"
     seed: int = 0
+    weight_bits: int = 8  # --wprec: fake-quant weights to [-2**(n-1), 2**(n-1) - 1]
+    activation_bits: int = 8  # --aprec

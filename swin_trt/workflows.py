@@ -28,7 +28,7 @@ from swin_trt.parity.localize import Localization, localize
 from swin_trt.parity.provenance import Provenance, require, trace
 from swin_trt.provenance import package_versions
 from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
-from swin_trt.quantization.model import quantize_model, set_scale_dtype
+from swin_trt.quantization.model import quantize_model, set_precision, set_scale_dtype
 from swin_trt.quantization.recipes import get_recipe
 from swin_trt.runtimes import open_engine, read_sidecar
 from swin_trt.seeding import seed_all
@@ -141,8 +141,9 @@ def calibrate_checkpoint(
     context: DistContext,
     workers: int = 2,
 ) -> CalibrationOutcome:
-    """PTQ: quantize the FP model, collect statistics on exactly ``num_calib_batch`` batches of
-    the train split, set amax, and save ``<output_dir>/<name>_calib.pth`` (rank 0, atomically)."""
+    """PTQ: quantize the FP model at the requested precision, collect statistics on exactly
+    ``num_calib_batch`` batches of the train split, set amax, and save
+    ``<output_dir>/<name>_calib.pth`` (rank 0, atomically; the precision is stored with the recipe)."""
 
     recipe = get_recipe(request.int8_mode)
     loaded = open_model(model, cfg, checkpoint)
@@ -156,6 +157,7 @@ def calibrate_checkpoint(
     if needed > len(dataset):
         raise SwinTrtError(f"--num-calib-batch {request.num_calib_batch} x --calib-batchsz {request.calib_batchsz} needs {needed} images, the train split has {len(dataset)}")
     quantize_model(network, recipe, per_channel_weights=request.per_channel_weights)
+    set_precision(network, request.weight_bits, request.activation_bits)  # before amax: entropy and mse depend on it
     network.to(context.device)
     seed_all(request.seed + context.rank)  # augmentation
     loader = build_loader(dataset, request.calib_batchsz, context, workers=workers, seed=request.seed, shuffle_once=True)
@@ -216,7 +218,8 @@ def export_checkpoint(
     float16, so the model rounds its scales the same way before export. ``target="tensorrt"``
     gives the graph TensorRT should get (``swin_trt.onnx.tensorrt``): fp16 and INT8 weights by
     default, and only for recipes without GEMM-output quantizers. Without ``output`` the graph goes
-    to ``export/<model>_<int8-modeN or fp32>[_w8][_fp16][_trt].onnx``."""
+    to ``export/<model>_<int8-modeN or fp32>[_wXaY][_w8][_fp16][_trt].onnx`` (``_wXaY`` when a
+    precision is below 8 bits)."""
 
     loaded = open_model(model, cfg, checkpoint, int8_mode)
     quantized = loaded.quantized and not no_quant
@@ -234,6 +237,8 @@ def export_checkpoint(
         set_scale_dtype(network, torch.float16 if precision == "fp16" else None)
     if output is None:
         tag = f"int8-mode{network.quant_recipe.name}" if quantized else "fp32"
+        if quantized and (network.weight_bits, network.activation_bits) != (8, 8):
+            tag += f"_w{network.weight_bits}a{network.activation_bits}"
         suffix = ("_w8" if weights == "int8" else "") + ("_fp16" if precision == "fp16" else "") + ("_trt" if target == "tensorrt" else "")
         output = Path("export") / f"{network.swin_trt_config.name}_{tag}{suffix}.onnx"
     proto = onnx_export.export_onnx(network)

@@ -135,6 +135,27 @@ def test_mse_finds_the_brute_force_optimum(kind):
     assert len(candidates) == len(errors)
 
 
+@pytest.mark.parametrize("bits", [4, 6])
+def test_mse_at_fewer_bits(bits):
+    """--aprec below 8: the optimum moves (coarser steps clip more) and still matches a search on the raw values."""
+    x = _samples("laplace")
+    hist = _histogram(x)
+    amax = amax_mse(hist, bits)
+    grid = np.linspace(0.3, float(x.abs().max()), 400)
+    assert _raw_mse(x, amax, bits) <= min(_raw_mse(x, float(a), bits) for a in grid) * 1.02
+    assert amax < amax_mse(hist)
+
+
+def test_entropy_at_fewer_bits():
+    """KL against 2**(bits-1) merged levels at 5 bits, by brute force."""
+    hist = _histogram(_samples("gaussian"))
+    candidates, divergences = entropy_divergences(hist, num_bits=5)
+    for i in candidates[::101].tolist():
+        expected = _brute_force_kl(hist.counts.numpy(), i, levels=16)
+        assert float(divergences[i - int(candidates[0])]) == pytest.approx(expected, rel=1e-6, abs=1e-12), i
+    assert amax_entropy(hist, 5) < amax_entropy(hist)
+
+
 def test_outliers_do_not_set_the_clip():
     """Percentile and entropy ignore 0.005 % of far outliers; MSE rightly keeps them (clipping a
     value of 50 to 4 costs more squared error than coarser steps do: see the brute-force test)."""

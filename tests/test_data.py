@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import zipfile
 
@@ -10,6 +11,7 @@ import torch
 
 from swin_trt.data.datasets import build_dataset, fingerprint
 from swin_trt.data.digits import write_digits
+from swin_trt.data.fashion import CLASS_FOLDERS, DEFAULT_SOURCE, FILES, write_fashion_mnist
 from swin_trt.data.transforms import eval_transform, train_transform
 from swin_trt.errors import DataError
 from swin_trt.models.zoo import MICRO, get_config
@@ -113,3 +115,65 @@ def test_zip_dataset_survives_pickling_for_workers(digits_dir):
     dataset[0]  # opens the archive in this process
     clone = pickle.loads(pickle.dumps(dataset))
     assert torch.equal(clone[5][0], dataset[5][0])
+
+
+def _idx(path, array, magic):
+    """An idx file as the Fashion-MNIST distribution has them: big-endian magic and sizes, then uint8 data."""
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype("uint8").tobytes())
+
+
+def _fake_fashion(root, train=40, test=10):
+    """Tiny idx files: image i is filled with the value i, labels cycle through the 10 classes."""
+    import numpy as np
+
+    root.mkdir()
+    for split, count in (("train", train), ("val", test)):
+        images, labels = FILES[split]
+        _idx(root / images, np.arange(count).repeat(28 * 28).reshape(count, 28, 28), 2051)
+        _idx(root / labels, np.arange(count) % 10, 2049)
+    return root
+
+
+def test_fashion_mnist_layouts_and_stratified_subset(tmp_path):
+    source = _fake_fashion(tmp_path / "src")
+    summary = write_fashion_mnist(tmp_path / "fm", train_images=20, source=source)
+    assert summary == {"train": 20, "val": 10, "root": str(tmp_path / "fm")}
+    for split, count in (("train", 20), ("val", 10)):
+        folder, zipped = build_dataset(tmp_path / "fm", split, None), build_dataset(tmp_path / "fm", split, None, use_zip=True)
+        assert len(folder) == len(zipped) == count and folder.classes == list(CLASS_FOLDERS)
+        assert sorted(folder.targets) == sorted(zipped.targets) == sorted(list(range(10)) * (count // 10))  # 2 per class
+    name, label = (tmp_path / "fm" / "train_map.txt").read_text().splitlines()[0].split("\t")
+    index = int(name.split("_")[-1].removesuffix(".png"))
+    assert name.startswith(f"{CLASS_FOLDERS[int(label)]}/train_") and int(label) == index % 10
+    image = build_dataset(tmp_path / "fm", "train", None, use_zip=True)[0][0]  # the first line of train_map
+    assert image.size == (32, 32) and image.mode == "RGB" and image.getpixel((16, 16)) == (index,) * 3  # grey, read as RGB
+    manifest = json.loads((tmp_path / "fm" / "fashion-mnist.json").read_text())
+    assert manifest["train_subset_seed"] == 0 and manifest["classes"][9] == "ankle_boot"
+    again = write_fashion_mnist(tmp_path / "again", train_images=20, source=source)
+    assert again["train"] == 20 and (tmp_path / "again" / "train_map.txt").read_text() == (tmp_path / "fm" / "train_map.txt").read_text()
+    assert write_fashion_mnist(tmp_path / "all", source=source, size=28)["train"] == 40
+
+
+def test_fashion_mnist_missing_or_broken_files(run_cli, tmp_path):
+    code, _, err = run_cli("data", "fashion-mnist", "--output", tmp_path / "out", "--source", tmp_path / "nowhere")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "Fashion-MNIST files not found" in err and "apt-get install dataset-fashion-mnist" in err and not (tmp_path / "out").exists()
+    source = _fake_fashion(tmp_path / "src")
+    (source / FILES["val"][1]).write_bytes(gzip.compress(b"\x00\x00\x08\x03" + bytes(12)))  # an image header on a label file
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: not an idx file with magic 2049"):
+        write_fashion_mnist(tmp_path / "broken", source=source)
+    assert not (tmp_path / "broken").exists()
+    with pytest.raises(DataError, match="needs at least one image per class"):
+        write_fashion_mnist(tmp_path / "few", train_images=5, source=_fake_fashion(tmp_path / "src2"))
+
+
+@pytest.mark.skipif(not (DEFAULT_SOURCE / FILES["train"][0]).is_file(), reason="apt-get install dataset-fashion-mnist (make install does it where apt is available)")
+def test_fashion_mnist_from_the_debian_package(run_cli, tmp_path):
+    code, _, err = run_cli("data", "fashion-mnist", "--output", tmp_path / "fm", "--train-images", "1000", "--json", tmp_path / "fm.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "fm.json").read_text()) == {"train": 1000, "val": 10000, "root": str(tmp_path / "fm")}
+    val = build_dataset(tmp_path / "fm", "val", None, use_zip=True, num_classes=10)
+    assert val.samples[0] == ("t10k_00000.png", 9)  # the first test image is an ankle boot
+    assert sorted(build_dataset(tmp_path / "fm", "train", None).targets) == sorted(list(range(10)) * 100)

@@ -8,6 +8,7 @@ from pathlib import Path
 from swin_trt.cli.common import (
     add_data_args,
     add_model_args,
+    add_precision_args,
     add_run_args,
     emit_json,
     positive_int,
@@ -33,6 +34,11 @@ def add_int8_mode(parser: argparse.ArgumentParser, default: str | None) -> None:
         default=default,
         help="quantizer placement: 1 = all GEMM outputs (reference), 2 = without fc2/PatchMerging outputs, trt = TensorRT-preferred",
     )
+
+
+def precision_label(weight_bits: int, activation_bits: int) -> str:
+    """``W8A8``-style label; fewer than 8 bits run as int8 restricted to the narrower range."""
+    return f"W{weight_bits}A{activation_bits}"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,6 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calib-output-path", type=Path, default=Path("calib-checkpoint"), metavar="DIR")
     parser.add_argument("--skip-eval", action="store_true", help="do not evaluate the calibrated model on val")
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed)
+    add_precision_args(parser)
     add_run_args(parser)
     parser.set_defaults(run=run)
 
@@ -84,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         calib_batchsz=args.calib_batchsz,
         calib_transform=args.calib_transform,
         seed=args.seed,
+        weight_bits=args.wprec,
+        activation_bits=args.aprec,
     )
     with ddp.distributed(args.device) as context:
         outcome = workflows.calibrate_checkpoint(args.model, args.cfg, args.resume, args.data_path, args.zip, request, args.calib_output_path, context, args.workers)
@@ -91,10 +100,12 @@ def run(args: argparse.Namespace) -> int:
         if context.is_main:
             console.print_table(
                 f"calibrate {outcome.meta['config']['name']}",
-                ("checkpoint", "int8 mode", "calibrator", "images", "fake-quant top-1 %"),
-                [(outcome.checkpoint, request.int8_mode, request.calibrator, outcome.images, "-" if result is None else result.top1)],
+                ("checkpoint", "int8 mode", "precision", "calibrator", "images", "fake-quant top-1 %"),
+                [(outcome.checkpoint, request.int8_mode, precision_label(request.weight_bits, request.activation_bits), request.calibrator,
+                  outcome.images, "-" if result is None else result.top1)],
             )
-            payload = {"checkpoint": str(outcome.checkpoint), "int8_mode": request.int8_mode, "calibrator": request.calibrator, "images": outcome.images}
+            payload = {"checkpoint": str(outcome.checkpoint), "int8_mode": request.int8_mode, "calibrator": request.calibrator, "images": outcome.images,
+                       "weight_bits": request.weight_bits, "activation_bits": request.activation_bits}
             if result is not None:
                 payload["top1"] = result.top1
             emit_json(args, payload)

@@ -8,6 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
+from swin_trt.cli.calibrate import precision_label
 from swin_trt.cli.common import emit_json
 from swin_trt.errors import SwinTrtError
 from swin_trt.lazy import lazy_import
@@ -31,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="count Q/DQ by what they feed; check the recipe",
         description="Count DequantizeLinear outputs by consumer (GEMM weights, GEMM inputs, attention batched matmuls, "
         "residual adds, others), list MatMul/Gemm nodes left unquantized, and check the placement against the recipe "
-        "in the sidecar: non-zero exit on a mismatch.",
+        "in the sidecar: non-zero exit on a mismatch. Also reads the bit widths the graph really uses (integer range of each "
+        "weight, Clip bounds before each activation QuantizeLinear) and checks them against the sidecar's precision.",
     )
     parser.add_argument("onnx", type=Path, metavar="FILE", help="ONNX graph, TensorRT engine (.plan/.engine), or engine-inspector JSON")
     parser.add_argument("--target", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
@@ -60,6 +62,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"QuantizeLinear {ops.count('QuantizeLinear')}, DequantizeLinear {ops.count('DequantizeLinear')}; "
           f"MatMul/Gemm without Q/DQ on both inputs: {len(left)}" + (f" ({', '.join(left[:5])}{' ...' if len(left) > 5 else ''})" if left else ""))
     payload = {"q_nodes": ops.count("QuantizeLinear"), "dq_nodes": ops.count("DequantizeLinear"), **counts, "unquantized_matmuls": left}
+    used = onnx_graph.quantized_bits(graph)
+    weight_bits, activation_bits = max(used["weight"], default=None), sorted(set(used["activation"]))
+    if used["weight"] or used["activation"]:
+        print(f"precision in the graph: weights need up to {weight_bits} bits, activations {'/'.join(map(str, activation_bits)) or '-'}-bit "
+              "(int8 Q/DQ; a narrower activation range is a Clip before its QuantizeLinear)")
+        payload["weight_bits"] = weight_bits
+        payload["activation_bits"] = activation_bits[0] if len(activation_bits) == 1 else activation_bits
 
     sidecar = args.onnx.with_suffix(".json")
     mismatches: list[str] = []
@@ -70,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
             if payload.get(key, 0) != value:
                 mismatches.append(f"{key} {payload.get(key, 0)} != {value} expected for int8-mode {details.get('int8_mode')}")
         payload["recipe_check"] = "failed" if mismatches else "passed"
+        if details.get("int8_mode") is not None:
+            mismatches += _precision_mismatches(details, weight_bits, activation_bits)
         print(f"placement vs recipe {details.get('int8_mode') or 'fp32'}: " + ("; ".join(mismatches) if mismatches else "matches"))
     else:
         print(f"no sidecar {sidecar}: recipe not checked")
@@ -119,3 +130,16 @@ def _inspect_engine(args: argparse.Namespace) -> int:
         print(f"{len(summary.unmatched)} ONNX matmul(s) not named by any layer's metadata: {', '.join(summary.unmatched[:5])}")
     emit_json(args, summary.as_dict())
     return 0
+
+
+def _precision_mismatches(details: dict, weight_bits: int | None, activation_bits: list[int]) -> list[str]:
+    """The graph against the sidecar's precision (8 bits for sidecars that predate the field).
+    Weights calibrated with max |W| use their full range, but a weight may need fewer bits, never more."""
+    declared_w, declared_a = details.get("weight_bits") or 8, details.get("activation_bits") or 8
+    print(f"precision of the sidecar: {precision_label(declared_w, declared_a)}")
+    found = []
+    if weight_bits is not None and weight_bits > declared_w:
+        found.append(f"weights need {weight_bits} bits, more than the {declared_w} of the sidecar")
+    if activation_bits and activation_bits != [declared_a]:
+        found.append(f"activations are {'/'.join(map(str, activation_bits))}-bit, the sidecar says {declared_a}")
+    return found

@@ -1,4 +1,5 @@
-"""The model zoo: the original Swin release's checkpoints by file name, plus ``swin_micro``.
+"""The model zoo: the original Swin release's checkpoints by file name, plus ``swin_micro`` and
+``swin_micro_fashion``.
 
 Each entry is a :class:`ModelConfig` (configs as data, as timm's ``default_cfgs``). A name is the
 checkpoint's file name without ``.pth``, so ``--model swin_tiny_patch4_window7_224`` goes with
@@ -36,12 +37,24 @@ MICRO = ModelConfig(
     ),
 )
 
+# swin_micro_fashion: the same network for Fashion-MNIST (`swin-trt data fashion-mnist`). A
+# mirrored shoe or shirt is still one, so training flips; crops keep most of the centred item.
+MICRO_FASHION = MICRO.replace(
+    name="swin_micro_fashion",
+    data=DataConfig(
+        img_size=32,
+        crop=False,
+        train=TrainAugment(scale=(0.7, 1.0), hflip=0.5, auto_augment=None, color_jitter=0.0, reprob=0.0),
+    ),
+)
+
 
 def _zoo() -> dict[str, ModelConfig]:
     zoo = {
         "swin_tiny_patch4_window7_224": ModelConfig("swin_tiny_patch4_window7_224", drop_path_rate=0.2, **_TINY),
         "swin_small_patch4_window7_224": ModelConfig("swin_small_patch4_window7_224", drop_path_rate=0.3, **_SMALL),
         MICRO.name: MICRO,
+        MICRO_FASHION.name: MICRO_FASHION,
     }
     for family, arch, drop_path in (("base", _BASE, 0.5), ("large", _LARGE, 0.2)):
         for window, size in ((7, 224), (12, 384)):

@@ -21,7 +21,7 @@ import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers the quanti
 from torch import nn
 
 from swin_trt.io import atomic_path
-from swin_trt.onnx.graph import drop_int8_clips
+from swin_trt.onnx.graph import drop_int8_clips, fold_weight_clips
 from swin_trt.onnx.hashing import file_sha256
 from swin_trt.provenance import package_versions
 from swin_trt.quantization.model import named_quantizers, uncalibrated
@@ -51,7 +51,8 @@ def export_mode(model: nn.Module) -> Iterator[None]:
 
 def export_onnx(model: nn.Module, example_batch: int = 2):
     """``model`` (eval mode, CPU) as an ONNX ``ModelProto`` with a dynamic batch axis, Q/DQ pairs
-    adjacent (see :func:`swin_trt.onnx.graph.drop_int8_clips`)."""
+    adjacent (see :func:`swin_trt.onnx.graph.drop_int8_clips`); weights of fewer than 8 bits are
+    clamped in place (:func:`swin_trt.onnx.graph.fold_weight_clips`)."""
     config = model.swin_trt_config
     model = model.eval().cpu()
     example = torch.randn(example_batch, config.in_chans, config.img_size, config.img_size)
@@ -72,6 +73,7 @@ def export_onnx(model: nn.Module, example_batch: int = 2):
     for node in proto.graph.node:  # the exporter's per-node stack traces: half the file, and local paths
         del node.metadata_props[:]
     drop_int8_clips(proto)
+    fold_weight_clips(proto)
     return proto
 
 
@@ -117,6 +119,8 @@ def sidecar(onnx_path: Path, model: nn.Module, source: str | Path | None, weight
         "model": config.name,
         "int8_mode": recipe.name if recipe is not None else None,
         "per_channel_weights": getattr(model, "per_channel_weights", None),
+        "weight_bits": getattr(model, "weight_bits", None) if recipe is not None else None,
+        "activation_bits": getattr(model, "activation_bits", None) if recipe is not None else None,
         "quantizers_enabled": sum(1 for _, q in named_quantizers(model) if q.enabled),
         "blocks": sum(config.depths),
         "merges": len(config.depths) - 1,

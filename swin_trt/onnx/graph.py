@@ -69,6 +69,69 @@ def drop_int8_clips(model: onnx.ModelProto) -> int:
     return len(removed)
 
 
+def fold_weight_clips(model: onnx.ModelProto) -> int:
+    """Fold the clamps of narrow (fewer than 8 bits) weight ranges into the weights.
+
+    Such a range is int8 Q/DQ plus a clamp. torch's per-channel quantize op emits it as
+    ``QuantizeLinear(W) -> Clip(qmin, qmax) -> DequantizeLinear``, the per-tensor quantizer as
+    ``Clip(W, qmin*s, qmax*s) -> QuantizeLinear``. For a weight the clamp is a constant
+    computation: W is replaced by ``clip(W, qmin*s, qmax*s)`` (per channel along the quantize
+    axis), whose QuantizeLinear yields exactly the narrow integers, and the Clip is removed, so the
+    Q/DQ pair stays adjacent as TensorRT and onnxruntime require. Activations keep their float
+    ``Clip -> QuantizeLinear``. Returns how many weights were folded."""
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    producers = _producers(graph)
+    consumers = _consumers(graph)
+    folded = []
+    for node in list(graph.node):
+        if node.op_type != "Clip":
+            continue
+        source = producers.get(node.input[0])
+        bounds = [_constant(graph, name) for name in node.input[1:3]]
+        if len(bounds) != 2 or any(b is None for b in bounds):
+            continue
+        if node.input[0] in initializers and all(c.op_type == "QuantizeLinear" for c in consumers[node.output[0]]):
+            weight = numpy_helper.to_array(initializers[node.input[0]])
+            clamped = np.clip(weight, bounds[0].astype(weight.dtype), bounds[1].astype(weight.dtype))
+            _rename_input(graph, node.output[0], _add_initializer(graph, clamped, f"{node.input[0]}_clamped"))
+        elif source is not None and source.op_type == "QuantizeLinear" and source.input[0] in initializers:
+            weight = numpy_helper.to_array(initializers[source.input[0]])
+            scale = _broadcast_scale(graph, source, weight.ndim).astype(weight.dtype)
+            low, high = (np.asarray(b).astype(weight.dtype) for b in bounds)
+            clamped = np.clip(weight, low * scale, high * scale)
+            source.input[0] = _add_initializer(graph, clamped, f"{source.input[0]}_clamped")
+            _rename_input(graph, node.output[0], node.input[0])
+        else:
+            continue
+        folded.append(node)
+    for node in folded:
+        graph.node.remove(node)
+    _prune_initializers(graph)
+    return len(folded)
+
+
+def _add_initializer(graph: onnx.GraphProto, value: np.ndarray, name: str) -> str:
+    graph.initializer.append(numpy_helper.from_array(value, name))
+    return name
+
+
+def _integers(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """What QuantizeLinear computes for a weight: round half to even of W / s, saturated to int8."""
+    return np.clip(np.rint(weight / scale), *INT8_RANGE).astype(np.int8)
+
+
+def _broadcast_scale(graph: onnx.GraphProto, quantize: onnx.NodeProto, ndim: int) -> np.ndarray:
+    """The scale of a Q/DQ node, shaped to broadcast against its input (per channel along ``axis``)."""
+    scale = _constant(graph, quantize.input[1])
+    if scale.ndim == 1 and scale.size > 1:
+        axis = next((a.i for a in quantize.attribute if a.name == "axis"), 1)
+        shape = [1] * ndim
+        shape[axis % ndim] = -1
+        scale = scale.reshape(shape)
+    return scale
+
+
 def store_int8_weights(model: onnx.ModelProto) -> int:
     """Replace ``QuantizeLinear(FP32 weight)`` by the INT8 weight it computes, feeding its
     DequantizeLinear directly (4x smaller weights; the same values, so the same outputs).
@@ -80,13 +143,7 @@ def store_int8_weights(model: onnx.ModelProto) -> int:
         if node.op_type != "QuantizeLinear" or node.input[0] not in initializers:
             continue
         weight = numpy_helper.to_array(initializers[node.input[0]]).astype(np.float32)
-        scale = _constant(graph, node.input[1]).astype(np.float32)
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        if scale.ndim == 1 and scale.size > 1:
-            shape = [1] * weight.ndim
-            shape[axis % weight.ndim] = -1
-            scale = scale.reshape(shape)
-        quantized = np.clip(np.rint(weight / scale), *INT8_RANGE).astype(np.int8)
+        quantized = _integers(weight, _broadcast_scale(graph, node, weight.ndim).astype(np.float32))
         name = f"{node.input[0]}_int8"
         graph.initializer.append(numpy_helper.from_array(quantized, name))
         _rename_input(graph, node.output[0], name)
@@ -121,7 +178,7 @@ def classify_dequantize(model: onnx.ModelProto) -> dict[str, int]:
             continue
         reached = _through_layout_ops(node.output[0], consumers)
         matmuls = [c for c in reached if c.op_type in ("MatMul", "Gemm")]
-        source = _source(quantize.input[0], producers) if quantize is not None else None
+        source = _source(_unclipped(quantize.input[0], producers), producers) if quantize is not None else None
         if matmuls:
             counts["attention_matmul" if _is_activation_matmul(matmuls[0], producers, initializers) else "gemm_input"] += 1
         elif source is not None and source.op_type in ("MatMul", "Gemm"):
@@ -131,6 +188,53 @@ def classify_dequantize(model: onnx.ModelProto) -> dict[str, int]:
         else:
             counts["other"] += 1
     return dict(counts)
+
+
+def _unclipped(name: str, producers: dict[str, onnx.NodeProto]) -> str:
+    """The input of the Clip that produces ``name`` (a narrow activation range), else ``name``."""
+    node = producers.get(name)
+    return node.input[0] if node is not None and node.op_type == "Clip" else name
+
+
+def signed_bits(low: int, high: int) -> int:
+    """The fewest bits of a signed integer that hold every value in [low, high]."""
+    bits = 1
+    while low < -(1 << (bits - 1)) or high > (1 << (bits - 1)) - 1:
+        bits += 1
+    return bits
+
+
+def quantized_bits(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """The bit widths a Q/DQ graph really uses, read from its numbers rather than from any label:
+    ``{"weight": [...], "activation": [...]}`` with, per quantized weight, the signed bits its
+    integers need and, per activation QuantizeLinear, 8 or the width of the Clip that bounds its
+    input (the form :func:`fold_weight_clips` leaves narrow activation ranges in)."""
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    producers = _producers(graph)
+    bits: dict[str, list[int]] = {"weight": [], "activation": []}
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in initializers:
+            integers = numpy_helper.to_array(initializers[node.input[0]])
+        elif node.op_type == "QuantizeLinear" and node.input[0] in initializers:
+            weight = numpy_helper.to_array(initializers[node.input[0]]).astype(np.float32)
+            integers = _integers(weight, _broadcast_scale(graph, node, weight.ndim).astype(np.float32))
+        elif node.op_type == "QuantizeLinear":
+            bits["activation"].append(_activation_bits(graph, node, producers))
+            continue
+        else:
+            continue
+        bits["weight"].append(signed_bits(int(integers.min(initial=0)), int(integers.max(initial=0))))
+    return bits
+
+
+def _activation_bits(graph: onnx.GraphProto, quantize: onnx.NodeProto, producers: dict[str, onnx.NodeProto]) -> int:
+    clip = producers.get(quantize.input[0])
+    bounds = [_constant(graph, name) for name in clip.input[1:3]] if clip is not None and clip.op_type == "Clip" else []
+    if len(bounds) != 2 or any(b is None for b in bounds):
+        return 8
+    scale = float(_constant(graph, quantize.input[1]))
+    return min(8, signed_bits(round(float(bounds[0]) / scale), round(float(bounds[1]) / scale)))
 
 
 def _through_layout_ops(name: str, consumers: dict[str, list[onnx.NodeProto]]) -> list[onnx.NodeProto]:

@@ -82,7 +82,8 @@ def weight_amax(module: QuantLinear) -> torch.Tensor:
 
 
 def load_calib_amax(model: nn.Module, histograms: dict[str, Statistics], method: str, percentile: float = 99.99) -> None:
-    """Set amax of every enabled quantizer: weights from their values, activations by ``method``."""
+    """Set amax of every enabled quantizer: weights from their values, activations by ``method``
+    (at each quantizer's bit width: set the precision before calling this)."""
     for module in model.modules():
         if isinstance(module, QuantLinear) and module.weight_quantizer.enabled:
             module.weight_quantizer.set_amax(weight_amax(module))

@@ -3,11 +3,14 @@
 ``{"model": state_dict (with *_quantizer.amax), "meta": {"config", "quantization", "versions"}}``.
 The recipe (int8 mode), weight granularity and precision (``weight_bits`` / ``activation_bits``,
 8 when absent) are stored, unlike the reference, so a checkpoint always rebuilds the exact model
-it was calibrated as.
+it was calibrated as. The reference toolkit's own calibrated checkpoints (pytorch-quantization
+``_amax`` buffers, :mod:`swin_trt.quantization.reference_layout`) load too, with what they do not
+record taken from the user or inferred from the amax they hold.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +18,13 @@ import torch
 from torch import nn
 
 from swin_trt.errors import SwinTrtError
-from swin_trt.models.checkpoint import load_state_dict
+from swin_trt.models.checkpoint import is_original_layout, load_state_dict, original_to_timm
 from swin_trt.models.resolve import check_architecture, resolve_config
 from swin_trt.models.swin import build_model
 from swin_trt.quantization.model import apply_recipe, quantize_model, set_precision, uncalibrated
 from swin_trt.quantization.quantizer import DEFAULT_BITS
-from swin_trt.quantization.recipes import get_recipe
+from swin_trt.quantization.recipes import RECIPES, Recipe, get_recipe
+from swin_trt.quantization.reference_layout import FORMAT, to_native
 
 AMAX_SUFFIX = "_quantizer.amax"
 
@@ -66,3 +70,70 @@ def quantized_from_state(
     if missing:
         raise SwinTrtError(f"{source}: {len(missing)} enabled quantizers have no amax (first: {missing[0]}): calibrate again")
     return network.eval(), notice
+
+
+def quantized_from_reference(
+    state: dict[str, torch.Tensor],
+    source: str,
+    model: str | None = None,
+    cfg: str | Path | None = None,
+    int8_mode: str | None = None,
+) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, Any], str]:
+    """A checkpoint calibrated or QAT-trained by the reference toolkit, as a calibrated model.
+
+    The reference stores no config, int8 mode, granularity or precision: the architecture comes
+    from ``model``/``cfg``, the granularity from the weight amax shapes, the precision is its
+    forced 8 bits, and the int8 mode is ``int8_mode`` or, when the amax present cover exactly one
+    recipe, that one. Returns (model, state in swin-trt's layout, metadata in swin-trt's
+    calibrated format, a notice line saying what was inferred).
+    """
+    if not model and not cfg:
+        raise SwinTrtError(f"{source} is a reference-toolkit calibrated checkpoint, which stores no model config: pass its --cfg YAML (or --model NAME)")
+    config = resolve_config(model, cfg)
+    converted = to_native(state, config, source)
+    native = original_to_timm(converted.state) if is_original_layout(converted.state) else dict(converted.state)
+    network = quantize_model(build_model(config), get_recipe("1"), per_channel_weights=converted.per_channel_weights)
+    for key, value in network.state_dict().items():  # quantizers the checkpoint has no amax for stay uncalibrated
+        if key.endswith(AMAX_SUFFIX):
+            native.setdefault(key, torch.full_like(value, math.nan))
+    load_state_dict(network, native, source=source)
+    covered = [recipe for recipe in RECIPES.values() if _calibrated_for(network, recipe)]
+    recipe = _reference_recipe(int8_mode, covered, source)
+    apply_recipe(network, recipe)
+    granularity = "per-channel" if converted.per_channel_weights else "per-tensor"
+    meta = {
+        "config": config.to_dict(),
+        "quantization": {
+            "int8_mode": recipe.name,
+            "per_channel_weights": converted.per_channel_weights,
+            "weight_bits": DEFAULT_BITS,
+            "activation_bits": DEFAULT_BITS,
+            "calibrator": "unknown",
+            "source_format": FORMAT,
+            "source_checkpoint": source,
+            "ignored_amax": len(converted.ignored),
+        },
+    }
+    how = "--int8-mode" if int8_mode is not None else "the only mode its amax cover"
+    notice = (f"{source}: reference-toolkit checkpoint ({FORMAT}): int8 mode {recipe.name} ({how}), {granularity} weights, 8-bit; "
+              f"{len(converted.ignored)} amax of quantizers the reference always disables (softmax/LayerNorm inputs, residual-add local operands) not used")
+    return network.eval(), native, meta, notice
+
+
+def _calibrated_for(network: nn.Module, recipe: Recipe) -> bool:
+    apply_recipe(network, recipe)
+    return not uncalibrated(network)
+
+
+def _reference_recipe(int8_mode: str | None, covered: list[Recipe], source: str) -> Recipe:
+    names = ", ".join(recipe.name for recipe in covered) or "none"
+    if int8_mode is not None:
+        requested = get_recipe(int8_mode)
+        if requested not in covered:
+            raise SwinTrtError(f"{source} lacks amax for quantizers of --int8-mode {requested.name} (its amax cover int8 modes: {names})")
+        return requested
+    if len(covered) != 1:
+        why = "its amax cover none of them" if not covered else f"its amax cover int8 modes {names}"
+        raise SwinTrtError(f"{source} is a reference-toolkit checkpoint, which does not record its int8 mode, and {why}: pass --int8-mode "
+                           "(the mode it was calibrated or trained for)")
+    return covered[0]

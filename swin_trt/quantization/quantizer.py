@@ -136,8 +136,14 @@ class TensorQuantizer(nn.Module):
         a buffer would be data-dependent during export."""
         ops = torch.ops.quantized_decomposed
         if self.axis is None:
-            quantized = ops.quantize_per_tensor(x, self.export_scale, 0, self.qmin, self.qmax, torch.int8)
-            return ops.dequantize_per_tensor(quantized, self.export_scale, 0, self.qmin, self.qmax, torch.int8)
+            scale = self.export_scale
+            if self.num_bits < MAX_BITS:
+                # torch.onnx drops quantize_per_tensor's quant_min/quant_max (a bare int8 QuantizeLinear
+                # follows), so a narrower range is an explicit clamp at qmin*s, qmax*s before it: exact, since
+                # round(clamp(x, qmin*s, qmax*s) / s) == clamp(round(x / s), qmin, qmax)
+                x = x.clamp(self.qmin * scale, self.qmax * scale)
+            quantized = ops.quantize_per_tensor(x, scale, 0, -128, 127, torch.int8)
+            return ops.dequantize_per_tensor(quantized, scale, 0, -128, 127, torch.int8)
         scale = self.scale().to(x.device)
         zero = torch.zeros(scale.shape, dtype=torch.int64, device=x.device)
         axis = self.axis % x.ndim
