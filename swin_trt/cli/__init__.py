@@ -8,10 +8,10 @@ import warnings
 from collections.abc import Sequence
 
 from swin_trt import __version__
-from swin_trt.cli import bench, build, calibrate, data, demo, eval, export, inspect, models, quant_summary, train
+from swin_trt.cli import bench, build, calibrate, data, demo, eval, export, inspect, models, qat, quant_summary, train
 from swin_trt.errors import SwinTrtError, one_line
 
-SUBCOMMANDS = (data, models, train, calibrate, eval, quant_summary, export, inspect, build, bench, demo)
+SUBCOMMANDS = (data, models, train, calibrate, qat, eval, quant_summary, export, inspect, build, bench, demo)
 SUBCOMMAND_NAMES = tuple(module.NAME for module in SUBCOMMANDS)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import torch
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock, WindowAttention
 from torch import nn
 
@@ -12,7 +13,7 @@ from swin_trt.quantization.modules import (
     QuantSwinBlock,
     QuantWindowAttention,
 )
-from swin_trt.quantization.quantizer import DEFAULT_BITS, TensorQuantizer
+from swin_trt.quantization.quantizer import AMAX_FLOOR, DEFAULT_BITS, TensorQuantizer
 from swin_trt.quantization.recipes import LINEAR_KINDS, Recipe
 
 
@@ -88,3 +89,25 @@ def set_precision(model: nn.Module, weight_bits: int, activation_bits: int) -> N
 def uncalibrated(model: nn.Module) -> list[str]:
     """Enabled quantizers without amax: a model with any of these must not be evaluated."""
     return [name for name, q in named_quantizers(model) if q.enabled and not q.calibrated]
+
+
+def learn_amax(model: nn.Module, enabled: bool) -> list[str]:
+    """Train (or fix again) the amax of every enabled quantizer; returns their names.
+
+    Disabled quantizers keep buffers: a parameter that never receives a gradient would stall
+    DistributedDataParallel's gradient reduction."""
+    names = []
+    for name, quantizer in named_quantizers(model):
+        if quantizer.enabled and quantizer.learn_amax != enabled:
+            quantizer.set_learn_amax(enabled)
+            names.append(name)
+    return names
+
+
+@torch.no_grad()
+def keep_amax_positive(model: nn.Module) -> None:
+    """Project learned amax back to positive values after an optimizer step (a zero or
+    negative scale has no meaning; the floor is exact for an all-zero channel)."""
+    for _, quantizer in named_quantizers(model):
+        if quantizer.learn_amax:
+            quantizer.amax.clamp_(min=AMAX_FLOOR)

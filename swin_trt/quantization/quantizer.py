@@ -5,7 +5,8 @@ statistics collector (calibration). Quantizing: ``x -> clamp(round(x / s), qmin,
 with qmin = -2**(n-1), qmax = 2**(n-1) - 1, and the straight-through estimator clipped at
 ±amax as its gradient (what QAT needs); during ONNX export the same arithmetic is emitted as
 QuantizeLinear/DequantizeLinear. Fewer than 8 bits are a subset of int8, so they export as int8
-Q/DQ with the narrower range.
+Q/DQ with the narrower range. For QAT, amax can also be learned (``set_learn_amax``): it then
+becomes a parameter under the same name, so checkpoints keep one format.
 
 ``amax`` is a buffer of fixed shape (a scalar, or one value per channel) that holds NaN until
 calibrated, so checkpoints load strictly and an uncalibrated quantizer can never run silently
@@ -21,6 +22,7 @@ from swin_trt.errors import SwinTrtError
 
 DEFAULT_BITS = 8
 MIN_BITS, MAX_BITS = 4, 8
+AMAX_FLOOR = 1e-8  # the smallest amax kept: any positive scale is exact for an all-zero channel
 
 
 class UncalibratedError(SwinTrtError):
@@ -59,6 +61,35 @@ class _FakeQuantize(torch.autograd.Function):
         return grad * inside, None, None, None, None
 
 
+class _FakeQuantizeLearnedAmax(torch.autograd.Function):
+    """The same forward as :class:`_FakeQuantize` (the same ops, so the same bits), plus a
+    gradient for amax as in LSQ (Esser et al., "Learned Step Size Quantization", 2020).
+
+    With s = amax / qmax and q = clamp(round(x / s)), ``y = q * s`` gives dy/ds = q - x/s where
+    x is inside ±amax (round passed straight through) and q (the clipped level) outside; dy/damax
+    is that over qmax, scaled by LSQ's 1 / sqrt(values per amax * qmax) so that the step size
+    learns at the pace of the weights. x keeps the clipped straight-through gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+        scale = amax / qmax
+        ctx.save_for_backward(x, amax)
+        ctx.qmin, ctx.qmax = qmin, qmax
+        return torch.round(x / scale).clamp_(qmin, qmax).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, amax = ctx.saved_tensors
+        scale = amax / ctx.qmax
+        inside = x.abs() <= amax
+        scaled = x / scale
+        level = torch.round(scaled).clamp_(ctx.qmin, ctx.qmax)
+        lsq_scale = (x.numel() / amax.numel() * ctx.qmax) ** -0.5
+        grad_amax = (grad * (level - scaled * inside)).sum_to_size(amax.shape) * (lsq_scale / ctx.qmax)
+        return grad * inside, grad_amax, None, None
+
+
 class TensorQuantizer(nn.Module):
     """Fake-quantizes a tensor per tensor (``axis=None``) or per channel along ``axis``."""
 
@@ -91,12 +122,28 @@ class TensorQuantizer(nn.Module):
     def calibrated(self) -> bool:
         return bool(torch.isfinite(self.amax).all() and (self.amax > 0).all())
 
+    @property
+    def learn_amax(self) -> bool:
+        return isinstance(self.amax, nn.Parameter)
+
+    def set_learn_amax(self, enabled: bool) -> None:
+        """Make amax a trainable parameter, or a buffer again. The name stays ``amax`` either
+        way, so the state dict (and a checkpoint) has the same keys and loads into a model with
+        fixed scales."""
+        value = self.amax.detach().clone()
+        del self.amax
+        if enabled:
+            self.amax = nn.Parameter(value)
+        else:
+            self.register_buffer("amax", value)
+
+    @torch.no_grad()
     def set_amax(self, amax: torch.Tensor | float) -> None:
         amax = torch.as_tensor(amax, dtype=torch.float32).reshape(self.amax.shape)
         if not torch.isfinite(amax).all():
             raise CalibrationError(f"quantizer {self._name()}: calibration gave amax {amax.flatten()[:4].tolist()} (not finite): check the checkpoint and the calibration data")
         # an all-zero weight channel (e.g. a pruned row) would give scale 0; any positive scale is exact for it
-        self.amax.copy_(torch.where(amax > 0, amax, torch.full_like(amax, 1e-8)))
+        self.amax.copy_(torch.where(amax > 0, amax, torch.full_like(amax, AMAX_FLOOR).to(self.amax.device)))
 
     def scale(self) -> torch.Tensor:
         return self.amax / self.qmax
@@ -111,11 +158,19 @@ class TensorQuantizer(nn.Module):
             return self._quantize_dequantize(x)
         if not self.calibrated:
             raise UncalibratedError(f"quantizer {self._name()} is enabled but has no amax: calibrate first (swin-trt calibrate)")
+        if x.dtype in (torch.float16, torch.bfloat16):
+            # under autocast: round on the float32 grid that evaluation and export use
+            return self._fake_quantize(x.float()).to(x.dtype)
+        return self._fake_quantize(x)
+
+    def _fake_quantize(self, x: torch.Tensor) -> torch.Tensor:
         amax = self.amax.to(x.device)
         if self.axis is not None:
             shape = [1] * x.ndim
             shape[self.axis % x.ndim] = -1
             amax = amax.reshape(shape)
+        if self.learn_amax and torch.is_grad_enabled():
+            return _FakeQuantizeLearnedAmax.apply(x, amax, self.qmin, self.qmax)
         return _FakeQuantize.apply(x, amax / self.qmax, amax, self.qmin, self.qmax)
 
     def _quantize_dequantize(self, x: torch.Tensor) -> torch.Tensor:
