@@ -52,13 +52,15 @@ class _FakeQuantize(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
-        ctx.save_for_backward(x.abs() <= amax)
-        return torch.round(x / scale).clamp_(qmin, qmax).mul_(scale)
+        if ctx.needs_input_grad[0]:  # no mask in evaluation (nothing will ask for the gradient)
+            ctx.save_for_backward(x.abs() <= amax)
+        return (x / scale).round_().clamp_(qmin, qmax).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (inside,) = ctx.saved_tensors
-        return grad * inside, None, None, None, None
+        # where, not grad * inside: multiplying by a bool mask first copies it to float on the CPU
+        return torch.where(inside, grad, 0.0), None, None, None, None
 
 
 class _FakeQuantizeLearnedAmax(torch.autograd.Function):
