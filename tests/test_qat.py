@@ -241,7 +241,7 @@ def test_result_is_a_calibrated_checkpoint_that_evaluates_and_exports(run_cli, c
 
 def test_kill_and_resume_is_bit_identical(calibrated, tiny_digits, tmp_path):
     """SIGKILL after epoch 1, and SIGTERM inside epoch 2, each resumed: the same weights as one run."""
-    common = ("qat", "--resume", calibrated, "--distill", "--num-epochs", "3", "--batch-size", "16", "--qat-lr", "2e-4",
+    common = ("qat", "--resume", calibrated, "--distill", "--num-epochs", "3", "--batch-size", "32", "--qat-lr", "2e-4",
               "--data-path", tiny_digits, "--workers", "0")
     code, _, err = _finish(_swin_trt(*common, "--output", tmp_path / "whole"))
     assert code == 0, err[-2000:]
