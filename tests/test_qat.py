@@ -113,6 +113,16 @@ def test_learned_amax_keeps_forward_and_format_and_lowers_error():
     assert "amax" in dict(learned.named_buffers()) and not list(learned.parameters())
 
 
+def test_quantizer_rounds_in_float32_under_autocast():
+    quantizer = TensorQuantizer()
+    quantizer.enabled = True
+    quantizer.set_amax(3.0)
+    x = torch.randn(256, 64).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = quantizer(x)
+    assert y.dtype == torch.bfloat16 and torch.equal(y, quantizer(x.float()).bfloat16())
+
+
 def test_learn_amax_only_for_enabled_quantizers():
     model = quantize_model(swin_trt.build_model(get_config("swin_micro")), get_recipe("2"))
     names = learn_amax(model, True)
@@ -273,8 +283,8 @@ def test_two_ranks_equal_one_rank_on_the_same_global_batch(calibrated, tiny_digi
     cfg = yaml.safe_load((REPO / "configs" / "swin_micro.yaml").read_text())
     cfg["MODEL"]["DROP_PATH_RATE"] = 0.0  # per-image random depth would differ between the runs
     (tmp_path / "micro.yaml").write_text(yaml.safe_dump(cfg))
-    common = ("--resume", calibrated, "--cfg", tmp_path / "micro.yaml", "--num-epochs", "1", "--no-mixup", "--distill", "--qat-lr", "2e-4",
-              "--data-path", tiny_digits, "--workers", "0")
+    common = ("--resume", calibrated, "--cfg", tmp_path / "micro.yaml", "--num-epochs", "1", "--no-mixup", "--distill", "--learn-amax",
+              "--qat-lr", "2e-4", "--data-path", tiny_digits, "--workers", "0")
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "swin_trt", "qat",
                           *map(str, common), "--batch-size", "16", "--output", tmp_path / "two"], capture_output=True, text=True, env=ENV, cwd=REPO, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -284,7 +294,8 @@ def test_two_ranks_equal_one_rank_on_the_same_global_batch(calibrated, tiny_digi
     assert two[1]["quantization"]["qat"]["steps_per_epoch"] == one[1]["quantization"]["qat"]["steps_per_epoch"] == 240 // 32
     assert two[1]["quantization"]["qat"]["world_size"] == 2
     start = _weights(calibrated)
-    trained = [k for k in start if not k.endswith("amax")]  # (fixed scales; disabled quantizers hold NaN)
+    trained = [k for k in start if torch.isfinite(start[k]).all()]  # weights and the amax of enabled quantizers (disabled: NaN)
+    assert any(not torch.equal(one[0][k], start[k]) for k in trained if k.endswith("amax"))  # --learn-amax trained the scales
     update_one, update_two = (torch.cat([(run[0][k] - start[k]).flatten() for k in trained]) for run in (one, two))
     # Float summation order differs (DDP averages two half-batch gradients); the fake-quant forward is
     # discontinuous, so such differences grow step by step, slowly at this learning rate (one step: 3e-5).

@@ -69,16 +69,18 @@ class _FakeQuantizeLearnedAmax(torch.autograd.Function):
 
     With s = amax / qmax and q = clamp(round(x / s)), ``y = q * s`` gives dy/ds = q - x/s where
     x is inside ±amax (round passed straight through) and q (the clipped level) outside; dy/damax
-    is that over qmax, scaled by LSQ's 1 / sqrt(values per amax * qmax) so that the step size
-    learns at the pace of the weights. x keeps the clipped straight-through gradient.
+    is that over qmax, scaled by LSQ's 1 / sqrt(values per amax and example * qmax) so that the
+    step size learns at the pace of the weights (per example: a sum over the batch must not
+    change scale with the batch size, or N processes would not train like one). x keeps the
+    clipped straight-through gradient.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int, examples: int) -> torch.Tensor:
         scale = amax / qmax
         ctx.save_for_backward(x, amax)
-        ctx.qmin, ctx.qmax = qmin, qmax
-        return torch.round(x / scale).clamp_(qmin, qmax).mul_(scale)
+        ctx.qmin, ctx.qmax, ctx.examples = qmin, qmax, examples
+        return (x / scale).round_().clamp_(qmin, qmax).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -87,9 +89,9 @@ class _FakeQuantizeLearnedAmax(torch.autograd.Function):
         inside = x.abs() <= amax
         scaled = x / scale
         level = torch.round(scaled).clamp_(ctx.qmin, ctx.qmax)
-        lsq_scale = (x.numel() / amax.numel() * ctx.qmax) ** -0.5
+        lsq_scale = (x.numel() / ctx.examples / amax.numel() * ctx.qmax) ** -0.5
         grad_amax = (grad * (level - scaled * inside)).sum_to_size(amax.shape) * (lsq_scale / ctx.qmax)
-        return grad * inside, grad_amax, None, None
+        return torch.where(inside, grad, 0.0), grad_amax, None, None, None
 
 
 class TensorQuantizer(nn.Module):
@@ -172,7 +174,8 @@ class TensorQuantizer(nn.Module):
             shape[self.axis % x.ndim] = -1
             amax = amax.reshape(shape)
         if self.learn_amax and torch.is_grad_enabled():
-            return _FakeQuantizeLearnedAmax.apply(x, amax, self.qmin, self.qmax)
+            examples = 1 if isinstance(x, nn.Parameter) else x.shape[0]  # a weight is one example; activations lead with the batch
+            return _FakeQuantizeLearnedAmax.apply(x, amax, self.qmin, self.qmax, examples)
         return _FakeQuantize.apply(x, amax / self.qmax, amax, self.qmin, self.qmax)
 
     def _quantize_dequantize(self, x: torch.Tensor) -> torch.Tensor:
