@@ -4,7 +4,9 @@ not depend on them).
 One step = forward, loss, backward, grad-norm clip, AdamW update. Measured for:
 - FP32: the FP model with cross-entropy;
 - QAT: the fake-quant model (each --int8-mode given), scales fixed;
-- QAT + distillation: the same plus the FP teacher's forward (no grad) and the KL term.
+- QAT + distillation: the same plus the FP teacher's forward (no grad) and the KL term;
+each QAT kind also with the compiled one-pass fake-quant kernel (``--compile-fake-quant``)
+where torch.compile works (its compile time is excluded: it is paid once per process).
 The kinds are interleaved within each repeat so that machine noise hits them alike; medians of
 the repeats and the median of the per-repeat ratios are reported.
 
@@ -33,7 +35,7 @@ from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import get_config
 from swin_trt.provenance import cpu_description, package_versions
 from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
-from swin_trt.quantization.model import quantize_model
+from swin_trt.quantization.model import quantize_model, use_compiled_kernel
 from swin_trt.quantization.recipes import get_recipe
 
 RESULTS = Path(__file__).resolve().parent / "results" / "qat_step.json"
@@ -67,6 +69,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="measured steps of each kind (after one warm-up step)")
     parser.add_argument("--int8-mode", nargs="+", default=["1", "trt"])
+    parser.add_argument("--no-compiled", action="store_true", help="skip the compiled-kernel variants")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -81,10 +84,20 @@ def main() -> None:
 
     distill = StudentTeacherLoss(lambda logits, labels: F.cross_entropy(logits, labels), teacher, DistillationLoss(10000.0, 3.0, config.num_classes))
     kinds = {"fp32": stepper(fp32, cross_entropy, images, targets)}
+    compiled_note = "skipped" if args.no_compiled else None
     for mode in args.int8_mode:
         student = calibrated(fp32, mode, images)
-        kinds[f"qat mode {mode}"] = stepper(student, cross_entropy, images, targets)
-        kinds[f"qat mode {mode} + distill"] = stepper(copy.deepcopy(student), distill, images, targets)
+        for kernel in ("eager", "compiled"):
+            if kernel == "compiled":
+                if compiled_note:
+                    continue
+                student = copy.deepcopy(student)
+                compiled_note = use_compiled_kernel(student)
+                if compiled_note:
+                    continue
+            suffix = "" if kernel == "eager" else ", compiled"
+            kinds[f"qat mode {mode}{suffix}"] = stepper(student, cross_entropy, images, targets)
+            kinds[f"qat mode {mode} + distill{suffix}"] = stepper(copy.deepcopy(student), distill, images, targets)
 
     for step in kinds.values():
         step()  # warm-up
@@ -103,6 +116,7 @@ def main() -> None:
         "step_s_all": times,
         "ratio_to_fp32_median": ratios,
         "target_ratio": TARGET,
+        "compiled_kernel": compiled_note or "used",
         "cpu": cpu_description(),
         "versions": package_versions(),
     }

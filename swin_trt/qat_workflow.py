@@ -36,7 +36,7 @@ from swin_trt.models.resolve import check_architecture
 from swin_trt.models.swin import build_model
 from swin_trt.onnx.hashing import file_sha256
 from swin_trt.provenance import package_versions
-from swin_trt.quantization.model import learn_amax, set_precision
+from swin_trt.quantization.model import learn_amax, set_precision, use_compiled_kernel
 from swin_trt.settings import QatRecipe
 
 
@@ -90,10 +90,12 @@ def qat_checkpoint(
     teacher: str | Path | None = None,
     restart: bool = False,
     workers: int = 2,
+    compile_kernel: bool = False,
 ) -> QatOutcome:
     """Fine-tune the calibrated ``checkpoint`` with ``recipe`` (DDP under torchrun) and save
     ``<output_dir>/<name>_qat.pth``; resumes from ``<output_dir>/<name>_qat_last.pth`` unless
-    ``restart``."""
+    ``restart``. ``compile_kernel`` trains with the compiled fake-quant kernel (the same
+    values, fewer passes over memory), when ``torch.compile`` works here."""
     loaded = open_model(model, cfg, checkpoint, int8_mode)
     if not loaded.quantized:
         raise SwinTrtError(f"{checkpoint} is not a calibrated checkpoint: QAT fine-tunes a calibrated model; "
@@ -158,6 +160,10 @@ def qat_checkpoint(
 
     if recipe.learn_amax:
         learn_amax(student, True)
+    if compile_kernel:
+        unusable = use_compiled_kernel(student)
+        if unusable:
+            note(f"{unusable}; training with the eager fake-quant kernel")
     student.to(context.device)
     loader = resumable_loader(train_set, recipe.batch_size, context, recipe.seed, workers)
     steps_per_epoch = len(loader)

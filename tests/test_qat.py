@@ -24,7 +24,7 @@ from swin_trt.loops.distillation import DistillationLoss
 from swin_trt.loops.qat import lr_factor, make_criterion, make_optimizer
 from swin_trt.models.config import ModelConfig, TrainAugment, config_from_yaml
 from swin_trt.models.zoo import get_config
-from swin_trt.quantization.model import learn_amax, quantize_model
+from swin_trt.quantization.model import learn_amax, quantize_model, use_compiled_kernel
 from swin_trt.quantization.quantizer import TensorQuantizer
 from swin_trt.quantization.recipes import get_recipe
 from swin_trt.settings import CalibrationRequest, QatRecipe
@@ -121,6 +121,28 @@ def test_quantizer_rounds_in_float32_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = quantizer(x)
     assert y.dtype == torch.bfloat16 and torch.equal(y, quantizer(x.float()).bfloat16())
+
+
+def test_compiled_kernel_trains_on_the_same_values_and_mask():
+    model = quantize_model(swin_trt.build_model(get_config("swin_micro")), get_recipe("trt"))
+    unusable = use_compiled_kernel(model)
+    if unusable:
+        pytest.skip(unusable)
+    eager, fused = TensorQuantizer(), TensorQuantizer(6, axis=0)
+    for quantizer, amax in ((eager, 0.5), (fused, torch.linspace(0.2, 0.7, 6))):
+        quantizer.enabled = True
+        quantizer.set_amax(amax)
+    scale = torch.tensor(0.5) / 127
+    ties = (torch.arange(-140, 140) + 0.5) * scale  # exact halves of a step, and past +-amax
+    for quantizer, x in ((eager, ties), (eager, torch.randn(6, 5, 7).transpose(0, 2)), (fused, torch.randn(6, 33))):
+        outputs = []
+        for quantizer.fused in (False, True):
+            leaf = x.clone().requires_grad_()
+            y = quantizer(leaf)
+            y.backward(torch.ones_like(y))
+            outputs.append((y.detach(), leaf.grad))
+        quantizer.fused = False
+        assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])
 
 
 def test_learn_amax_only_for_enabled_quantizers():

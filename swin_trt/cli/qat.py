@@ -53,6 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="cosine with linear warm-up (default), or constant (the reference's, whose scheduler was never stepped)")
     group.add_argument("--no-mixup", dest="mixup", action="store_false", help="plain labels with label smoothing instead of the config's mixup/cutmix")
     group.add_argument("--learn-amax", action="store_true", help="train the scales too (LSQ gradient); default: fixed, as calibrated")
+    group.add_argument("--compile-fake-quant", action="store_true",
+                       help="fake-quantize in one compiled pass (torch.compile; needs a C++ compiler, ~1 min to compile; the same values)")
     group.add_argument("--seed", type=non_negative_int, default=_DEFAULTS.seed)
     resume = group.add_mutually_exclusive_group()
     resume.add_argument("--auto-resume", action="store_true", default=True, help="continue the run saved in --output (default)")
@@ -97,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             outcome = qat_workflow.qat_checkpoint(
                 args.model, args.cfg, args.resume, args.data_path, args.zip, recipe, args.output, context,
                 int8_mode=args.int8_mode, teacher=args.teacher, restart=args.restart, workers=args.workers,
+                compile_kernel=args.compile_fake_quant,
             )
         except qat_loop.TrainingInterrupted as stopped:
             if context.is_main:

@@ -15,6 +15,8 @@ with a per-batch range: it raises instead.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -40,6 +42,29 @@ def integer_range(num_bits: int) -> tuple[int, int]:
     return -(1 << (num_bits - 1)), (1 << (num_bits - 1)) - 1
 
 
+def _quantize_with_mask(x: torch.Tensor, scale: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fake-quantized values and the straight-through mask, written for ``torch.compile``."""
+    return torch.round(x / scale).clamp(qmin, qmax) * scale, x.abs() <= amax
+
+
+@functools.cache
+def compiled_kernel():
+    """:func:`_quantize_with_mask` compiled into one elementwise pass (6 passes and 3 temporaries
+    in eager mode; inductor's C++ kernel divides and rounds exactly as eager does, which the
+    tests check). Inputs are flattened to 1-D (per tensor) or 2-D (per output channel), so two
+    dynamic-shape graphs cover every quantizer."""
+    return torch.compile(_quantize_with_mask, dynamic=True, fullgraph=True)
+
+
+def _fused_forward(x: torch.Tensor, scale: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if amax.numel() == 1:
+        flat = (x.detach().reshape(-1), scale.reshape(()), amax.reshape(()))
+    else:  # per output channel: amax [C, 1, ...] against a weight [C, ...]
+        flat = (x.detach().reshape(x.shape[0], -1), scale.reshape(-1, 1), amax.reshape(-1, 1))
+    values, inside = compiled_kernel()(*flat, qmin, qmax)
+    return values.view(x.shape), inside.view(x.shape)
+
+
 class _FakeQuantize(torch.autograd.Function):
     """``clamp(round(x / s), qmin, qmax) * s`` with the straight-through estimator: the gradient
     passes where |x| <= amax and is zero elsewhere, exactly as pytorch-quantization's
@@ -51,16 +76,22 @@ class _FakeQuantize(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
-        if ctx.needs_input_grad[0]:  # no mask in evaluation (nothing will ask for the gradient)
-            ctx.save_for_backward(x.abs() <= amax)
-        return (x / scale).round_().clamp_(qmin, qmax).mul_(scale)
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int, fused: bool = False) -> torch.Tensor:
+        if not ctx.needs_input_grad[0]:  # evaluation: no mask (nothing will ask for the gradient)
+            return (x / scale).round_().clamp_(qmin, qmax).mul_(scale)
+        if fused:
+            values, inside = _fused_forward(x, scale, amax, qmin, qmax)
+        else:
+            inside = x.abs() <= amax
+            values = (x / scale).round_().clamp_(qmin, qmax).mul_(scale)
+        ctx.save_for_backward(inside)
+        return values
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (inside,) = ctx.saved_tensors
         # where, not grad * inside: multiplying by a bool mask first copies it to float on the CPU
-        return torch.where(inside, grad, 0.0), None, None, None, None
+        return torch.where(inside, grad, 0.0), None, None, None, None, None
 
 
 class _FakeQuantizeLearnedAmax(torch.autograd.Function):
@@ -106,6 +137,7 @@ class TensorQuantizer(nn.Module):
         self.enabled = False
         self.collector = None  # set while calibrating
         self.exporting = False  # set while exporting to ONNX (see swin_trt.onnx.export.export_mode)
+        self.fused = False  # training forward through the compiled one-pass kernel (see compiled_kernel)
         self.export_scale = 0.0  # per-tensor scale as a Python float, for export
         self.register_buffer("amax", torch.full((channels,) if channels else (), float("nan")))
 
@@ -176,7 +208,7 @@ class TensorQuantizer(nn.Module):
         if self.learn_amax and torch.is_grad_enabled():
             examples = 1 if isinstance(x, nn.Parameter) else x.shape[0]  # a weight is one example; activations lead with the batch
             return _FakeQuantizeLearnedAmax.apply(x, amax, self.qmin, self.qmax, examples)
-        return _FakeQuantize.apply(x, amax / self.qmax, amax, self.qmin, self.qmax)
+        return _FakeQuantize.apply(x, amax / self.qmax, amax, self.qmin, self.qmax, self.fused)
 
     def _quantize_dequantize(self, x: torch.Tensor) -> torch.Tensor:
         """The same arithmetic as explicit quantize + dequantize ops, which ``torch.onnx``'s
