@@ -44,3 +44,39 @@ class CalibrationRequest:
     seed: int = 0
     weight_bits: int = 8  # --wprec: fake-quant weights to [-2**(n-1), 2**(n-1) - 1]
     activation_bits: int = 8  # --aprec
+
+
+@dataclass(frozen=True)
+class QatRecipe:
+    """How `swin-trt qat` fine-tunes a calibrated model; every field changes the result, so a
+    run resumes only under the recipe it started with.
+
+    The learning rate follows the reference's linear scaling rule: the peak LR is
+    ``qat_lr * batch_size * world_size / 512``. ``lr_schedule="constant"`` holds it for every
+    step, which is what the reference did (its scheduler was built but never stepped, so the LR
+    stayed at its initial warm-up value, ``qat_lr`` scaled); ``"cosine"`` warms up linearly over
+    ``warmup_fraction`` of the steps and decays to ``min_lr_ratio`` of the peak.
+    """
+
+    epochs: int = 3
+    batch_size: int = 64  # per process
+    qat_lr: float = 1e-5
+    lr_schedule: str = "cosine"
+    warmup_fraction: float = 0.1
+    min_lr_ratio: float = 0.01
+    weight_decay: float = 0.05
+    clip_grad: float = 5.0
+    distill: bool = False
+    distillation_loss_scale: float = 10000.0  # the reference's units: KL averaged over images x classes
+    temperature: float = 3.0
+    mixup: bool = True  # the config's AUG.MIXUP / CUTMIX / MODEL.LABEL_SMOOTHING; False: plain labels with label smoothing
+    learn_amax: bool = False
+    weight_bits: int | None = None  # None: the calibrated checkpoint's precision
+    activation_bits: int | None = None
+    seed: int = 0
+
+    def peak_lr(self, world_size: int) -> float:
+        return self.qat_lr * self.batch_size * world_size / 512.0
+
+    def as_dict(self) -> dict[str, float | int | str | bool]:
+        return asdict(self)

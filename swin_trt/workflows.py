@@ -114,7 +114,8 @@ def reuse_or_train(
     checkpoint = Path(output_dir) / f"{config.name}.pth"
     if checkpoint.is_file() and not retrain:
         _, meta = read_checkpoint(checkpoint)
-        same = ("losses" in meta and meta.get("config") == config.to_dict() and meta.get("recipe") == recipe.as_dict()
+        # compared as configs, not dicts: a checkpoint saved before a config field existed holds that field's default
+        same = ("losses" in meta and "config" in meta and ModelConfig.from_dict(meta["config"]) == config and meta.get("recipe") == recipe.as_dict()
                 and meta.get("data_fingerprint") == fingerprint(build_dataset(data_path, "train", None)))
         if same:
             result = evaluate_split(load_model(checkpoint=checkpoint), data_path, False, 128, context, workers=0)

@@ -1,6 +1,7 @@
 """FP32 training: a plain, explicit loop in the style of torchvision's reference scripts.
 
-QAT reuses :func:`train_one_epoch` with its own loss (distillation) and a quantized model.
+QAT (``loops/qat.py``) shares its pieces: the parameter groups, the optimizer step with clipping
+and the DDP wrapping.
 """
 
 from __future__ import annotations
@@ -45,14 +46,7 @@ def train_one_epoch(
         images = images.to(context.device, non_blocking=True)
         targets = targets.to(context.device, non_blocking=True)
         loss = loss_fn(model(images), targets, images)
-        if not math.isfinite(loss.item()):
-            rank = f" on rank {context.rank}" if context.enabled else ""
-            raise SwinTrtError(f"training loss is {loss.item()} at epoch {epoch + 1}, batch {step + 1}{rank}: lower --lr, or check the data and the initial weights")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip_grad:
-            nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-        optimizer.step()
+        optimizer_step(model, loss, optimizer, clip_grad, f"epoch {epoch + 1}, batch {step + 1}", context)
         scheduler.step()
         totals[0] += loss.detach() * len(targets)
         totals[1] += len(targets)
@@ -62,19 +56,52 @@ def train_one_epoch(
     return (totals[0] / totals[1].clamp(min=1)).item()
 
 
-def make_optimizer(model: nn.Module, recipe: TrainRecipe, steps_per_epoch: int):
-    """AdamW without weight decay on norms, biases and position-bias tables (as the original),
-    and a one-cycle LR schedule over all steps."""
+def optimizer_step(
+    model: nn.Module,
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    clip_grad: float | None,
+    where: str,
+    context: DistContext,
+    scaler: torch.amp.GradScaler | None = None,
+) -> None:
+    """Backward, grad-norm clipping and one optimizer step; a non-finite loss stops training
+    with a message instead of silently filling the weights with NaN. With an fp16 ``scaler``
+    the gradients are unscaled before clipping, so the clip norm means the same in every
+    precision."""
+    if not math.isfinite(loss.item()):
+        rank = f" on rank {context.rank}" if context.enabled else ""
+        raise SwinTrtError(f"training loss is {loss.item()} at {where}{rank}: lower the learning rate, or check the data and the initial weights")
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    if clip_grad:
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups as the original Swin recipe: no weight decay on norms, biases and
+    relative-position-bias tables (nor on anything else one-dimensional, e.g. learned amax)."""
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         skip = parameter.ndim <= 1 or name.endswith(".bias") or "relative_position_bias_table" in name
         (no_decay if skip else decay).append(parameter)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=recipe.lr,
-    )
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, recipe: TrainRecipe, steps_per_epoch: int):
+    """AdamW over :func:`parameter_groups` and a one-cycle LR schedule over all steps."""
+    optimizer = torch.optim.AdamW(parameter_groups(model, recipe.weight_decay), lr=recipe.lr)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=recipe.lr,
@@ -82,6 +109,14 @@ def make_optimizer(model: nn.Module, recipe: TrainRecipe, steps_per_epoch: int):
         pct_start=recipe.warmup_fraction,
     )
     return optimizer, scheduler
+
+
+def distributed_model(model: nn.Module, context: DistContext) -> nn.Module:
+    """``model`` wrapped for DDP under torchrun (gradients averaged across ranks), else itself."""
+    if not context.enabled:
+        return model
+    device_ids = [context.device.index] if context.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
 def fit(
@@ -96,11 +131,7 @@ def fit(
     Returns the mean training loss of each epoch. The default loss is label-smoothed cross
     entropy, as in the original recipe.
     """
-    model.to(context.device)
-    network: nn.Module = model
-    if context.enabled:
-        device_ids = [context.device.index] if context.device.type == "cuda" else None
-        network = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    network = distributed_model(model.to(context.device), context)
     if loss_fn is None:
         criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 

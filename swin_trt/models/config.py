@@ -26,7 +26,10 @@ class TrainAugment:
     """Training-time augmentation (used by FP32 training, calibration and QAT).
 
     Defaults are the original Swin recipe: RandomResizedCrop, horizontal flip, RandAugment
-    ``rand-m9-mstd0.5-inc1`` and random erasing with probability 0.25.
+    ``rand-m9-mstd0.5-inc1`` and random erasing with probability 0.25; then, on whole batches,
+    mixup (alpha 0.8) or cutmix (alpha 1.0), switching with probability 0.5, with label
+    smoothing 0.1 on the mixed targets (the original ``AUG.MIXUP*`` / ``AUG.CUTMIX*`` and
+    ``MODEL.LABEL_SMOOTHING``; the batch-level part is used by QAT, as in the reference).
     """
 
     scale: tuple[float, float] = (0.08, 1.0)
@@ -34,6 +37,18 @@ class TrainAugment:
     auto_augment: str | None = "rand-m9-mstd0.5-inc1"
     color_jitter: float = 0.4
     reprob: float = 0.25
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    cutmix_minmax: tuple[float, float] | None = None
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    mixup_mode: str = "batch"
+    label_smoothing: float = 0.1
+
+    @property
+    def mixup_active(self) -> bool:
+        """The original's test for building timm's ``Mixup``."""
+        return self.mixup > 0 or self.cutmix > 0 or self.cutmix_minmax is not None
 
 
 @dataclass(frozen=True)
@@ -99,8 +114,9 @@ class ModelConfig:
         values = dict(values)
         data = dict(values.pop("data", {}))
         train = dict(data.pop("train", {}))
-        if "scale" in train:
-            train["scale"] = tuple(train["scale"])
+        for key in ("scale", "cutmix_minmax"):
+            if train.get(key) is not None:
+                train[key] = tuple(train[key])
         for key in ("mean", "std"):
             if key in data:
                 data[key] = tuple(data[key])
@@ -110,8 +126,8 @@ class ModelConfig:
         return cls(**values, data=DataConfig(**data, train=TrainAugment(**train)))
 
 
-# Keys of the original YAML files that we read. Everything else in those files (TRAIN.*, AUG.*,
-# ...) configures the original training script and is ignored; unknown keys inside MODEL.SWIN
+# Keys of the original YAML files that we read. Everything else in those files (TRAIN.*, ...)
+# configures the original training script and is ignored; unknown keys inside MODEL.SWIN
 # are rejected because a typo there silently builds a different network.
 _SWIN_KEYS = {
     "PATCH_SIZE": "patch_size",
@@ -196,7 +212,7 @@ def config_from_yaml(path: str | Path) -> ModelConfig:
     data_fields: dict[str, Any] = {"img_size": img_size, "crop": bool(test.get("CROP", img_size < 384))}
     if "INTERPOLATION" in data:
         data_fields["interpolation"] = str(data["INTERPOLATION"])
-    data_fields["train"] = _train_augment(aug)
+    data_fields["train"] = _train_augment(aug, model, path)
     try:
         config = ModelConfig(**fields, data=DataConfig(**data_fields))
     except TypeError as error:
@@ -205,11 +221,32 @@ def config_from_yaml(path: str | Path) -> ModelConfig:
     return config
 
 
-def _train_augment(aug: dict[str, Any]) -> TrainAugment:
-    """AUG.COLOR_JITTER / AUTO_AUGMENT / REPROB as in the original; AUG.HFLIP and AUG.SCALE are
-    swin-trt additions (the original hard-codes them), needed for data such as digits where a
-    mirrored or tightly cropped image changes its class."""
+_MIXUP_KEYS = {
+    "MIXUP": ("mixup", float),
+    "CUTMIX": ("cutmix", float),
+    "MIXUP_PROB": ("mixup_prob", float),
+    "MIXUP_SWITCH_PROB": ("mixup_switch_prob", float),
+    "MIXUP_MODE": ("mixup_mode", str),
+}
+_MIXUP_MODES = ("batch", "pair", "elem")
+
+
+def _train_augment(aug: dict[str, Any], model: dict[str, Any], path: Path) -> TrainAugment:
+    """AUG.COLOR_JITTER / AUTO_AUGMENT / REPROB, the AUG.MIXUP* / CUTMIX* keys and
+    MODEL.LABEL_SMOOTHING as in the original; AUG.HFLIP and AUG.SCALE are swin-trt additions
+    (the original hard-codes them), needed for data such as digits where a mirrored or tightly
+    cropped image changes its class."""
     fields: dict[str, Any] = {}
+    for key, (attr, kind) in _MIXUP_KEYS.items():
+        if key in aug:
+            fields[attr] = kind(aug[key])
+    if fields.get("mixup_mode", "batch") not in _MIXUP_MODES:
+        raise ConfigError(f"{path}: AUG.MIXUP_MODE must be one of {', '.join(_MIXUP_MODES)}, got {fields['mixup_mode']!r}")
+    if aug.get("CUTMIX_MINMAX") is not None:
+        low, high = aug["CUTMIX_MINMAX"]
+        fields["cutmix_minmax"] = (float(low), float(high))
+    if "LABEL_SMOOTHING" in model:
+        fields["label_smoothing"] = float(model["LABEL_SMOOTHING"])
     if "COLOR_JITTER" in aug:
         fields["color_jitter"] = float(aug["COLOR_JITTER"])
     if "AUTO_AUGMENT" in aug:
@@ -252,6 +289,7 @@ def config_to_yaml(config: ModelConfig) -> str:
             "NUM_CLASSES": config.num_classes,
             "DROP_RATE": config.drop_rate,
             "DROP_PATH_RATE": config.drop_path_rate,
+            "LABEL_SMOOTHING": config.data.train.label_smoothing,
             "SWIN": {
                 "PATCH_SIZE": config.patch_size,
                 "IN_CHANS": config.in_chans,
@@ -270,6 +308,12 @@ def config_to_yaml(config: ModelConfig) -> str:
             "REPROB": config.data.train.reprob,
             "HFLIP": config.data.train.hflip,
             "SCALE": list(config.data.train.scale),
+            "MIXUP": config.data.train.mixup,
+            "CUTMIX": config.data.train.cutmix,
+            "CUTMIX_MINMAX": None if config.data.train.cutmix_minmax is None else list(config.data.train.cutmix_minmax),
+            "MIXUP_PROB": config.data.train.mixup_prob,
+            "MIXUP_SWITCH_PROB": config.data.train.mixup_switch_prob,
+            "MIXUP_MODE": config.data.train.mixup_mode,
         },
     }
     return yaml.safe_dump(tree, sort_keys=False, default_flow_style=None)

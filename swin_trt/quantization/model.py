@@ -13,7 +13,7 @@ from swin_trt.quantization.modules import (
     QuantSwinBlock,
     QuantWindowAttention,
 )
-from swin_trt.quantization.quantizer import DEFAULT_BITS, TensorQuantizer
+from swin_trt.quantization.quantizer import AMAX_FLOOR, DEFAULT_BITS, TensorQuantizer, compiled_kernel
 from swin_trt.quantization.recipes import LINEAR_KINDS, Recipe
 
 
@@ -97,3 +97,40 @@ def set_scale_dtype(model: nn.Module, dtype: torch.dtype | None) -> None:
     for _, quantizer in named_quantizers(model):
         quantizer.scale_dtype = dtype
     model.scale_dtype = dtype
+
+
+def learn_amax(model: nn.Module, enabled: bool) -> list[str]:
+    """Train (or fix again) the amax of every enabled quantizer; returns their names.
+
+    Disabled quantizers keep buffers: a parameter that never receives a gradient would stall
+    DistributedDataParallel's gradient reduction."""
+    names = []
+    for name, quantizer in named_quantizers(model):
+        if quantizer.enabled and quantizer.learn_amax != enabled:
+            quantizer.set_learn_amax(enabled)
+            names.append(name)
+    return names
+
+
+@torch.no_grad()
+def keep_amax_positive(model: nn.Module) -> None:
+    """Project learned amax back to positive values after an optimizer step (a zero or
+    negative scale has no meaning; the floor is exact for an all-zero channel)."""
+    for _, quantizer in named_quantizers(model):
+        if quantizer.learn_amax:
+            quantizer.amax.clamp_(min=AMAX_FLOOR)
+
+
+def use_compiled_kernel(model: nn.Module) -> str | None:
+    """Train ``model``'s quantizers with the compiled one-pass kernel; returns why not when
+    ``torch.compile`` does not work here (no C++ compiler, unsupported platform), leaving the
+    eager kernel, which computes the same values."""
+    probe = torch.linspace(-3, 3, 64)
+    try:
+        for x, amax in ((probe, torch.tensor(2.0)), (probe.reshape(8, 8), torch.full((8, 1), 2.0))):
+            compiled_kernel()(x, amax / 127, amax, -128, 127)
+    except Exception as error:  # torch.compile fails in many ways (compiler missing, backend errors)
+        return f"torch.compile is not usable here ({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''})"
+    for _, quantizer in named_quantizers(model):
+        quantizer.fused = True
+    return None

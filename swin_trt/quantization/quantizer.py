@@ -5,7 +5,8 @@ statistics collector (calibration). Quantizing: ``x -> clamp(round(x / s), qmin,
 with qmin = -2**(n-1), qmax = 2**(n-1) - 1, and the straight-through estimator clipped at
 ±amax as its gradient (what QAT needs); during ONNX export the same arithmetic is emitted as
 QuantizeLinear/DequantizeLinear. Fewer than 8 bits are a subset of int8, so they export as int8
-Q/DQ with the narrower range.
+Q/DQ with the narrower range. For QAT, amax can also be learned (``set_learn_amax``): it then
+becomes a parameter under the same name, so checkpoints keep one format.
 
 ``amax`` is a buffer of fixed shape (a scalar, or one value per channel) that holds NaN until
 calibrated, so checkpoints load strictly and an uncalibrated quantizer can never run silently
@@ -14,6 +15,8 @@ with a per-batch range: it raises instead.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -21,6 +24,7 @@ from swin_trt.errors import SwinTrtError
 
 DEFAULT_BITS = 8
 MIN_BITS, MAX_BITS = 4, 8
+AMAX_FLOOR = 1e-8  # the smallest amax kept: any positive scale is exact for an all-zero channel
 
 
 class UncalibratedError(SwinTrtError):
@@ -38,6 +42,29 @@ def integer_range(num_bits: int) -> tuple[int, int]:
     return -(1 << (num_bits - 1)), (1 << (num_bits - 1)) - 1
 
 
+def _quantize_with_mask(x: torch.Tensor, scale: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fake-quantized values and the straight-through mask, written for ``torch.compile``."""
+    return torch.round(x / scale).clamp(qmin, qmax) * scale, x.abs() <= amax
+
+
+@functools.cache
+def compiled_kernel():
+    """:func:`_quantize_with_mask` compiled into one elementwise pass (6 passes and 3 temporaries
+    in eager mode; inductor's C++ kernel divides and rounds exactly as eager does, which the
+    tests check). Inputs are flattened to 1-D (per tensor) or 2-D (per output channel), so two
+    dynamic-shape graphs cover every quantizer."""
+    return torch.compile(_quantize_with_mask, dynamic=True, fullgraph=True)
+
+
+def _fused_forward(x: torch.Tensor, scale: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if amax.numel() == 1:
+        flat = (x.detach().reshape(-1), scale.reshape(()), amax.reshape(()))
+    else:  # per output channel: amax [C, 1, ...] against a weight [C, ...]
+        flat = (x.detach().reshape(x.shape[0], -1), scale.reshape(-1, 1), amax.reshape(-1, 1))
+    values, inside = compiled_kernel()(*flat, qmin, qmax)
+    return values.view(x.shape), inside.view(x.shape)
+
+
 class _FakeQuantize(torch.autograd.Function):
     """``clamp(round(x / s), qmin, qmax) * s`` with the straight-through estimator: the gradient
     passes where |x| <= amax and is zero elsewhere, exactly as pytorch-quantization's
@@ -49,14 +76,53 @@ class _FakeQuantize(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
-        ctx.save_for_backward(x.abs() <= amax)
-        return torch.round(x / scale).clamp_(qmin, qmax).mul_(scale)
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int, fused: bool = False) -> torch.Tensor:
+        if not ctx.needs_input_grad[0]:  # evaluation: no mask (nothing will ask for the gradient)
+            return (x / scale).round_().clamp_(qmin, qmax).mul_(scale)
+        if fused:
+            values, inside = _fused_forward(x, scale, amax, qmin, qmax)
+        else:
+            inside = x.abs() <= amax
+            values = (x / scale).round_().clamp_(qmin, qmax).mul_(scale)
+        ctx.save_for_backward(inside)
+        return values
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (inside,) = ctx.saved_tensors
-        return grad * inside, None, None, None, None
+        # where, not grad * inside: multiplying by a bool mask first copies it to float on the CPU
+        return torch.where(inside, grad, 0.0), None, None, None, None, None
+
+
+class _FakeQuantizeLearnedAmax(torch.autograd.Function):
+    """The same forward as :class:`_FakeQuantize` (the same ops, so the same bits), plus a
+    gradient for amax as in LSQ (Esser et al., "Learned Step Size Quantization", 2020).
+
+    With s = amax / qmax and q = clamp(round(x / s)), ``y = q * s`` gives dy/ds = q - x/s where
+    x is inside ±amax (round passed straight through) and q (the clipped level) outside; dy/damax
+    is that over qmax, scaled by LSQ's 1 / sqrt(values per amax and example * qmax) so that the
+    step size learns at the pace of the weights (per example: a sum over the batch must not
+    change scale with the batch size, or N processes would not train like one). x keeps the
+    clipped straight-through gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int, examples: int) -> torch.Tensor:
+        scale = amax / qmax
+        ctx.save_for_backward(x, amax)
+        ctx.qmin, ctx.qmax, ctx.examples = qmin, qmax, examples
+        return (x / scale).round_().clamp_(qmin, qmax).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, amax = ctx.saved_tensors
+        scale = amax / ctx.qmax
+        inside = x.abs() <= amax
+        scaled = x / scale
+        level = torch.round(scaled).clamp_(ctx.qmin, ctx.qmax)
+        lsq_scale = (x.numel() / ctx.examples / amax.numel() * ctx.qmax) ** -0.5
+        grad_amax = (grad * (level - scaled * inside)).sum_to_size(amax.shape) * (lsq_scale / ctx.qmax)
+        return torch.where(inside, grad, 0.0), grad_amax, None, None, None
 
 
 class TensorQuantizer(nn.Module):
@@ -71,6 +137,7 @@ class TensorQuantizer(nn.Module):
         self.enabled = False
         self.collector = None  # set while calibrating
         self.exporting = False  # set while exporting to ONNX (see swin_trt.onnx.export.export_mode)
+        self.fused = False  # training forward through the compiled one-pass kernel (see compiled_kernel)
         self.export_scale = 0.0  # per-tensor scale as a Python float, for export
         self.scale_dtype: torch.dtype | None = None  # torch.float16 when the deployed graph stores its scales in FP16
         self.register_buffer("amax", torch.full((channels,) if channels else (), float("nan")))
@@ -92,12 +159,28 @@ class TensorQuantizer(nn.Module):
     def calibrated(self) -> bool:
         return bool(torch.isfinite(self.amax).all() and (self.amax > 0).all())
 
+    @property
+    def learn_amax(self) -> bool:
+        return isinstance(self.amax, nn.Parameter)
+
+    def set_learn_amax(self, enabled: bool) -> None:
+        """Make amax a trainable parameter, or a buffer again. The name stays ``amax`` either
+        way, so the state dict (and a checkpoint) has the same keys and loads into a model with
+        fixed scales."""
+        value = self.amax.detach().clone()
+        del self.amax
+        if enabled:
+            self.amax = nn.Parameter(value)
+        else:
+            self.register_buffer("amax", value)
+
+    @torch.no_grad()
     def set_amax(self, amax: torch.Tensor | float) -> None:
         amax = torch.as_tensor(amax, dtype=torch.float32).reshape(self.amax.shape)
         if not torch.isfinite(amax).all():
             raise CalibrationError(f"quantizer {self._name()}: calibration gave amax {amax.flatten()[:4].tolist()} (not finite): check the checkpoint and the calibration data")
         # an all-zero weight channel (e.g. a pruned row) would give scale 0; any positive scale is exact for it
-        self.amax.copy_(torch.where(amax > 0, amax, torch.full_like(amax, 1e-8)))
+        self.amax.copy_(torch.where(amax > 0, amax, torch.full_like(amax, AMAX_FLOOR).to(self.amax.device)))
 
     def scale(self) -> torch.Tensor:
         """amax / qmax, rounded to ``scale_dtype`` when set.
@@ -122,12 +205,24 @@ class TensorQuantizer(nn.Module):
             return self._quantize_dequantize(x)
         if not self.calibrated:
             raise UncalibratedError(f"quantizer {self._name()} is enabled but has no amax: calibrate first (swin-trt calibrate)")
-        amax, scale = self.amax.to(x.device), self.scale().to(x.device)
+        if x.dtype in (torch.float16, torch.bfloat16):
+            # under autocast: round on the float32 grid that evaluation and export use
+            return self._fake_quantize(x.float()).to(x.dtype)
+        return self._fake_quantize(x)
+
+    def _fake_quantize(self, x: torch.Tensor) -> torch.Tensor:
+        amax = self.amax.to(x.device)
         if self.axis is not None:
             shape = [1] * x.ndim
             shape[self.axis % x.ndim] = -1
-            amax, scale = amax.reshape(shape), scale.reshape(shape)
-        return _FakeQuantize.apply(x, scale, amax, self.qmin, self.qmax)
+            amax = amax.reshape(shape)
+        if self.learn_amax and torch.is_grad_enabled():
+            examples = 1 if isinstance(x, nn.Parameter) else x.shape[0]  # a weight is one example; activations lead with the batch
+            return _FakeQuantizeLearnedAmax.apply(x, amax, self.qmin, self.qmax, examples)
+        scale = self.scale().to(x.device)
+        if self.axis is not None:
+            scale = scale.reshape(amax.shape)
+        return _FakeQuantize.apply(x, scale, amax, self.qmin, self.qmax, self.fused)
 
     def _quantize_dequantize(self, x: torch.Tensor) -> torch.Tensor:
         """The same arithmetic as explicit quantize + dequantize ops, which ``torch.onnx``'s

@@ -1,0 +1,133 @@
+"""QAT step time over an FP32 training step, on Swin-T 224 (random weights and images: speed does
+not depend on them).
+
+One step = forward, loss, backward, grad-norm clip, AdamW update. Measured for:
+- FP32: the FP model with cross-entropy;
+- QAT: the fake-quant model (each --int8-mode given), scales fixed;
+- QAT + distillation: the same plus the FP teacher's forward (no grad) and the KL term;
+each QAT kind also with the compiled one-pass fake-quant kernel (``--compile-fake-quant``)
+where torch.compile works (its compile time is excluded: it is paid once per process).
+The kinds are interleaved within each repeat so that machine noise hits them alike; medians of
+the repeats and the median of the per-repeat ratios are reported.
+
+    .venv/bin/python benchmarks/qat_step.py [--batch-size 8 --threads 2 --repeats 5 --int8-mode 1 trt]
+
+Prints a table and saves benchmarks/results/qat_step.json (with the CPU model and ISA flags).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from swin_trt.console import print_table
+from swin_trt.distributed import DistContext
+from swin_trt.loops.distillation import DistillationLoss, StudentTeacherLoss
+from swin_trt.loops.train import optimizer_step, parameter_groups
+from swin_trt.models.swin import build_model
+from swin_trt.models.zoo import get_config
+from swin_trt.provenance import cpu_description, package_versions
+from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
+from swin_trt.quantization.model import quantize_model, use_compiled_kernel
+from swin_trt.quantization.recipes import get_recipe
+
+RESULTS = Path(__file__).resolve().parent / "results" / "qat_step.json"
+TARGET = 1.5
+
+
+def calibrated(fp32: torch.nn.Module, int8_mode: str, images: torch.Tensor) -> torch.nn.Module:
+    model = quantize_model(copy.deepcopy(fp32), get_recipe(int8_mode))
+    histograms, _ = collect_statistics(model, [(images, None)], 1, DistContext())
+    load_calib_amax(model, histograms, "max")
+    return model
+
+
+def stepper(model: torch.nn.Module, loss_fn, images: torch.Tensor, targets: torch.Tensor):
+    optimizer = torch.optim.AdamW(parameter_groups(model, 0.05), lr=1e-6)
+    model.train()
+
+    def step() -> float:
+        start = time.perf_counter()
+        loss = loss_fn(model(images), targets, images)
+        optimizer_step(model, loss, optimizer, 5.0, epoch=0)
+        return time.perf_counter() - start
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="swin_tiny_patch4_window7_224")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5, help="measured steps of each kind (after one warm-up step)")
+    parser.add_argument("--int8-mode", nargs="+", default=["1", "trt"])
+    parser.add_argument("--no-compiled", action="store_true", help="skip the compiled-kernel variants")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = get_config(args.model)
+    images = torch.randn(args.batch_size, 3, config.img_size, config.img_size)
+    targets = torch.randint(0, config.num_classes, (args.batch_size,))
+    fp32 = build_model(config)
+    teacher = copy.deepcopy(fp32).eval().requires_grad_(False)
+
+    def cross_entropy(logits, labels, _images):
+        return F.cross_entropy(logits, labels)
+
+    distill = StudentTeacherLoss(lambda logits, labels: F.cross_entropy(logits, labels), teacher, DistillationLoss(10000.0, 3.0, config.num_classes))
+    kinds = {"fp32": stepper(fp32, cross_entropy, images, targets)}
+    compiled_note = "skipped" if args.no_compiled else None
+    for mode in args.int8_mode:
+        student = calibrated(fp32, mode, images)
+        for kernel in ("eager", "compiled"):
+            if kernel == "compiled":
+                if compiled_note:
+                    continue
+                student = copy.deepcopy(student)
+                compiled_note = use_compiled_kernel(student)
+                if compiled_note:
+                    continue
+            suffix = "" if kernel == "eager" else ", compiled"
+            kinds[f"qat mode {mode}{suffix}"] = stepper(student, cross_entropy, images, targets)
+            kinds[f"qat mode {mode} + distill{suffix}"] = stepper(copy.deepcopy(student), distill, images, targets)
+
+    for step in kinds.values():
+        step()  # warm-up
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for _ in range(args.repeats):
+        for kind, step in kinds.items():
+            times[kind].append(step())
+    ratios = {kind: statistics.median(t / f for t, f in zip(times[kind], times["fp32"])) for kind in kinds if kind != "fp32"}
+
+    results = {
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "step_s_median": {kind: statistics.median(t) for kind, t in times.items()},
+        "step_s_all": times,
+        "ratio_to_fp32_median": ratios,
+        "target_ratio": TARGET,
+        "compiled_kernel": compiled_note or "used",
+        "cpu": cpu_description(),
+        "versions": package_versions(),
+    }
+    rows = [(kind, f"{statistics.median(t):.3f}", "1.00x" if kind == "fp32" else f"{ratios[kind]:.2f}x",
+             "" if kind == "fp32" else ("yes" if ratios[kind] <= TARGET else "no")) for kind, t in times.items()]
+    print_table(f"training step: {args.model}, batch {args.batch_size}, {args.threads} threads, median of {args.repeats} ({results['cpu']['model']})",
+                ("step", "seconds", "/ FP32 step", f"<= {TARGET}x"), rows)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"saved {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

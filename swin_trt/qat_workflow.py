@@ -1,0 +1,223 @@
+"""The QAT pipeline: load a calibrated model (and its teacher), train, evaluate, save.
+
+Calibrate-then-train is the only order: QAT starts from a calibrated checkpoint, keeps its
+scales (unless ``learn_amax``) and saves a calibrated checkpoint in the same format, with the
+QAT provenance added, so ``eval``, ``export``, ``build`` and ``bench`` take it unchanged.
+
+``<output>/<model>_qat_last.pth`` holds the resumable state, rewritten at every epoch end and on
+SIGTERM; the same command run again continues from it (``restart`` starts over), and refuses a
+state made with other settings. ``<output>/<model>_qat.pth`` is the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from swin_trt.api import open_model
+from swin_trt.data.datasets import build_dataset, fingerprint
+from swin_trt.data.loader import build_loader
+from swin_trt.data.resumable import resumable_loader
+from swin_trt.data.transforms import eval_transform, train_transform
+from swin_trt.distributed import DistContext, barrier
+from swin_trt.errors import CheckpointError, SwinTrtError
+from swin_trt.loops import qat as loop
+from swin_trt.loops.distillation import DistillationLoss, StudentTeacherLoss
+from swin_trt.loops.evaluate import evaluate
+from swin_trt.loops.train import distributed_model
+from swin_trt.models.checkpoint import load_state_dict, read_checkpoint, save_checkpoint
+from swin_trt.models.config import ModelConfig
+from swin_trt.models.resolve import check_architecture
+from swin_trt.models.swin import build_model
+from swin_trt.onnx.hashing import file_sha256
+from swin_trt.provenance import package_versions
+from swin_trt.quantization.model import learn_amax, set_precision, use_compiled_kernel
+from swin_trt.settings import QatRecipe
+
+
+@dataclass(frozen=True)
+class QatOutcome:
+    model: nn.Module
+    checkpoint: Path
+    state: Path
+    recipe: QatRecipe
+    progress: loop.QatProgress
+    meta: dict[str, Any]
+
+    @property
+    def top1(self) -> float:
+        return self.progress.history[-1]["top1"]
+
+
+def load_teacher(path: str | Path, config: ModelConfig) -> nn.Module:
+    """The FP teacher, built with the student's config (any supported checkpoint format)."""
+    state, meta = read_checkpoint(path)
+    if "quantization" in meta:
+        raise CheckpointError(f"--teacher {path} is a calibrated checkpoint: pass the FP checkpoint it was calibrated from")
+    check_architecture(config, meta, str(path))
+    teacher = build_model(config)
+    load_state_dict(teacher, state, source=str(path))
+    return teacher
+
+
+def _first_difference(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> str | None:
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            found = _first_difference(old, new, f"{prefix}{key}.")
+            if found:
+                return found
+        elif old != new:
+            return f"{prefix}{key}: {old!r} there, {new!r} now"
+    return None
+
+
+def qat_checkpoint(
+    model: str | None,
+    cfg: str | Path | None,
+    checkpoint: str | Path,
+    data_path: str | Path,
+    use_zip: bool,
+    recipe: QatRecipe,
+    output_dir: str | Path,
+    context: DistContext,
+    int8_mode: str | None = None,
+    teacher: str | Path | None = None,
+    restart: bool = False,
+    workers: int = 2,
+    compile_kernel: bool = False,
+) -> QatOutcome:
+    """Fine-tune the calibrated ``checkpoint`` with ``recipe`` (DDP under torchrun) and save
+    ``<output_dir>/<name>_qat.pth``; resumes from ``<output_dir>/<name>_qat_last.pth`` unless
+    ``restart``. ``compile_kernel`` trains with the compiled fake-quant kernel (the same
+    values, fewer passes over memory), when ``torch.compile`` works here."""
+    loaded = open_model(model, cfg, checkpoint, int8_mode)
+    if not loaded.quantized:
+        raise SwinTrtError(f"{checkpoint} is not a calibrated checkpoint: QAT fine-tunes a calibrated model; "
+                           f"run `swin-trt calibrate --resume {checkpoint}` first and pass its *_calib.pth to --resume")
+    def note(line: str) -> None:
+        if context.is_main:
+            print(f"note: {line}", flush=True)
+
+    if loaded.notice:
+        note(loaded.notice)
+    student = loaded.model
+    config: ModelConfig = student.swin_trt_config
+    stored = loaded.meta["quantization"]
+    recipe = dataclasses.replace(
+        recipe,
+        weight_bits=recipe.weight_bits or stored.get("weight_bits", 8),
+        activation_bits=recipe.activation_bits or stored.get("activation_bits", 8),
+    )
+    set_precision(student, recipe.weight_bits, recipe.activation_bits)
+
+    train_set = build_dataset(data_path, "train", train_transform(config.data), use_zip, config.num_classes)
+    val_set = build_dataset(data_path, "val", eval_transform(config.data), use_zip, config.num_classes)
+    criterion, mixup = loop.make_criterion(config.data.train, config.num_classes, recipe.mixup)
+    if mixup is not None and recipe.batch_size % 2:
+        raise SwinTrtError(f"--batch-size {recipe.batch_size} is odd: mixup/cutmix pairs the images of a batch; use an even size or --no-mixup")
+    if len(train_set) // context.world_size < recipe.batch_size:
+        raise SwinTrtError(f"the train split has {len(train_set)} images, fewer than one batch of {recipe.batch_size} per process: lower --batch-size")
+
+    teacher_model, teacher_name, teacher_sha = None, None, None
+    if recipe.distill:
+        if teacher is not None:
+            teacher_model, teacher_name, teacher_sha = load_teacher(teacher, config), str(teacher), file_sha256(teacher)
+        else:
+            teacher_model, teacher_name = loaded.fp_model(), f"FP weights of {checkpoint}"
+            note(f"distilling from the FP weights stored in {checkpoint} (no --teacher given)")
+        teacher_model.to(context.device).eval().requires_grad_(False)
+    elif teacher is not None:
+        note("--teacher is ignored without --distill (as in the reference)")
+    distillation = DistillationLoss(recipe.distillation_loss_scale, recipe.temperature, config.num_classes) if teacher_model is not None else None
+    loss_fn = StudentTeacherLoss(criterion, teacher_model, distillation)
+
+    settings = {
+        "recipe": recipe.as_dict(),
+        "int8_mode": student.quant_recipe.name,
+        "source_sha256": file_sha256(checkpoint),
+        "teacher_sha256": teacher_sha,
+        "world_size": context.world_size,
+        "data_fingerprint": fingerprint(train_set),
+        "config": config.to_dict(),
+    }
+    output_dir = Path(output_dir)
+    state_path = output_dir / f"{config.name}_qat_last.pth"
+    saved = None
+    if state_path.is_file() and not restart:
+        saved = loop.load_training_state(state_path)
+        difference = _first_difference(saved["settings"], settings)
+        if difference:
+            raise SwinTrtError(f"{state_path} is from a run with other settings ({difference}): repeat that run's settings to continue it, "
+                               "pass --restart to start over, or choose another --output")
+        load_state_dict(student, saved["model"], source=str(state_path))
+        note(f"resuming from {state_path}")
+
+    if recipe.learn_amax:
+        learn_amax(student, True)
+    if compile_kernel:
+        unusable = use_compiled_kernel(student)
+        if unusable:
+            note(f"{unusable}; training with the eager fake-quant kernel")
+    student.to(context.device)
+    loader = resumable_loader(train_set, recipe.batch_size, context, recipe.seed, workers)
+    steps_per_epoch = len(loader)
+    optimizer, scheduler = loop.make_optimizer(student, recipe, context.world_size, recipe.epochs * steps_per_epoch)
+    scaler = torch.amp.GradScaler("cuda") if loop.autocast_dtype(context.device) == torch.float16 else None
+    run = loop.QatRun(student, distributed_model(student, context), loader, optimizer, scheduler, loss_fn, mixup, recipe, context, scaler)
+    val_loader = build_loader(val_set, recipe.batch_size, context, workers=workers)
+
+    def val_top1(network: nn.Module) -> float:
+        return evaluate(network.to(context.device), val_loader, context, description=f"{config.name} val").top1
+
+    if saved is not None:
+        position = run.load_state_dict(saved)
+    else:
+        position = loop.QatProgress(baseline={"fp_top1": val_top1(loaded.fp_model()), "ptq_top1": val_top1(student)})
+
+    def meta_at(at: loop.QatProgress) -> dict[str, Any]:
+        provenance = {
+            "source_checkpoint": str(checkpoint),
+            "source_sha256": settings["source_sha256"],
+            "teacher": teacher_name,
+            "teacher_sha256": teacher_sha,
+            "settings": recipe.as_dict(),
+            "world_size": context.world_size,
+            "global_batch": recipe.batch_size * context.world_size,
+            "peak_lr": recipe.peak_lr(context.world_size),
+            "steps_per_epoch": steps_per_epoch,
+            "precision": str(loop.autocast_dtype(context.device) or torch.float32).removeprefix("torch."),
+            "data_fingerprint": settings["data_fingerprint"],
+            "epochs_done": at.epoch,
+            "losses": [h["loss"] for h in at.history],
+            "val_top1": [h["top1"] for h in at.history],
+            **at.baseline,
+        }
+        quantization = {**stored, "int8_mode": student.quant_recipe.name, "weight_bits": recipe.weight_bits,
+                        "activation_bits": recipe.activation_bits, "qat": provenance}
+        return {"config": config.to_dict(), "quantization": quantization, "versions": package_versions()}
+
+    def save_state(at: loop.QatProgress) -> None:
+        if context.is_main:
+            loop.save_training_state(state_path, student, meta_at(at), settings, run.state_dict(at))
+            if at.step == 0 and at.history:
+                last = at.history[-1]
+                print(f"epoch {last['epoch']}/{recipe.epochs}: loss {last['loss']:.4f}, val top-1 {last['top1']:.2f} %, state saved to {state_path}", flush=True)
+        barrier(context)
+
+    with loop.stop_on_sigterm() as stop:
+        position = loop.fit(run, position, lambda: val_top1(student), save_state, stop)
+
+    if recipe.learn_amax:
+        learn_amax(student, False)
+    meta = meta_at(position)
+    result = output_dir / f"{config.name}_qat.pth"
+    if context.is_main:
+        save_checkpoint(result, student, meta)
+    barrier(context)
+    return QatOutcome(student.eval(), result, state_path, recipe, position, meta)

@@ -1,0 +1,348 @@
+"""QAT: the loss, learned scales, schedules, resumable data, and `swin-trt qat` end to end
+(refusals, result format, kill-and-resume, 2 ranks vs 1, the seed's launch lines)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+import swin_trt
+from swin_trt.data.resumable import ResumableSampler, SeededDataset
+from swin_trt.distributed import DistContext
+from swin_trt.loops.distillation import DistillationLoss
+from swin_trt.loops.qat import lr_factor, make_criterion, make_optimizer
+from swin_trt.models.config import ModelConfig, TrainAugment, config_from_yaml
+from swin_trt.models.zoo import get_config
+from swin_trt.quantization.model import learn_amax, quantize_model, use_compiled_kernel
+from swin_trt.quantization.quantizer import TensorQuantizer
+from swin_trt.quantization.recipes import get_recipe
+from swin_trt.settings import CalibrationRequest, QatRecipe
+from swin_trt.workflows import calibrate_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def _swin_trt(*args, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "swin_trt", *map(str, args)], cwd=REPO, env=ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def _finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=900)
+    return process.returncode, out, err
+
+
+@pytest.fixture(scope="module")
+def tiny_digits(digits_dir, tmp_path_factory) -> Path:
+    """24 train and 8 val images per class from the digits set: QAT runs of a few steps."""
+    root = tmp_path_factory.mktemp("tiny") / "digits"
+    for split, count in (("train", 24), ("val", 8)):
+        for class_dir in sorted((digits_dir / split).iterdir()):
+            target = root / split / class_dir.name
+            target.mkdir(parents=True)
+            for image in sorted(class_dir.iterdir())[:count]:
+                shutil.copy(image, target / image.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def calibrated(trained_micro, digits_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("calib")
+    return calibrate_checkpoint(None, None, trained_micro.checkpoint, digits_dir, False, CalibrationRequest(int8_mode="1"), out, DistContext(), workers=0).checkpoint
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return swin_trt.read_checkpoint(path)[0]
+
+
+# ---- pieces -------------------------------------------------------------------------------------
+
+
+def test_distillation_loss_is_the_references_exactly():
+    """The reference: scale * KLDivLoss()(log_softmax(s/T), softmax(t/T)), element mean (1000 classes)."""
+    torch.manual_seed(0)
+    student, teacher = torch.randn(16, 1000) * 3, torch.randn(16, 1000) * 3
+    with pytest.warns(UserWarning, match="reduction: 'mean'"):
+        reference = 10000 * torch.nn.KLDivLoss(reduction="mean")(F.log_softmax(student / 3, dim=1), F.softmax(teacher / 3, dim=1))
+    ours = DistillationLoss(10000.0, 3.0, num_classes=1000)(student, teacher)
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-5)
+    batch_mean_kl = F.kl_div(F.log_softmax(student / 3, dim=1), F.softmax(teacher / 3, dim=1), reduction="batchmean")
+    assert ours.item() == pytest.approx(10 * batch_mean_kl.item(), rel=1e-5)  # 10000 / 1000 classes
+    assert DistillationLoss(10000.0, 3.0, 1000)(teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_learned_amax_keeps_forward_and_format_and_lowers_error():
+    torch.manual_seed(0)
+    x = torch.randn(4096, 8)
+    fixed = TensorQuantizer(8, axis=1)
+    fixed.enabled = True
+    fixed.set_amax(torch.full((8,), 0.5))  # far too narrow: clipping dominates the error
+    learned = TensorQuantizer(8, axis=1)
+    learned.enabled = True
+    learned.load_state_dict(fixed.state_dict())
+    learned.set_learn_amax(True)
+    assert set(learned.state_dict()) == set(fixed.state_dict()) == {"amax"}
+    assert [name for name, _ in learned.named_parameters()] == ["amax"]
+    assert torch.equal(learned(x), fixed(x))  # the same forward, bit for bit
+    x_grad = x.clone().requires_grad_()
+    learned(x_grad).sum().backward()
+    assert torch.equal(x_grad.grad, (x.abs() <= 0.5).float())  # STE clipped at amax, unchanged
+
+    optimizer = torch.optim.Adam(learned.parameters(), lr=0.05)
+    before = F.mse_loss(fixed(x), x).item()
+    for _ in range(60):
+        optimizer.zero_grad()
+        F.mse_loss(learned(x), x).backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = F.mse_loss(learned(x), x).item()
+    assert after < 0.2 * before and (learned.amax > 1.0).all()
+    learned.set_learn_amax(False)
+    assert "amax" in dict(learned.named_buffers()) and not list(learned.parameters())
+
+
+def test_quantizer_rounds_in_float32_under_autocast():
+    quantizer = TensorQuantizer()
+    quantizer.enabled = True
+    quantizer.set_amax(3.0)
+    x = torch.randn(256, 64).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = quantizer(x)
+    assert y.dtype == torch.bfloat16 and torch.equal(y, quantizer(x.float()).bfloat16())
+
+
+def test_compiled_kernel_trains_on_the_same_values_and_mask():
+    model = quantize_model(swin_trt.build_model(get_config("swin_micro")), get_recipe("trt"))
+    unusable = use_compiled_kernel(model)
+    if unusable:
+        pytest.skip(unusable)
+    eager, fused = TensorQuantizer(), TensorQuantizer(6, axis=0)
+    for quantizer, amax in ((eager, 0.5), (fused, torch.linspace(0.2, 0.7, 6))):
+        quantizer.enabled = True
+        quantizer.set_amax(amax)
+    scale = torch.tensor(0.5) / 127
+    ties = (torch.arange(-140, 140) + 0.5) * scale  # exact halves of a step, and past +-amax
+    for quantizer, x in ((eager, ties), (eager, torch.randn(6, 5, 7).transpose(0, 2)), (fused, torch.randn(6, 33))):
+        outputs = []
+        for quantizer.fused in (False, True):
+            leaf = x.clone().requires_grad_()
+            y = quantizer(leaf)
+            y.backward(torch.ones_like(y))
+            outputs.append((y.detach(), leaf.grad))
+        quantizer.fused = False
+        assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])
+
+
+def test_learn_amax_only_for_enabled_quantizers():
+    model = quantize_model(swin_trt.build_model(get_config("swin_micro")), get_recipe("2"))
+    names = learn_amax(model, True)
+    assert names and all(model.get_submodule(n).enabled for n in names)
+    assert not any(n.endswith("fc2.output_quantizer") for n in names)  # disabled in mode 2: stays a buffer
+    assert sorted(learn_amax(model, False)) == sorted(names)
+
+
+def test_lr_schedules():
+    recipe = QatRecipe(qat_lr=1e-5, batch_size=128, lr_schedule="constant")
+    model = torch.nn.Linear(4, 4)
+    optimizer, scheduler = make_optimizer(model, recipe, world_size=4, total_steps=10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == [pytest.approx(1e-5)] * 10  # the reference: qat-lr x 128 x 4 / 512
+    factor = lr_factor(QatRecipe(lr_schedule="cosine", warmup_fraction=0.1, min_lr_ratio=0.01), 100)
+    values = [factor(step) for step in range(100)]
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0) and max(values) == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(values[9:], values[10:])) and values[-1] < 0.02
+
+
+def test_mixup_config_fields(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text((REPO / "configs" / "swin_micro.yaml").read_text().replace("AUG:\n", "AUG:\n  MIXUP: 0.0\n  CUTMIX: 0.0\n  CUTMIX_MINMAX: [0.2, 0.8]\n")
+                    .replace("MODEL:\n", "MODEL:\n  LABEL_SMOOTHING: 0.2\n"))
+    augment = config_from_yaml(path).data.train
+    assert (augment.mixup, augment.cutmix, augment.cutmix_minmax, augment.label_smoothing) == (0.0, 0.0, (0.2, 0.8), 0.2)
+    assert augment.mixup_active  # CUTMIX_MINMAX alone turns it on, as in the original
+    config = get_config("swin_micro")
+    assert ModelConfig.from_dict(config.to_dict()) == config and config.data.train.mixup == 0.8  # the original's defaults
+    criterion, mixup = make_criterion(TrainAugment(), 10, use_mixup=True)
+    assert isinstance(criterion, SoftTargetCrossEntropy) and mixup is not None
+    criterion, mixup = make_criterion(TrainAugment(), 10, use_mixup=False)
+    assert isinstance(criterion, LabelSmoothingCrossEntropy) and mixup is None
+    criterion, _ = make_criterion(TrainAugment(label_smoothing=0.0, mixup=0.0, cutmix=0.0), 10, use_mixup=True)
+    assert type(criterion) is torch.nn.CrossEntropyLoss
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("AUG:\n  MIXUP_MODE: rows\n")
+    with pytest.raises(swin_trt.SwinTrtError, match="MIXUP_MODE"):
+        config_from_yaml(bad)
+
+
+def test_resumable_sampler_orders_and_shards():
+    data = list(range(103))
+    one = ResumableSampler(data, DistContext(), seed=5)
+    one.set_epoch(2)
+    order = [index for _, index in one]
+    assert sorted(order) == data and {epoch for epoch, _ in one} == {2}
+    one.set_epoch(2, skip=40)
+    assert [index for _, index in one] == order[40:] and len(one) == 63
+    one.set_epoch(3)
+    assert [index for _, index in one] != order
+    shards = []
+    for rank in range(2):
+        sampler = ResumableSampler(data, DistContext(rank=rank, world_size=2), seed=5)
+        sampler.set_epoch(2)
+        shards.append([index for _, index in sampler])
+    # step i of 2 ranks with batch 8 each holds the images of step i of one process with batch 16
+    for step in range(6):
+        assert sorted(shards[0][8 * step:8 * step + 8] + shards[1][8 * step:8 * step + 8]) == sorted(order[16 * step:16 * step + 16])
+
+
+class _RandomDraws(torch.utils.data.Dataset):
+    """Each item is a fresh draw from torch's generator, as an augmentation would make."""
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.rand(3)
+
+
+def test_seeded_augmentation_depends_only_on_seed_epoch_index():
+    draws = SeededDataset(_RandomDraws(), seed=1)
+    first = draws[(0, 7)]
+    draws[(0, 3)], draws[(1, 7)]  # other items in between change nothing
+    assert torch.equal(draws[(0, 7)], first)
+    assert not torch.equal(draws[(1, 7)], first) and not torch.equal(draws[(0, 6)], first)
+
+
+# ---- the command ------------------------------------------------------------------------------
+
+
+def test_uncalibrated_checkpoint_is_refused(run_cli, trained_micro, tiny_digits, tmp_path):
+    code, _, err = run_cli("qat", "--resume", trained_micro.checkpoint, "--data-path", tiny_digits, "--output", tmp_path / "out", "--workers", "0")
+    assert code == 2
+    assert err.count("\n") == 1 and "is not a calibrated checkpoint" in err and "swin-trt calibrate" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_result_is_a_calibrated_checkpoint_that_evaluates_and_exports(run_cli, calibrated, trained_micro, tiny_digits, tmp_path):
+    out = tmp_path / "qat"
+    code, stdout, err = run_cli("qat", "--resume", calibrated, "--teacher", trained_micro.checkpoint, "--distill", "--num-epochs", "1",
+                                "--batch-size", "32", "--qat-lr", "1e-4", "--data-path", tiny_digits, "--output", out, "--workers", "0",
+                                "--json", tmp_path / "qat.json")
+    assert code == 0, err
+    result = json.loads((tmp_path / "qat.json").read_text())
+    assert set(result) == {"checkpoint", "top1", "ptq_top1", "fp_top1"}
+    assert "FP32 / PTQ / QAT" in stdout
+    _, meta = swin_trt.read_checkpoint(result["checkpoint"])
+    qat = meta["quantization"]["qat"]
+    assert meta["quantization"]["int8_mode"] == "1" and meta["quantization"]["weight_bits"] == 8
+    assert qat["teacher"] == str(trained_micro.checkpoint) and len(qat["teacher_sha256"]) == 64
+    assert qat["settings"]["distill"] and qat["epochs_done"] == 1 and len(qat["losses"]) == 1
+    assert qat["steps_per_epoch"] == 240 // 32 and qat["peak_lr"] == pytest.approx(1e-4 * 32 / 512)
+    assert not torch.equal(_weights(result["checkpoint"])["layers.0.blocks.0.mlp.fc1.weight"], _weights(calibrated)["layers.0.blocks.0.mlp.fc1.weight"])
+
+    code, _, err = run_cli("eval", "--resume", result["checkpoint"], "--data-path", tiny_digits, "--workers", "0", "--json", tmp_path / "eval.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "eval.json").read_text())["top1"] == pytest.approx(result["top1"])
+    code, _, err = run_cli("export", "--resume", result["checkpoint"], "--output", tmp_path / "qat.onnx", "--json", tmp_path / "export.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "export.json").read_text())["q_nodes"] > 0
+
+    # the same command again: already complete, nothing retrained; other settings: refused
+    code, _, err = run_cli("qat", "--resume", calibrated, "--teacher", trained_micro.checkpoint, "--distill", "--num-epochs", "1",
+                           "--batch-size", "32", "--qat-lr", "1e-4", "--data-path", tiny_digits, "--output", out, "--workers", "0")
+    assert code == 0, err
+    code, _, err = run_cli("qat", "--resume", calibrated, "--teacher", trained_micro.checkpoint, "--distill", "--num-epochs", "1",
+                           "--batch-size", "32", "--qat-lr", "2e-4", "--data-path", tiny_digits, "--output", out, "--workers", "0")
+    assert code == 2 and "other settings" in err and "qat_lr" in err and "--restart" in err
+
+
+def test_kill_and_resume_is_bit_identical(calibrated, tiny_digits, tmp_path):
+    """SIGKILL after epoch 1, and SIGTERM inside epoch 2, each resumed: the same weights as one run."""
+    common = ("qat", "--resume", calibrated, "--distill", "--num-epochs", "3", "--batch-size", "32", "--qat-lr", "2e-4",
+              "--data-path", tiny_digits, "--workers", "0")
+    code, _, err = _finish(_swin_trt(*common, "--output", tmp_path / "whole"))
+    assert code == 0, err[-2000:]
+    reference = _weights(tmp_path / "whole" / "swin_micro_qat.pth")
+
+    for signum, name in ((signal.SIGKILL, "killed"), (signal.SIGTERM, "terminated")):
+        process = _swin_trt(*common, "--output", tmp_path / name)
+        for line in process.stdout:
+            if line.startswith("epoch 1/3"):
+                process.send_signal(signum)
+                break
+        code, _, err = _finish(process)
+        state = torch.load(tmp_path / name / "swin_micro_qat_last.pth", weights_only=True)
+        if signum == signal.SIGTERM:
+            assert code == 143 and "stopped by SIGTERM" in err
+            assert state["progress"]["epoch"] == 1 and state["progress"]["step"] >= 1  # saved inside epoch 2
+        else:
+            assert code == -signal.SIGKILL and state["progress"] == {**state["progress"], "epoch": 1, "step": 0}
+        assert not (tmp_path / name / "swin_micro_qat.pth").exists()
+        code, out, err = _finish(_swin_trt(*common, "--output", tmp_path / name))
+        assert code == 0 and "resuming from" in out, err[-2000:]
+        resumed = _weights(tmp_path / name / "swin_micro_qat.pth")
+        assert resumed.keys() == reference.keys()
+        for key, value in reference.items():  # bit for bit (disabled quantizers hold NaN amax: equal_nan)
+            torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, equal_nan=True, msg=f"{name}: {key}")
+
+
+def test_two_ranks_equal_one_rank_on_the_same_global_batch(calibrated, tiny_digits, tmp_path):
+    cfg = yaml.safe_load((REPO / "configs" / "swin_micro.yaml").read_text())
+    cfg["MODEL"]["DROP_PATH_RATE"] = 0.0  # per-image random depth would differ between the runs
+    (tmp_path / "micro.yaml").write_text(yaml.safe_dump(cfg))
+    common = ("--resume", calibrated, "--cfg", tmp_path / "micro.yaml", "--num-epochs", "1", "--no-mixup", "--distill", "--learn-amax",
+              "--qat-lr", "2e-4", "--data-path", tiny_digits, "--workers", "0")
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "swin_trt", "qat",
+                          *map(str, common), "--batch-size", "16", "--output", tmp_path / "two"], capture_output=True, text=True, env=ENV, cwd=REPO, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    code, _, err = _finish(_swin_trt("qat", *common, "--batch-size", "32", "--output", tmp_path / "one"))
+    assert code == 0, err[-2000:]
+    two, one = (swin_trt.read_checkpoint(tmp_path / d / "swin_micro_qat.pth") for d in ("two", "one"))
+    assert two[1]["quantization"]["qat"]["steps_per_epoch"] == one[1]["quantization"]["qat"]["steps_per_epoch"] == 240 // 32
+    assert two[1]["quantization"]["qat"]["world_size"] == 2
+    start = _weights(calibrated)
+    trained = [k for k in start if torch.isfinite(start[k]).all()]  # weights and the amax of enabled quantizers (disabled: NaN)
+    assert any(not torch.equal(one[0][k], start[k]) for k in trained if k.endswith("amax"))  # --learn-amax trained the scales
+    update_one, update_two = (torch.cat([(run[0][k] - start[k]).flatten() for k in trained]) for run in (one, two))
+    # Float summation order differs (DDP averages two half-batch gradients); the fake-quant forward is
+    # discontinuous, so such differences grow step by step, slowly at this learning rate (one step: 3e-5).
+    assert update_one.abs().max() > 1e-5
+    assert (update_one - update_two).norm() < 0.01 * update_one.norm()
+    assert two[1]["quantization"]["qat"]["losses"] == pytest.approx(one[1]["quantization"]["qat"]["losses"], rel=1e-4)
+
+
+def test_seed_launch_lines(trained_micro, tiny_digits, tmp_path):
+    """The seed README's calibrate, evaluate and QAT lines, through main.py, with the micro YAML."""
+    launch = [sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node", "1", "--master_port", "29541", "main.py"]
+    cfg = ("--cfg", "configs/swin_micro.yaml", "--data-path", str(tiny_digits))
+    calib = tmp_path / "calib-checkpoint"
+    lines = [
+        ["--calib", *cfg, "--resume", str(trained_micro.checkpoint), "--num-calib-batch", "4", "--calib-batchsz", "8", "--int8-mode", "1",
+         "--calib-output-path", str(calib)],
+        ["--eval", *cfg, "--resume", str(calib / "swin_micro_calib.pth"), "--int8-mode", "1", "--batch-size", "128"],
+        ["--train", *cfg, "--resume", str(calib / "swin_micro_calib.pth"), "--quant-mode", "ft2", "--teacher", str(trained_micro.checkpoint),
+         "--output", str(tmp_path / "qat-output"), "--distill", "--int8-mode", "1", "--batch-size", "32", "--num-epochs", "1", "--qat-lr", "1e-5",
+         "--distillation_loss_scale", "10000", "--json", str(tmp_path / "qat.json")],
+    ]
+    for line in lines:
+        run = subprocess.run(launch + line, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=900)
+        assert run.returncode == 0, (line[0], run.stderr[-2000:])
+    assert "--quant-mode ft2 is ignored" in run.stdout
+    result = json.loads((tmp_path / "qat.json").read_text())
+    assert Path(result["checkpoint"]) == tmp_path / "qat-output" / "swin_micro_qat.pth"
+    assert swin_trt.read_checkpoint(result["checkpoint"])[1]["quantization"]["qat"]["settings"]["distillation_loss_scale"] == 10000
