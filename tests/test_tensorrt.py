@@ -27,7 +27,7 @@ from swin_trt.onnx.tensorrt import hoist_transposes_above_qdq, lint
 from swin_trt.quantization.model import named_quantizers, set_scale_dtype
 from swin_trt.quantization.quantizer import TensorQuantizer
 from swin_trt.runtimes import onnxruntime as ort_runtime
-from swin_trt.runtimes import open_engine
+from swin_trt.runtimes import open_engine, source_record
 from swin_trt.runtimes import tensorrt as trt_runtime
 from swin_trt.settings import CalibrationRequest
 from swin_trt.workflows import calibrate_checkpoint, export_checkpoint
@@ -474,6 +474,10 @@ class _Recorder:
 
         return Profile()
 
+    def ModifyNetworkOutputs(self, network, outputs):  # noqa: N802
+        self.calls["modify_outputs"] = outputs
+        return network
+
     def CreateConfig(self, **options):  # noqa: N802
         self.calls["config"] = options
         return "config"
@@ -514,9 +518,91 @@ def test_build_plumbing_with_stand_ins(stand_in_tensorrt, tmp_path):
     assert calls["config"]["memory_pool_limits"] == {"WORKSPACE": 512 << 20} and calls["build"][2] == str(tmp_path / "t.cache")
     assert (tmp_path / "out" / "m.plan").read_bytes() == b"serialized engine"
     assert json.loads((tmp_path / "out" / "m.json").read_text()) == details
-    assert (details["backend"], details["model"], details["int8_mode"], details["tensorrt_version"], details["gpu"]) == (
-        "tensorrt", "swin_micro", "trt", "11.1.0", {"name": "Stand-in GPU", "compute_capability": "9.0"})
-    assert details["source_onnx_sha256"] and details["build"]["strongly_typed"] and not details["build"]["explicit_batch"]
+    assert (details["backend"], details["model"], details["int8_mode"], details["precision"], details["tensorrt_version"], details["gpu"]) == (
+        "tensorrt", "swin_micro", "trt", "fp16", "11.1.0", {"name": "Stand-in GPU", "compute_capability": "9.0"})
+    assert details["build"]["strongly_typed"] and not details["build"]["explicit_batch"]
+    assert {k: details[k] for k in source_record(source)} == source_record(source)  # the provenance chain's link, as every backend writes it
+    assert details["source_onnx"] == str(source.resolve())
+
+
+def test_debug_engine_marks_the_exposed_tensors_and_keeps_the_logits(stand_in_tensorrt, monkeypatch, tmp_path):
+    """``bench --localize`` on TensorRT: which tensors the debug engine marks, the profile it is
+    built with, and the runner's dict. Stand-ins for TensorRT, Polygraphy's loaders and the
+    deserialized debug engine (``_StandInExecution``): nothing here runs TensorRT."""
+    assert trt_runtime.outputs_to_mark(["a", "b", "a"], ["logits", "b"]) == ["a", "b", "logits"]
+    source = tmp_path / "m.onnx"
+    onnx.save(_model([helper.make_node("Relu", ["images"], ["a"]), helper.make_node("Neg", ["a"], ["b"]), helper.make_node("Abs", ["b"], ["logits"])],
+                     [("images", TensorProto.FLOAT, ["batch", 3, 8, 8])], [("logits", TensorProto.FLOAT, ["batch", 3, 8, 8])], []), source)
+
+    class _StandInExecution:
+        """Stands for a deserialized debug engine: returns each output as the FP16 CUDA tensor
+        TensorRT would (here on the CPU), shaped like the input."""
+
+        def __init__(self, plan, label):
+            assert plan == b"serialized engine" and "debug engine" in str(label)
+
+        def run(self, images):
+            return {name: (images * k).half() for k, name in enumerate(("logits", "b", "a"), start=1)}
+
+    monkeypatch.setattr(trt_runtime, "Execution", _StandInExecution)
+    details = {"build": {"max_shape": [16, 3, 8, 8], "timing_cache": str(tmp_path / "t.cache"), "builder_optimization_level": 3, "workspace_mib": None}}
+    runner = trt_runtime.intermediate_outputs(source, ["b", "a"], details)
+    calls = stand_in_tensorrt.calls
+    assert calls["modify_outputs"] == ["b", "a", "logits"] and calls["network"] == (str(source), True)
+    assert calls["profile"] == ("images", (1, 3, 8, 8), (16, 3, 8, 8), (16, 3, 8, 8))  # from batch 1 to the engine's own maximum
+    assert calls["config"]["builder_optimization_level"] == 3 and calls["config"]["load_timing_cache"] == str(tmp_path / "t.cache")
+    images = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    exposed = runner(images)
+    assert list(exposed) == ["b", "a"]  # the names asked for, in that order, without the logits
+    assert all(v.dtype == np.float32 and v.shape == images.shape for v in exposed.values())
+    assert np.array_equal(exposed["a"], (torch.from_numpy(images) * 3).half().float().numpy())
+
+
+class _StandInContext:
+    """Stands for ``IExecutionContext`` on CPU tensors: resolves each output's shape from the
+    input shape, records the bound addresses, and on ``execute_async_v3`` writes input x (k + 1)
+    into the k-th output through its address (as the engine writes device memory)."""
+
+    def __init__(self, accept_shape=True, enqueue=True):
+        self.accept_shape, self.enqueue, self.addresses, self.shape, self.stream = accept_shape, enqueue, {}, None, None
+
+    def set_input_shape(self, name, shape):
+        self.shape = shape
+        return self.accept_shape
+
+    def get_tensor_shape(self, name):
+        return (self.shape[0], 10) if name == "logits" else self.shape
+
+    def set_tensor_address(self, name, address):
+        self.addresses[name] = address
+
+    def execute_async_v3(self, stream):
+        import ctypes
+
+        self.stream = stream
+        count = int(np.prod(self.shape))
+        source = np.ctypeslib.as_array((ctypes.c_float * count).from_address(self.addresses["images"]))
+        for k, name in enumerate(n for n in self.addresses if n != "images"):
+            size = self.shape[0] * 10 if name == "logits" else count
+            target = np.ctypeslib.as_array((ctypes.c_float * size).from_address(self.addresses[name]))
+            target[:] = source[:size] * (k + 1)
+        return self.enqueue
+
+
+def test_execute_binds_inputs_and_outputs_by_address():
+    """The I/O binding of the runner with a stand-in context (``_StandInContext``, not TensorRT):
+    outputs are allocated per the context's shapes on the input's device, bound by address, and
+    written in place; a refused shape or enqueue is one line."""
+    context = _StandInContext()
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    outputs = trt_runtime.execute(context, "images", images, {"exposed": torch.float32, "logits": torch.float32}, stream=7)
+    assert context.stream == 7 and context.addresses["images"] == images.data_ptr()
+    assert outputs["exposed"].shape == images.shape and outputs["logits"].shape == (2, 10)
+    assert torch.equal(outputs["exposed"], images) and torch.equal(outputs["logits"], 2 * images.flatten()[:20].reshape(2, 10))
+    with pytest.raises(SwinTrtError, match="does not fit the engine's optimisation profile"):
+        trt_runtime.execute(_StandInContext(accept_shape=False), "images", images, {"logits": torch.float32}, stream=0)
+    with pytest.raises(SwinTrtError, match="could not enqueue"):
+        trt_runtime.execute(_StandInContext(enqueue=False), "images", images, {"logits": torch.float32}, stream=0)
 
 
 def test_failed_build_is_one_line_and_leaves_no_file(stand_in_tensorrt, run_cli, tmp_path):

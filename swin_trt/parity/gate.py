@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from swin_trt.errors import SwinTrtError
+
 if TYPE_CHECKING:  # only for the annotation: this module stays light for `swin-trt bench --help`
     from swin_trt.parity.compare import ParityReport
 
@@ -22,6 +24,8 @@ DEFAULT_MAX_REL_ERROR = 0.5
 DEFAULT_MAX_REL_ERROR_P95 = 1.2
 DEFAULT_MIN_AGREEMENT = 99.0
 DEFAULT_MAX_TOP1_DROP = 0.5
+FP16_MAX_REL_ERROR = 1.5
+FP16_MAX_REL_ERROR_P95 = 3.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,17 @@ class Bounds:
 
 
 DEFAULTS = Bounds().as_json()
+# FP16 graphs: see the module docstring and docs/parity.md ("FP16 graphs") for why and how these were measured
+FP16_BOUNDS = Bounds(max_rel_error=FP16_MAX_REL_ERROR, max_rel_error_p95=FP16_MAX_REL_ERROR_P95)
+BY_PRECISION = {"fp32": Bounds(), "fp16": FP16_BOUNDS}
+
+
+def default_bounds(precision: str) -> Bounds:
+    """The default bounds for an engine whose graph computes in ``precision`` (the ``precision``
+    its sidecar records: ``fp32`` or ``fp16``)."""
+    if precision not in BY_PRECISION:
+        raise SwinTrtError(f"the engine's graph records precision {precision!r}; the gate has default bounds for {' and '.join(BY_PRECISION)} graphs")
+    return BY_PRECISION[precision]
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,10 @@ def _recording_fp32(fakequant: torch.nn.Module) -> tuple[torch.nn.Module, dict[s
     return fp32, recorders
 
 
+def _host(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.float().cpu().numpy()
+
+
 def _rows(name: str, value: np.ndarray, images: int) -> np.ndarray:
     """One row per image; a weight has no image axis (one row). Swin's window partition keeps
     the batch outermost, so an attention tensor's first axis is images x windows."""
@@ -125,13 +129,14 @@ def localize(fakequant: torch.nn.Module, engine, onnx_path: str | Path, images: 
         onnx_path, [points[name] for name in compared], engine.details)
     errors: dict[str, list[np.ndarray]] = {name: [] for name in [*compared, ENGINE_LOGITS]}
     max_diff = dict.fromkeys(errors, 0.0)
-    for chunk in images.split(CHUNK):
+    device = next(fakequant.parameters()).device  # the references run where bench put them (the GPU of the CUDA evaluator)
+    for chunk in images.cpu().split(CHUNK):
         exposed = run_graph(chunk.numpy())
         with _captured(fakequant, set(compared)) as reference:
-            reference_logits = fakequant(chunk).numpy()
-        fp32_logits = fp32(chunk).numpy()
-        triples = {name: (exposed[points[name]], reference[name].float().numpy(), recorders[name].value.float().numpy()) for name in compared}
-        triples[ENGINE_LOGITS] = (engine(chunk.numpy()), reference_logits, fp32_logits)
+            reference_logits = _host(fakequant(chunk.to(device)))
+        fp32_logits = _host(fp32(chunk.to(device)))
+        triples = {name: (exposed[points[name]], _host(reference[name]), _host(recorders[name].value)) for name in compared}
+        triples[ENGINE_LOGITS] = (_host(engine.run(chunk.to(engine.device))), reference_logits, fp32_logits)
         for name, (got, want, fp) in triples.items():
             if got.size != want.size:
                 raise SwinTrtError(f"localize: {name} has shape {got.shape} in the graph and {tuple(want.shape)} in the reference")
