@@ -24,6 +24,7 @@ from swin_trt.models.config import ModelConfig
 from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import get_config
 from swin_trt.parity.compare import ParityReport, compare
+from swin_trt.parity.conformance import mismatches
 from swin_trt.parity.gate import DEFAULT_MAX_REL_ERROR, Bounds, Verdict, default_bounds, judge
 from swin_trt.parity.localize import Localization, localize
 from swin_trt.parity.provenance import Provenance, require, trace
@@ -262,6 +263,7 @@ class BenchOutcome:
     bounds: Bounds | None  # None: --no-gate
     precision: str  # of the engine's graph, which chose the default bounds
     device: torch.device  # where the references ran
+    graph_mismatches: list[str] | None  # quantizers where the engine's graph is not the reference (None: no graph to compare)
     sweep: list[SweepPoint] | None = None
     baseline_sweep: list[SweepPoint] | None = None  # the FP16 (or FP32) engine of the same model
 
@@ -336,6 +338,7 @@ def bench_engine(
     dataset = build_dataset(data_path, "val", uint8_eval_transform(config.data), use_zip, config.num_classes)
     loader = build_loader(dataset, batch_size, DistContext(device=where), workers=workers)
     normalize = Normalize(config.data).to(where)
+    graph_mismatches = mismatches(loaded.model, graph) if graph is not None else None
     report = compare(loaded.fp_model(), loaded.model, engine, loader, max_batches, where, normalize)
     localization = None
     if localize_images:
@@ -343,4 +346,4 @@ def bench_engine(
         localization = localize(loaded.model, engine, graph, images, bounds.max_rel_error if bounds and bounds.max_rel_error is not None else DEFAULT_MAX_REL_ERROR)
     sweeps = [sweep(timed, image_shape, sweep_batches, label=str(path)) if timed is not None and sweep_batches else None
               for timed, path in ((engine, engine_path), (baseline, baseline_engine))]
-    return BenchOutcome(report, engine, provenance, judge(report, bounds), localization, bounds, precision, where, *sweeps)
+    return BenchOutcome(report, engine, provenance, judge(report, bounds, graph_mismatches), localization, bounds, precision, where, graph_mismatches, *sweeps)

@@ -22,6 +22,7 @@ BOUND_FLAGS = (
     ("max_rel_error_p95", "--max-rel-error-p95", "R", "95th percentile of r"),
     ("min_agreement", "--min-agreement", "PCT", "argmax agreement engine vs fake-quant, %%"),
     ("max_top1_drop", "--max-top1-drop", "PT", "engine top-1 below fake-quant top-1, points"),
+    ("max_graph_mismatches", "--max-graph-mismatches", "N", "quantizers whose placement or scale in the engine's graph is not the reference's"),
 )
 
 
@@ -105,8 +106,10 @@ def run(args: argparse.Namespace) -> int:
         **(bounds.as_json() if bounds is not None else dict.fromkeys(DEFAULTS)),
         "passed": verdict.passed, "failed": list(verdict.failed),
         "provenance": outcome.provenance.label, "engine_backend": details.get("backend"), "engine_mode": details.get("ort_mode"),
-        "engine_precision": outcome.precision, "device": str(outcome.device),
+        "engine_precision": outcome.precision, "device": str(outcome.device), "graph_mismatches": outcome.graph_mismatches,
     }
+    if outcome.graph_mismatches:
+        print(f"graph vs reference: {len(outcome.graph_mismatches)} quantizers differ:", *outcome.graph_mismatches[:5], sep="\n  ")
     if outcome.sweep is not None:
         result["sweep"] = _report_sweep(outcome, args.engine, args.baseline_engine)
     if outcome.localization is not None:

@@ -12,6 +12,7 @@ Argmax agreement and top-1 drop stay as further bounds: they are what a user rea
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ class Bounds:
     max_rel_error_p95: float | None = DEFAULT_MAX_REL_ERROR_P95  # on the 95th percentile
     min_agreement: float | None = DEFAULT_MIN_AGREEMENT  # argmax agreement, %
     max_top1_drop: float | None = DEFAULT_MAX_TOP1_DROP  # fake-quant top-1 minus engine top-1, points
+    max_graph_mismatches: float | None = 0  # quantizers whose placement or scale in the engine's graph is not the reference's
 
     def as_json(self) -> dict[str, float | None]:
         return dict(self.__dict__)
@@ -62,14 +64,21 @@ class Verdict:
     failed: tuple[str, ...]  # the failed bounds' names (the JSON keys)
 
 
-def judge(report: ParityReport, bounds: Bounds | None) -> Verdict:
+def judge(report: ParityReport, bounds: Bounds | None, graph_mismatches: Sequence[str] | None) -> Verdict:
     """Check every enabled bound; ``bounds=None`` (``--no-gate``) or all bounds off gates nothing.
 
-    A figure that could not be measured (no images) fails its bound instead of passing it.
+    ``graph_mismatches`` are the quantizers where the engine's graph differs from the reference
+    (:func:`swin_trt.parity.conformance.mismatches`), None when the graph could not be compared.
+    A figure that could not be measured (no images, no graph) fails its bound instead of passing it.
     """
     if bounds is None:
         return Verdict(None, (), ())
+    first = f" (first: {graph_mismatches[0]})".replace("{", "{{").replace("}", "}}") if graph_mismatches else ""
     checks = (
+        ("max_graph_mismatches", len(graph_mismatches) if graph_mismatches is not None else math.nan, bounds.max_graph_mismatches, False,
+         "{value:g} quantizers of the engine's graph differ from the reference's" + first + " (--max-graph-mismatches {bound:g})"
+         if graph_mismatches is not None else "the engine's source graph was not found, so its quantizers could not be compared with the "
+         "reference's (pass --onnx, or --max-graph-mismatches off)"),
         ("max_rel_error", report.rel_error_median, bounds.max_rel_error, False,
          "median relative logit error {value:.3g} > --max-rel-error {bound:g}"),
         ("max_rel_error_p95", report.rel_error_p95, bounds.max_rel_error_p95, False,

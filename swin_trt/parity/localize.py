@@ -28,13 +28,13 @@ from swin_trt.errors import SwinTrtError
 from swin_trt.io import atomic_path
 from swin_trt.lazy import lazy_import
 from swin_trt.parity.compare import quantile, relative_errors
+from swin_trt.parity.conformance import DEQUANTIZE
 from swin_trt.quantization.model import is_weight_quantizer, named_quantizers
 from swin_trt.runtimes import backend_module
 
 onnx = lazy_import("onnx")
 mpl_figure = lazy_import("matplotlib.figure")
 
-DEQUANTIZE = ".DequantizeLinear"
 ENGINE_LOGITS = "logits (engine)"
 CHUNK = 4  # images per run: Swin-T's stage-1 tensors are ~1 MB per image each, and there are ~135 of them
 
