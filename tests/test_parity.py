@@ -79,7 +79,7 @@ def test_quantile_takes_an_observed_value():
 def _report(rel_errors, agreement=100.0, fakequant_top1=98.0, engine_top1=98.0, images=None) -> ParityReport:
     rel_errors = np.asarray(rel_errors, dtype=float)
     images = len(rel_errors) if images is None else images
-    return ParityReport(images, 98.0, 100.0, fakequant_top1, 100.0, engine_top1, 100.0, agreement, 0.1, 0.01, 1.0, 100.0, rel_errors)
+    return ParityReport(images, 98.0, 100.0, fakequant_top1, 100.0, engine_top1, 100.0, agreement, 0.1, 0.01, 1.0, 100.0, rel_errors, 99.0)
 
 
 def test_passed_only_when_every_enabled_bound_was_checked_and_held():
@@ -238,6 +238,7 @@ def test_compare_on_torch_tensors_matches_a_numpy_computation():
     assert report.images == 7 and report.engine_top1 == pytest.approx(100 * np.mean(logits["engine"].argmax(1) == targets))
     assert report.fp32_top1 == pytest.approx(100 * np.mean(logits["fp32"].argmax(1) == targets))
     assert report.agreement == pytest.approx(100 * np.mean(logits["engine"].argmax(1) == logits["fakequant"].argmax(1)))
+    assert report.reference_agreement == pytest.approx(100 * np.mean(logits["fakequant"].argmax(1) == logits["fp32"].argmax(1)))
     assert report.max_abs_diff == pytest.approx(np.abs(logits["engine"] - logits["fakequant"]).max(), rel=1e-4)
     assert np.allclose(report.rel_errors, relative_errors(logits["engine"], logits["fakequant"], logits["fp32"]), rtol=1e-4)
     assert report.images_per_s > 0

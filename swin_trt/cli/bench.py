@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         **(bounds.as_json() if bounds is not None else dict.fromkeys(DEFAULTS)),
         "passed": verdict.passed, "failed": list(verdict.failed),
         "provenance": outcome.provenance.label, "engine_backend": details.get("backend"), "engine_mode": details.get("ort_mode"),
-        "engine_precision": outcome.precision, "device": str(outcome.device), "graph_mismatches": outcome.graph_mismatches,
+        "reference_agreement": report.reference_agreement, "engine_precision": outcome.precision, "device": str(outcome.device), "graph_mismatches": outcome.graph_mismatches,
     }
     if outcome.graph_mismatches:
         print(f"graph vs reference: {len(outcome.graph_mismatches)} quantizers differ:", *outcome.graph_mismatches[:5], sep="\n  ")

@@ -63,6 +63,7 @@ class ParityReport:
     cosine: float  # mean per-image cosine similarity of the logit vectors
     images_per_s: float  # engine only
     rel_errors: np.ndarray = field(repr=False, compare=False)  # per image, see relative_errors
+    reference_agreement: float  # % of images where fake-quant and FP32 argmax agree: how much quantization itself moves decisions
 
     @property
     def rel_error_median(self) -> float:
@@ -82,7 +83,7 @@ class _Tally:
 
     def __init__(self, device: torch.device):
         self.hits = {name: torch.zeros(2, dtype=torch.float64, device=device) for name in ("fp32", "fakequant", "engine")}
-        self.sums = torch.zeros(4, dtype=torch.float64, device=device)  # agreement, sum |diff|, sum cosine, elements
+        self.sums = torch.zeros(5, dtype=torch.float64, device=device)  # agreement, sum |diff|, sum cosine, elements, fq-vs-fp32 agreement
         self.max_diff = torch.zeros((), dtype=torch.float64, device=device)
         self.rel_errors: list[np.ndarray] = []
         self.images = 0
@@ -96,7 +97,8 @@ class _Tally:
         diff = (engine - reference).abs()
         cosine = (engine * reference).sum(1) / (torch.linalg.vector_norm(engine, dim=1) * torch.linalg.vector_norm(reference, dim=1)).clamp_min(1e-12)
         self.sums += torch.stack([(logits["engine"].argmax(1) == logits["fakequant"].argmax(1)).sum().double(), diff.sum(), cosine.sum(),
-                                  torch.tensor(float(diff.numel()), dtype=torch.float64, device=diff.device)])
+                                  torch.tensor(float(diff.numel()), dtype=torch.float64, device=diff.device),
+                                  (logits["fakequant"].argmax(1) == logits["fp32"].argmax(1)).sum().double()])
         self.max_diff = torch.maximum(self.max_diff, diff.max())
         self.rel_errors.append(relative_errors(engine, reference, logits["fp32"]))
         self.images += len(targets)
@@ -104,7 +106,7 @@ class _Tally:
     def report(self, engine_seconds: float) -> ParityReport:
         pct = 100.0 / max(self.images, 1)
         hits = {name: (values * pct).tolist() for name, values in self.hits.items()}
-        agree, sum_diff, sum_cos, elements = self.sums.tolist()
+        agree, sum_diff, sum_cos, elements, reference_agree = self.sums.tolist()
         return ParityReport(
             images=self.images,
             fp32_top1=hits["fp32"][0], fp32_top5=hits["fp32"][1],
@@ -116,6 +118,7 @@ class _Tally:
             cosine=sum_cos / max(self.images, 1),
             images_per_s=self.images / engine_seconds if engine_seconds > 0 else 0.0,
             rel_errors=np.concatenate(self.rel_errors) if self.rel_errors else np.zeros(0),
+            reference_agreement=reference_agree * pct,
         )
 
 

@@ -1,12 +1,26 @@
 """The gate's bounds and verdict.
 
-Defaults come from the crosswise measurement in docs/parity.md (benchmarks/parity_pairings.py):
-on swin_micro / digits, engines built from their own reference's graph have a median relative
-logit error of 0.000 and a 95th percentile of at most 0.72; engines from another recipe's graph
-have at least 1.03 and 1.72. The bounds sit between, with room for a runtime whose float
-summation order differs (the median bound) and for a few images where a flipped rounding tie
-propagates (the p95 bound), while an engine wrong on more than 5 % of the images still fails.
-Argmax agreement and top-1 drop stay as further bounds: they are what a user reads first.
+Defaults come from the crosswise measurement in docs/parity.md (benchmarks/parity_pairings.py),
+per precision of the engine's graph.
+
+FP32 graphs: on swin_micro / digits, engines built from their own reference's graph have a median
+relative logit error of at most 2e-5 and a 95th percentile of at most 0.71; engines from another
+recipe's or another calibration's graph have at least 1.03 and 1.72. The bounds (0.5, 1.2) sit
+between, with room for a runtime whose float summation order differs (the median bound) and for a
+few images where a flipped rounding tie propagates (the p95 bound), while an engine wrong on more
+than 5 % of the images still fails.
+
+FP16 graphs: rounding to float16 before each quantizer flips a few values by one step and the
+flips cascade, so a right FP16 engine redraws most of the quantization noise: r median 0.73-1.0,
+p95 up to 2.2, against 1.07-1.6 and 1.75-3.6 for wrong pairings. No logit bound separates them
+(and no reference does, short of reproducing one runtime's float16 rounding bit for bit: measured
+in docs/parity.md); the graph check does, exactly, in every precision. The FP16 r bounds (1.5,
+3.0) sit 1.4-1.5x above the right pairings: they catch an engine that computes something else,
+not a wrong scale.
+
+Argmax agreement and top-1 drop stay as further bounds: they are what a user reads first. The
+graph check (``max_graph_mismatches``, 0) requires the engine's graph to quantize the same tensors
+with the same scales and weights as the reference (:mod:`swin_trt.parity.conformance`).
 """
 
 from __future__ import annotations
@@ -25,8 +39,8 @@ DEFAULT_MAX_REL_ERROR = 0.5
 DEFAULT_MAX_REL_ERROR_P95 = 1.2
 DEFAULT_MIN_AGREEMENT = 99.0
 DEFAULT_MAX_TOP1_DROP = 0.5
-FP16_MAX_REL_ERROR = 1.5
-FP16_MAX_REL_ERROR_P95 = 3.0
+FP16_MAX_REL_ERROR = 1.5  # right FP16 pairings measured at most 1.0 (docs/parity.md)
+FP16_MAX_REL_ERROR_P95 = 3.0  # right FP16 pairings measured at most 2.21
 
 
 @dataclass(frozen=True)
@@ -44,7 +58,6 @@ class Bounds:
 
 
 DEFAULTS = Bounds().as_json()
-# FP16 graphs: see the module docstring and docs/parity.md ("FP16 graphs") for why and how these were measured
 FP16_BOUNDS = Bounds(max_rel_error=FP16_MAX_REL_ERROR, max_rel_error_p95=FP16_MAX_REL_ERROR_P95)
 BY_PRECISION = {"fp32": Bounds(), "fp16": FP16_BOUNDS}
 
