@@ -23,7 +23,7 @@ from swin_trt.models.checkpoint import load_state_dict, read_checkpoint, save_ch
 from swin_trt.models.config import ModelConfig
 from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import get_config
-from swin_trt.parity.compare import ParityReport, compare
+from swin_trt.parity.compare import ParityReport, compare, exact_float32
 from swin_trt.parity.conformance import mismatches
 from swin_trt.parity.gate import DEFAULT_MAX_REL_ERROR, Bounds, Verdict, default_bounds, judge
 from swin_trt.parity.localize import Localization, localize
@@ -330,7 +330,7 @@ def bench_engine(
     bounds = replace(default_bounds(precision), **(bound_overrides or {})) if gate else None
     where = bench_device(device, engine)
     config = loaded.model.swin_trt_config
-    image_shape = (3, config.data.img_size, config.data.img_size)
+    image_shape = (config.in_chans, config.img_size, config.img_size)
     if sweep_batches:  # refuse a batch outside an engine's profile before the long part
         for checked, label in ((engine, str(engine_path)), (baseline, str(baseline_engine))):
             if checked is not None:
@@ -343,7 +343,8 @@ def bench_engine(
     localization = None
     if localize_images:
         images = normalize(torch.stack([dataset[i][0] for i in range(min(localize_images, len(dataset)))]))
-        localization = localize(loaded.model, engine, graph, images, bounds.max_rel_error if bounds and bounds.max_rel_error is not None else DEFAULT_MAX_REL_ERROR)
+        with exact_float32():
+            localization = localize(loaded.model, engine, graph, images, bounds.max_rel_error if bounds and bounds.max_rel_error is not None else DEFAULT_MAX_REL_ERROR)
     sweeps = [sweep(timed, image_shape, sweep_batches, label=str(path)) if timed is not None and sweep_batches else None
               for timed, path in ((engine, engine_path), (baseline, baseline_engine))]
     return BenchOutcome(report, engine, provenance, judge(report, bounds, graph_mismatches), localization, bounds, precision, where, graph_mismatches, *sweeps)

@@ -24,6 +24,7 @@ from swin_trt.errors import SwinTrtError
 from swin_trt.lazy import lazy_import
 from swin_trt.onnx.graph import unquantized_matmuls
 from swin_trt.onnx.tensorrt import hoist_transposes_above_qdq, lint
+from swin_trt.parity.localize import perturb_scale
 from swin_trt.quantization.model import named_quantizers, set_scale_dtype
 from swin_trt.quantization.quantizer import TensorQuantizer
 from swin_trt.runtimes import onnxruntime as ort_runtime
@@ -628,6 +629,74 @@ def test_build_rejects_tensorrt_options_for_onnxruntime(run_cli, tmp_path):
     onnx.save(_fp32_graph(), tmp_path / "g.onnx")
     code, _, err = run_cli("build", "--onnx", tmp_path / "g.onnx", "--max-batch", "4", "--timing-cache", tmp_path / "cache")
     assert code == 2 and "--max-batch, --timing-cache: TensorRT options, given with --backend onnxruntime" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# the gate on the FP16 TensorRT graph, run by onnxruntime on the CPU
+
+
+@pytest.fixture(scope="module")
+def fp16_engine(trt_export, tmp_path_factory):
+    """The FP16 TensorRT-target graph built for onnxruntime (exact mode: its Q/DQ stay explicit)."""
+    return ort_runtime.build(trt_export[1]["onnx"], tmp_path_factory.mktemp("fp16_engine") / "micro_fp16.onnx", "exact")
+
+
+def _bench_json(run_cli, reference, engine, digits_dir, json_path, *extra):
+    code, out, err = run_cli("bench", "--reference", reference, "--engine", engine, "--data-path", digits_dir, "--workers", "0", "--json", json_path, *extra)
+    return code, out, err, (json.loads(json_path.read_text()) if json_path.exists() else None)
+
+
+def test_fp16_right_pairing_passes_the_default_gate(run_cli, trt_export, fp16_engine, digits_dir, tmp_path):
+    """The FP16 graph's own reference: its logits redraw most of the quantization noise (r ~0.9,
+    docs/parity.md), so the bounds are those measured for FP16 graphs; the graph check is exact."""
+    code, out, err, result = _bench_json(run_cli, trt_export[0], fp16_engine["engine"], digits_dir, tmp_path / "bench.json")
+    assert code == 0, err
+    assert result["engine_precision"] == "fp16" and result["passed"] is True and result["graph_mismatches"] == []
+    assert (result["max_rel_error"], result["max_rel_error_p95"], result["max_graph_mismatches"]) == (1.5, 3.0, 0)
+    assert 0.3 < result["rel_error_median"] <= 1.5  # far above an FP32 graph's ~1e-5: the float16 rounding, not a fault
+    assert "bounds for fp16 graphs" in out
+
+
+def test_fp16_wrong_calibration_and_changed_scale_fail_on_the_graph_check(run_cli, trained_micro, trt_export, fp16_engine, digits_dir, tmp_path):
+    """Another calibration of the same recipe and one scale doubled in the right graph: the logit
+    error of an FP16 engine cannot tell them from the right model; the graph check names them."""
+    other = calibrate_checkpoint(None, None, trained_micro.checkpoint, digits_dir, False, CalibrationRequest(int8_mode="trt", calibrator="max", num_calib_batch=2),
+                                 tmp_path / "max", DistContext(), workers=0)
+    code, _, err, result = _bench_json(run_cli, other.checkpoint, fp16_engine["engine"], digits_dir, tmp_path / "wrong.json", "--allow-foreign-engine",
+                                       "--max-batches", "1")
+    assert code == 1 and "max_graph_mismatches" in result["failed"] and len(result["graph_mismatches"]) > 10
+    assert "quantizers of the engine's graph differ from the reference's (first: " in err
+    broken = "layers.1.blocks.0.mlp.fc1.input_quantizer"
+    perturb_scale(trt_export[1]["onnx"], tmp_path / "broken.onnx", broken, 2.0)
+    ort_runtime.build(tmp_path / "broken.onnx", tmp_path / "broken_engine.onnx", "exact")
+    code, out, err, result = _bench_json(run_cli, trt_export[0], tmp_path / "broken_engine.onnx", digits_dir, tmp_path / "fault.json", "--max-batches", "1")
+    assert result["provenance"] == "verified" and code == 1 and result["failed"] == ["max_graph_mismatches"]
+    assert result["graph_mismatches"] == [f"{broken}: scale {2 * _scale_of(trt_export[1]['onnx'], broken):.6g} in the graph, "
+                                          f"{_scale_of(trt_export[1]['onnx'], broken):.6g} in the reference"]
+    assert f"graph vs reference: 1 quantizers differ:\n  {broken}: scale" in out
+
+
+def _scale_of(graph_path, quantizer) -> float:
+    from swin_trt.parity.conformance import graph_quantizers
+
+    return float(graph_quantizers(graph_path)[quantizer].scale)
+
+
+def test_bench_sweep_beside_a_baseline_engine(run_cli, trt_export, fp16_engine, digits_dir, tmp_path):
+    """``bench --sweep`` times the engine and the FP16 baseline of the same model (no Q/DQ, exported
+    from the same checkpoint, so its provenance verifies too); speed is not asserted."""
+    baseline = export_checkpoint(trt_export[0], tmp_path / "baseline.onnx", no_quant=True, target="tensorrt")
+    assert baseline["q_nodes"] == 0
+    ort_runtime.build(baseline["onnx"], tmp_path / "baseline_engine.onnx", "exact")
+    code, out, err, result = _bench_json(run_cli, trt_export[0], fp16_engine["engine"], digits_dir, tmp_path / "bench.json", "--no-gate", "--max-batches", "1",
+                                         "--sweep", "1", "3", "--baseline-engine", tmp_path / "baseline_engine.onnx")
+    assert code == 0, err
+    assert [row["batch"] for row in result["sweep"]] == [1, 3]
+    assert all(row["p50_ms"] <= row["p99_ms"] and row["speedup"] == pytest.approx(row["images_per_s"] / row["baseline_images_per_s"]) for row in result["sweep"])
+    assert "engine / baseline" in out
+    code, _, err = run_cli("bench", "--reference", trt_export[0], "--engine", fp16_engine["engine"], "--data-path", digits_dir,
+                           "--baseline-engine", tmp_path / "baseline_engine.onnx")
+    assert code == 2 and "--baseline-engine is timed by --sweep" in err
 
 
 def test_parity_gate_script_on_cpu(trained_micro, digits_dir, tmp_path):
