@@ -699,6 +699,15 @@ def test_bench_sweep_beside_a_baseline_engine(run_cli, trt_export, fp16_engine, 
     assert code == 2 and "--baseline-engine is timed by --sweep" in err
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_cuda_references_hold_the_gate(run_cli, trt_export, fp16_engine, digits_dir, tmp_path):
+    """The CUDA evaluator's references (uint8 normalised on the GPU, FP32 without TF32) against the
+    CPU engine: the same verdict as with CPU references. Needs a GPU, not TensorRT."""
+    code, _, err, result = _bench_json(run_cli, trt_export[0], fp16_engine["engine"], digits_dir, tmp_path / "bench.json", "--device", "cuda")
+    assert code == 0, err
+    assert result["device"].startswith("cuda") and result["passed"] is True and result["images"] == 360
+
+
 def test_parity_gate_script_on_cpu(trained_micro, digits_dir, tmp_path):
     """scripts/parity-gate.sh end to end with the onnxruntime backend (what our CI can run)."""
     env = {**os.environ, "SWIN_TRT": f"{sys.executable} -m swin_trt", "PYTHONPATH": str(REPO)}
@@ -727,7 +736,7 @@ def trt_engine(trt_export, tmp_path_factory):
 def test_engine_sidecar_and_timing_cache(trt_engine, trt_export):
     _, graph = trt_export
     assert {"engine", "backend", "source_onnx", "source_onnx_sha256", "model", "int8_mode", "versions", "tensorrt_version", "gpu", "build"} <= set(trt_engine)
-    assert trt_engine["backend"] == "tensorrt" and trt_engine["source_onnx"] == graph["onnx"] and trt_engine["gpu"]["compute_capability"]
+    assert trt_engine["backend"] == "tensorrt" and Path(trt_engine["source_onnx"]) == Path(graph["onnx"]).resolve() and trt_engine["gpu"]["compute_capability"]
     assert trt_engine["build"]["strongly_typed"] and Path(trt_engine["build"]["timing_cache"]).stat().st_size > 0
     assert json.loads(Path(trt_engine["engine"]).with_suffix(".json").read_text()) == trt_engine
 
@@ -765,3 +774,23 @@ def test_engine_from_another_tensorrt_is_refused(trt_engine, tmp_path):
     copy.with_suffix(".json").write_text(json.dumps({**trt_engine, "tensorrt_version": "10.0.0.6"}))
     with pytest.raises(SwinTrtError, match="was built by TensorRT 10.0.0.6"):
         open_engine(copy)
+
+
+@pytest.mark.tensorrt
+def test_cuda_evaluator_gates_localizes_and_sweeps_a_tensorrt_engine(run_cli, trt_engine, trt_export, digits_dir, tmp_path):
+    """``bench`` with a .plan: references on the GPU, the default gate for FP16 graphs, the debug
+    engine of --localize, and the sweep beside the FP16 engine of the same model."""
+    checkpoint, _ = trt_export
+    baseline = export_checkpoint(checkpoint, tmp_path / "fp16.onnx", no_quant=True, target="tensorrt")
+    trt_runtime.build(baseline["onnx"], tmp_path / "fp16.plan", min_batch=1, opt_batch=8, max_batch=32)
+    code, out, err, result = _bench_json(run_cli, checkpoint, trt_engine["engine"], digits_dir, tmp_path / "bench.json", "--localize",
+                                         "--sweep", "1", "8", "32", "--baseline-engine", tmp_path / "fp16.plan")
+    assert code == 0, err
+    assert result["device"].startswith("cuda") and result["engine_backend"] == "tensorrt" and result["engine_precision"] == "fp16"
+    assert result["passed"] is True and result["graph_mismatches"] == []
+    assert len(result["localize"]) == trt_export[1]["dq_nodes"] + 1
+    assert [row["batch"] for row in result["sweep"]] == [1, 8, 32] and all(row["speedup"] > 0 for row in result["sweep"])
+    with pytest.raises(SwinTrtError, match="--sweep batch 64 is outside"):
+        from swin_trt.workflows import bench_engine
+
+        bench_engine(checkpoint, trt_engine["engine"], digits_dir, workers=0, max_batches=1, sweep_batches=(1, 64))

@@ -88,10 +88,6 @@ def judge(report: ParityReport, bounds: Bounds | None, graph_mismatches: Sequenc
         return Verdict(None, (), ())
     first = f" (first: {graph_mismatches[0]})".replace("{", "{{").replace("}", "}}") if graph_mismatches else ""
     checks = (
-        ("max_graph_mismatches", len(graph_mismatches) if graph_mismatches is not None else math.nan, bounds.max_graph_mismatches, False,
-         "{value:g} quantizers of the engine's graph differ from the reference's" + first + " (--max-graph-mismatches {bound:g})"
-         if graph_mismatches is not None else "the engine's source graph was not found, so its quantizers could not be compared with the "
-         "reference's (pass --onnx, or --max-graph-mismatches off)"),
         ("max_rel_error", report.rel_error_median, bounds.max_rel_error, False,
          "median relative logit error {value:.3g} > --max-rel-error {bound:g}"),
         ("max_rel_error_p95", report.rel_error_p95, bounds.max_rel_error_p95, False,
@@ -100,6 +96,10 @@ def judge(report: ParityReport, bounds: Bounds | None, graph_mismatches: Sequenc
          "argmax agreement {value:.2f} % < --min-agreement {bound:g}"),
         ("max_top1_drop", report.top1_drop if report.images else math.nan, bounds.max_top1_drop, False,
          "engine top-1 is {value:.2f} pt below fake-quant (--max-top1-drop {bound:g})"),
+        ("max_graph_mismatches", len(graph_mismatches) if graph_mismatches is not None else math.nan, bounds.max_graph_mismatches, False,
+         "{value:g} quantizers of the engine's graph differ from the reference's" + first + " (--max-graph-mismatches {bound:g})"
+         if graph_mismatches is not None else "the engine's source graph was not found, so its quantizers could not be compared with the "
+         "reference's (pass --onnx, or --max-graph-mismatches off)"),
     )
     enabled = [check for check in checks if check[2] is not None]
     if not enabled:
