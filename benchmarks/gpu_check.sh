@@ -10,7 +10,13 @@
 #   eval        fake-quant eval on --device cuda against the FP weights (--compare-fp)
 #   cuda_eval   FP32, FP16 autocast and fake-quant on CUDA (benchmarks/cuda_eval.py)
 #   torchrun    eval and calibrate under torchrun with NCCL (2 processes when 2 GPUs exist, else 1)
-#   tensorrt_*  where TensorRT imports: scripts/parity-gate.sh --backend tensorrt on swin_micro, the
+#   cuda_evaluator  the parity gate with its references on the GPU (`bench --device cuda`: uint8
+#               batches normalised on the GPU, FP32 and fake-quant in true FP32, comparison on the
+#               GPU) against an onnxruntime engine, beside the same bench on the CPU: both must pass
+#               the default gate (no TensorRT needed)
+#   tensorrt_*  where TensorRT imports: scripts/parity-gate.sh --backend tensorrt --sweep on swin_micro
+#               (the CUDA evaluator with a TensorRT engine, its I/O as CUDA tensors, and the INT8 vs
+#               FP16 batch sweep from CUDA events), --localize through a TensorRT debug engine, the
 #               engine's layer precisions (swin-trt inspect), and Swin-T INT8 vs FP16 engine throughput
 #               (benchmarks/tensorrt_throughput.py); skipped with the reason otherwise.
 # Writes benchmarks/results/gpu_check/summary.json; exits 1 if any check failed.
@@ -90,14 +96,26 @@ run_check torchrun_eval "$python" -m torch.distributed.run --nproc_per_node "$pr
 run_check torchrun_calibrate "$python" -m torch.distributed.run --nproc_per_node "$procs" -m swin_trt calibrate --resume "$fp" --data-path "$work/digits" \
   --int8-mode trt --num-calib-batch 2 --calib-batchsz 16 --calib-output-path "$work/calib_torchrun" --device cuda --skip-eval
 
+cuda_evaluator() {  # the same onnxruntime engine gated with CPU references and with CUDA references
+  "${swin[@]}" export --resume "$calibrated" --output "$work/evaluator.onnx" \
+    && "${swin[@]}" build --onnx "$work/evaluator.onnx" --output "$work/evaluator.ort.onnx" --ort-mode exact \
+    && "${swin[@]}" bench --reference "$calibrated" --engine "$work/evaluator.ort.onnx" --data-path "$work/digits" --device cpu \
+      --json "$out/bench_references_cpu.json" \
+    && "${swin[@]}" bench --reference "$calibrated" --engine "$work/evaluator.ort.onnx" --data-path "$work/digits" --device cuda \
+      --json "$out/bench_references_cuda.json"
+}
+run_check cuda_evaluator cuda_evaluator
+
 if reason=$("$python" -c 'import tensorrt' 2>&1); then
   run_check tensorrt_parity_gate env SWIN_TRT="$python -m swin_trt" scripts/parity-gate.sh --backend tensorrt --checkpoint "$fp" \
-    --data-path "$work/digits" --workdir "$work/gate" --min-agreement 97 --max-top1-drop 1
+    --data-path "$work/digits" --workdir "$work/gate" --sweep
   cp "$work/gate/bench.json" "$out/tensorrt_bench.json" 2>/dev/null
+  run_check tensorrt_localize "${swin[@]}" bench --reference "$work/gate/calib/swin_micro_calib.pth" --engine "$work/gate/engine.plan" \
+    --data-path "$work/digits" --max-batches 1 --no-gate --localize --localize-plot "$out/tensorrt_localize.png" --json "$out/tensorrt_localize.json"
   run_check tensorrt_inspect "${swin[@]}" inspect "$work/gate/engine.plan" --layers --json "$out/tensorrt_layers.json"
   run_check tensorrt_throughput "$python" benchmarks/tensorrt_throughput.py --data-path "$work/digits" --workdir "$work/swin_t"
 else
-  for name in tensorrt_parity_gate tensorrt_inspect tensorrt_throughput; do
+  for name in tensorrt_parity_gate tensorrt_localize tensorrt_inspect tensorrt_throughput; do
     skip_check "$name" "TensorRT does not import: $(echo "$reason" | tail -1)"
   done
 fi

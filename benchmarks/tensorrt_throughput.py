@@ -4,7 +4,8 @@ Random weights (speed does not depend on the values), calibrated with --int8-mod
 batches of the images under --data-path; both engines are built from the TensorRT-target graph
 (``export --target tensorrt``, the FP16 one with --no-quant), so the only difference is the Q/DQ.
 Latency per batch from CUDA events around each inference after warm-up (p50 and p99), images/s
-= batch / p50, and the ratio INT8/FP16 at each batch. Needs TensorRT and a GPU.
+= batch / p50, and the ratio INT8/FP16 at each batch (``swin_trt.runtimes.timing.sweep``, the
+same sweep as ``swin-trt bench --sweep --baseline-engine``). Needs TensorRT and a GPU.
 
     python benchmarks/tensorrt_throughput.py --data-path data/digits [--model swin_tiny_patch4_window7_224]
         [--batches 1 8 32 128] [--iters 100] [--workdir DIR]
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -32,35 +32,18 @@ from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import get_config
 from swin_trt.provenance import package_versions
 from swin_trt.runtimes import tensorrt as trt_runtime
+from swin_trt.runtimes.timing import DEFAULT_BATCHES, sweep
 from swin_trt.settings import CalibrationRequest
 from swin_trt.workflows import calibrate_checkpoint, export_checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tensorrt_throughput.json"
 
 
-def latencies_ms(engine: trt_runtime.Engine, batch: int, warmup: int, iters: int) -> list[float]:
-    images = torch.randn(batch, *engine.opt_shape[1:], device="cuda")
-    for _ in range(warmup):
-        engine.run(images)
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
-    for start, stop in events:
-        start.record()
-        engine.run(images)
-        stop.record()
-    torch.cuda.synchronize()
-    return [start.elapsed_time(stop) for start, stop in events]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-path", required=True, help="images for calibration (e.g. `swin-trt data digits`)")
     parser.add_argument("--model", default="swin_tiny_patch4_window7_224")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--batches", type=int, nargs="+", default=list(DEFAULT_BATCHES))
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--builder-optimization-level", type=int, default=None)
@@ -83,12 +66,9 @@ def main() -> None:
             trt_runtime.build(graph["onnx"], work / f"{name.lower()}.plan", min_batch=min(args.batches), opt_batch=max(args.batches) // 4 or 1,
                               max_batch=max(args.batches), timing_cache=work / "timing.cache", builder_optimization_level=args.builder_optimization_level)
             engines[name] = trt_runtime.Engine(work / f"{name.lower()}.plan")
-        figures = {name: {} for name in engines}
-        for name, engine in engines.items():
-            for batch in args.batches:
-                times = latencies_ms(engine, batch, args.warmup, args.iters)
-                p50 = statistics.median(times)
-                figures[name][str(batch)] = {"p50_ms": p50, "p99_ms": percentile(times, 99), "images_per_s": batch / p50 * 1000}
+        image_shape = engines["INT8"].opt_shape[1:]
+        figures = {name: {str(p.batch): p.as_json() for p in sweep(engine, image_shape, args.batches, args.warmup, args.iters, label=name)}
+                   for name, engine in engines.items()}
 
     ratio = {str(b): figures["INT8"][str(b)]["images_per_s"] / figures["FP16"][str(b)]["images_per_s"] for b in args.batches}
     print_table(f"{args.model} on {where['gpu']} (TensorRT {trt.__version__})", ("batch", "FP16 img/s", "INT8 img/s", "INT8/FP16", "INT8 p50 ms", "INT8 p99 ms"),

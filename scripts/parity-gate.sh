@@ -4,18 +4,21 @@
 #
 #   scripts/parity-gate.sh --checkpoint FP.pth --data-path DIR [--backend onnxruntime|tensorrt]
 #       [--model NAME | --cfg FILE] [--zip] [--workdir DIR] [--num-calib-batch N] [--calib-batchsz N]
-#       [--max-batches N] [--batch-size N] [--min-agreement PCT] [--max-top1-drop PT] [--workers N]
+#       [--max-batches N] [--batch-size N] [--min-agreement PCT] [--max-top1-drop PT] [--workers N] [--sweep]
 #
 # --backend tensorrt exports the TensorRT graph (--target tensorrt: FP16, INT8 weights) and needs
 # a GPU with TensorRT (the NGC container); onnxruntime runs anywhere (exact mode: the closest
-# parity on CPUs). Results: <workdir>/{calibrate,export,inspect,build,bench}.json.
+# parity on CPUs). The gate's bounds default to those for the graph's precision (docs/parity.md);
+# --min-agreement/--max-top1-drop override two of them. --sweep also builds the baseline engine
+# (the same model without Q/DQ: FP16 for tensorrt) and times both at batch 1, 8, 32, 128.
+# Results: <workdir>/{calibrate,export,inspect,build,bench}.json.
 # SWIN_TRT overrides the command (default: swin-trt), e.g. SWIN_TRT="python -m swin_trt".
 set -euo pipefail
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 backend=onnxruntime workdir=parity-gate checkpoint="" data_path="" model_args=() zip_args=()
-num_calib_batch=10 calib_batchsz=8 max_batches="" batch_size=64 min_agreement=99 max_top1_drop=0.5 workers=2
+num_calib_batch=10 calib_batchsz=8 max_batches="" batch_size=64 bound_args=() workers=2 sweep=false
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --backend) backend="$2"; shift 2 ;;
@@ -28,9 +31,9 @@ while [[ $# -gt 0 ]]; do
     --calib-batchsz) calib_batchsz="$2"; shift 2 ;;
     --max-batches) max_batches="$2"; shift 2 ;;
     --batch-size) batch_size="$2"; shift 2 ;;
-    --min-agreement) min_agreement="$2"; shift 2 ;;
-    --max-top1-drop) max_top1_drop="$2"; shift 2 ;;
+    --min-agreement|--max-top1-drop) bound_args+=("$1" "$2"); shift 2 ;;
     --workers) workers="$2"; shift 2 ;;
+    --sweep) sweep=true; shift ;;
     -h|--help) usage ;;
     *) echo "parity-gate.sh: error: unknown argument $1" >&2; usage ;;
   esac
@@ -63,6 +66,15 @@ step "inspect (placement vs recipe, TensorRT lint)"
 step "build --backend $backend"
 "${swin_trt[@]}" build --backend "$backend" --onnx "$workdir/model.onnx" --output "$engine" "${build_args[@]}" --json "$workdir/build.json"
 
-step "bench (gate: agreement >= $min_agreement %, top-1 drop <= $max_top1_drop pt)"
+speed_args=()
+if $sweep; then
+  step "baseline: export --no-quant --target $target, build --backend $backend"
+  "${swin_trt[@]}" export --resume "$calibrated" --no-quant --target "$target" --output "$workdir/baseline.onnx" --json "$workdir/baseline_export.json"
+  "${swin_trt[@]}" build --backend "$backend" --onnx "$workdir/baseline.onnx" --output "$workdir/baseline.${engine##*.}" "${build_args[@]}" \
+    --json "$workdir/baseline_build.json"
+  speed_args=(--sweep --baseline-engine "$workdir/baseline.${engine##*.}")
+fi
+
+step "bench (the default gate for the graph's precision${bound_args[*]:+, }${bound_args[*]})"
 "${swin_trt[@]}" bench --reference "$calibrated" --engine "$engine" --data-path "$data_path" "${zip_args[@]}" --batch-size "$batch_size" \
-  --workers "$workers" "${bench_limit[@]}" --min-agreement "$min_agreement" --max-top1-drop "$max_top1_drop" --json "$workdir/bench.json"
+  --workers "$workers" "${bench_limit[@]}" "${bound_args[@]}" "${speed_args[@]}" --json "$workdir/bench.json"

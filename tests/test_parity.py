@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from swin_trt.cli.bench import bound
 from swin_trt.cpu import CpuInfo, parse_cpuinfo, read_cpu
 from swin_trt.errors import SwinTrtError
 from swin_trt.onnx.hashing import file_sha256
-from swin_trt.parity.compare import ParityReport, quantile, relative_errors
-from swin_trt.parity.gate import Bounds, judge
+from swin_trt.parity.compare import ParityReport, compare, quantile, relative_errors
+from swin_trt.parity.gate import Bounds, default_bounds, judge
 from swin_trt.parity.provenance import ForeignEngineError, require, trace
 from swin_trt.runtimes.onnxruntime import choose_mode
 
@@ -78,22 +79,41 @@ def test_quantile_takes_an_observed_value():
 def _report(rel_errors, agreement=100.0, fakequant_top1=98.0, engine_top1=98.0, images=None) -> ParityReport:
     rel_errors = np.asarray(rel_errors, dtype=float)
     images = len(rel_errors) if images is None else images
-    return ParityReport(images, 98.0, 100.0, fakequant_top1, 100.0, engine_top1, 100.0, agreement, 0.1, 0.01, 1.0, 100.0, rel_errors)
+    return ParityReport(images, 98.0, 100.0, fakequant_top1, 100.0, engine_top1, 100.0, agreement, 0.1, 0.01, 1.0, 100.0, rel_errors, 99.0)
 
 
 def test_passed_only_when_every_enabled_bound_was_checked_and_held():
     good = _report([0.0] * 19 + [0.9])
-    assert judge(good, Bounds()).passed is True
-    assert judge(good, None).passed is None  # --no-gate
-    assert judge(good, Bounds(None, None, None, None)).passed is None  # every bound off: nothing was checked
-    verdict = judge(_report([1.1] * 20, agreement=98.0, engine_top1=97.0), Bounds())
+    assert judge(good, Bounds(), []).passed is True
+    assert judge(good, None, []).passed is None  # --no-gate
+    assert judge(good, Bounds(None, None, None, None, None), None).passed is None  # every bound off: nothing was checked
+    verdict = judge(_report([1.1] * 20, agreement=98.0, engine_top1=97.0), Bounds(), [])
     assert verdict.passed is False and verdict.failed == ("max_rel_error", "min_agreement", "max_top1_drop")
     assert "median relative logit error 1.1 > --max-rel-error 0.5" in verdict.failures[0]
-    tail = judge(_report([0.0] * 18 + [2.0] * 2), Bounds())  # wrong on 10 % of the images
+    tail = judge(_report([0.0] * 18 + [2.0] * 2), Bounds(), [])  # wrong on 10 % of the images
     assert tail.failed == ("max_rel_error_p95",)
-    assert judge(_report([0.0] * 18 + [2.0] * 2), Bounds(max_rel_error_p95=None)).passed is True
-    empty = judge(_report([], agreement=0.0, images=0), Bounds())  # nothing measured fails, never passes
+    assert judge(_report([0.0] * 18 + [2.0] * 2), Bounds(max_rel_error_p95=None), []).passed is True
+    empty = judge(_report([], agreement=0.0, images=0), Bounds(), [])  # nothing measured fails, never passes
     assert empty.passed is False and set(empty.failed) == {"max_rel_error", "max_rel_error_p95", "min_agreement", "max_top1_drop"}
+
+
+def test_graph_mismatches_fail_the_gate_and_an_unreachable_graph_is_not_a_pass():
+    good = _report([0.0] * 20)
+    wrong = judge(good, Bounds(), ["a.input_quantizer: scale 0.5 in the graph, 0.25 in the reference", "b: quantized in the graph, not in the reference"])
+    assert wrong.failed == ("max_graph_mismatches",)
+    assert wrong.failures[0] == ("2 quantizers of the engine's graph differ from the reference's (first: a.input_quantizer: scale 0.5 in the graph, 0.25 in "
+                                 "the reference) (--max-graph-mismatches 0)")
+    unseen = judge(good, Bounds(), None)
+    assert unseen.failed == ("max_graph_mismatches",) and "could not be compared" in unseen.failures[0]
+    assert judge(good, Bounds(max_graph_mismatches=None), None).passed is True
+
+
+def test_default_bounds_follow_the_graph_precision():
+    assert default_bounds("fp32") == Bounds() and default_bounds("fp32").max_rel_error == 0.5
+    fp16 = default_bounds("fp16")
+    assert fp16.max_rel_error > default_bounds("fp32").max_rel_error and fp16.max_graph_mismatches == 0
+    with pytest.raises(SwinTrtError, match="records precision 'bf16'"):
+        default_bounds("bf16")
 
 
 def test_bound_values():
@@ -165,3 +185,109 @@ def test_moved_graph_found_with_onnx_and_checked(chain, tmp_path):
 def test_missing_reference_is_an_error(chain, tmp_path):
     with pytest.raises(SwinTrtError, match="not found"):
         trace(chain["engine"], tmp_path / "missing.pth")
+
+
+# ---------------------------------------------------------------------------------------------
+# the comparison on torch tensors, the device-side input pipeline, the speed sweep
+
+
+def test_relative_errors_on_torch_tensors_equal_the_numpy_formula():
+    rng = np.random.default_rng(1)
+    fp32 = rng.standard_normal((6, 10)).astype(np.float32)
+    fakequant = fp32 + 0.05 * rng.standard_normal((6, 10)).astype(np.float32)
+    engine = fakequant + 0.01 * rng.standard_normal((6, 10)).astype(np.float32)
+    expected = np.linalg.norm(engine.astype(np.float64) - fakequant, axis=1) / np.linalg.norm(fakequant.astype(np.float64) - fp32, axis=1)
+    for convert in (np.asarray, torch.from_numpy):
+        got = relative_errors(convert(engine), convert(fakequant), convert(fp32))
+        assert got.dtype == np.float64 and np.allclose(got, expected, rtol=1e-12, atol=0)
+    half = torch.from_numpy(engine).half()  # an FP16 engine's logits: widened exactly, not rounded again
+    assert np.allclose(relative_errors(half, torch.from_numpy(fakequant), torch.from_numpy(fp32)),
+                       relative_errors(half.float().numpy(), fakequant, fp32), rtol=1e-12, atol=0)
+
+
+class _StandInEngine:
+    """Stands for a backend's engine (a fixed linear map), with the protocol the gate uses."""
+
+    device = torch.device("cpu")
+    batch_range = (1, 16)
+
+    def __init__(self, weight: torch.Tensor):
+        self.weight, self.calls = weight, []
+
+    def run(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls.append(images)
+        return (images.flatten(1) @ self.weight).half()  # an FP16 engine's logits
+
+
+def test_compare_on_torch_tensors_matches_a_numpy_computation():
+    generator = torch.Generator().manual_seed(0)
+    weights = {name: torch.randn(12, 5, generator=generator) for name in ("fp32", "fakequant", "engine")}
+    models = {name: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5, bias=False)) for name in ("fp32", "fakequant")}
+    for name, model in models.items():
+        model[1].weight.data = weights[name].T.contiguous()
+    weights["engine"] = weights["fakequant"] + 0.1 * weights["engine"]
+    engine = _StandInEngine(weights["engine"])
+    batches = [(torch.randint(0, 256, (n, 3, 2, 2), generator=generator, dtype=torch.uint8), torch.randint(0, 5, (n,), generator=generator))
+               for n in (4, 3)]
+    report = compare(models["fp32"], models["fakequant"], engine, batches, preprocess=lambda pixels: pixels.float() / 255)
+    images = torch.cat([b for b, _ in batches]).float().numpy().reshape(7, -1) / 255
+    targets = torch.cat([t for _, t in batches]).numpy()
+    logits = {name: images @ w.double().numpy() for name, w in weights.items()}
+    logits["engine"] = logits["engine"].astype(np.float16).astype(np.float64)
+    assert all(call.dtype == torch.float32 for call in engine.calls)  # the engine gets the preprocessed batch
+    assert report.images == 7 and report.engine_top1 == pytest.approx(100 * np.mean(logits["engine"].argmax(1) == targets))
+    assert report.fp32_top1 == pytest.approx(100 * np.mean(logits["fp32"].argmax(1) == targets))
+    assert report.agreement == pytest.approx(100 * np.mean(logits["engine"].argmax(1) == logits["fakequant"].argmax(1)))
+    assert report.reference_agreement == pytest.approx(100 * np.mean(logits["fakequant"].argmax(1) == logits["fp32"].argmax(1)))
+    assert report.max_abs_diff == pytest.approx(np.abs(logits["engine"] - logits["fakequant"]).max(), rel=1e-4)
+    assert np.allclose(report.rel_errors, relative_errors(logits["engine"], logits["fakequant"], logits["fp32"]), rtol=1e-4)
+    assert report.images_per_s > 0
+
+
+def test_uint8_pipeline_normalised_on_the_device_is_bit_identical(digits_dir):
+    """What `bench` feeds the models (uint8 from the workers, normalised where the models run)
+    equals the float evaluation transform to the last bit."""
+    from swin_trt.data.datasets import build_dataset
+    from swin_trt.data.device_transforms import Normalize, uint8_eval_transform
+    from swin_trt.data.transforms import eval_transform
+    from swin_trt.models.zoo import MICRO, get_config
+
+    for config in (MICRO, get_config("swin_tiny_patch4_window7_224")):  # a plain resize, and resize + centre crop
+        floats = build_dataset(digits_dir, "val", eval_transform(config.data))
+        pixels = build_dataset(digits_dir, "val", uint8_eval_transform(config.data))
+        batch = torch.stack([pixels[i][0] for i in range(8)])
+        assert batch.dtype == torch.uint8
+        devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+        for device in devices:
+            normalised = Normalize(config.data).to(device)(batch.to(device)).cpu()
+            assert torch.equal(normalised, torch.stack([floats[i][0] for i in range(8)])), device
+
+
+def test_sweep_reports_each_batch_and_refuses_batches_outside_the_profile():
+    from swin_trt.runtimes.timing import sweep
+
+    engine = _StandInEngine(torch.ones(12, 5))
+    points = sweep(engine, (3, 2, 2), batches=(1, 4), warmup=1, iters=5)
+    assert [p.batch for p in points] == [1, 4] and all(0 < p.p50_ms <= p.p99_ms for p in points)
+    assert all(p.images_per_s == pytest.approx(p.batch / p.p50_ms * 1000) for p in points)
+    assert [c.shape[0] for c in engine.calls] == [1] * 6 + [4] * 6  # warm-up, then the timed runs
+    with pytest.raises(SwinTrtError, match=r"--sweep batch 32 is outside e.plan's profile \(1 to 16\)"):
+        sweep(engine, (3, 2, 2), batches=(1, 32), label="e.plan")
+    assert engine.calls[-1].shape[0] == 4  # refused before running anything
+
+
+def test_bench_device_and_exact_float32():
+    from swin_trt.parity.compare import exact_float32
+    from swin_trt.workflows import bench_device
+
+    engine = _StandInEngine(torch.ones(1, 1))
+    assert bench_device("auto", engine) == engine.device and bench_device("cpu", engine) == torch.device("cpu")
+    with pytest.raises(SwinTrtError, match="expected auto, cpu, cuda or cuda:N"):
+        bench_device("gpu0", engine)
+    if not torch.cuda.is_available():
+        with pytest.raises(SwinTrtError, match="no CUDA GPU is visible"):
+            bench_device("cuda", engine)
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    with exact_float32():
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before

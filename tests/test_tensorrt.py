@@ -24,10 +24,11 @@ from swin_trt.errors import SwinTrtError
 from swin_trt.lazy import lazy_import
 from swin_trt.onnx.graph import unquantized_matmuls
 from swin_trt.onnx.tensorrt import hoist_transposes_above_qdq, lint
+from swin_trt.parity.localize import perturb_scale
 from swin_trt.quantization.model import named_quantizers, set_scale_dtype
 from swin_trt.quantization.quantizer import TensorQuantizer
 from swin_trt.runtimes import onnxruntime as ort_runtime
-from swin_trt.runtimes import open_engine
+from swin_trt.runtimes import open_engine, source_record
 from swin_trt.runtimes import tensorrt as trt_runtime
 from swin_trt.settings import CalibrationRequest
 from swin_trt.workflows import calibrate_checkpoint, export_checkpoint
@@ -475,6 +476,10 @@ class _Recorder:
 
         return Profile()
 
+    def ModifyNetworkOutputs(self, network, outputs):  # noqa: N802
+        self.calls["modify_outputs"] = outputs
+        return network
+
     def CreateConfig(self, **options):  # noqa: N802
         self.calls["config"] = options
         return "config"
@@ -515,9 +520,91 @@ def test_build_plumbing_with_stand_ins(stand_in_tensorrt, tmp_path):
     assert calls["config"]["memory_pool_limits"] == {"WORKSPACE": 512 << 20} and calls["build"][2] == str(tmp_path / "t.cache")
     assert (tmp_path / "out" / "m.plan").read_bytes() == b"serialized engine"
     assert json.loads((tmp_path / "out" / "m.json").read_text()) == details
-    assert (details["backend"], details["model"], details["int8_mode"], details["tensorrt_version"], details["gpu"]) == (
-        "tensorrt", "swin_micro", "trt", "11.1.0", {"name": "Stand-in GPU", "compute_capability": "9.0"})
-    assert details["source_onnx_sha256"] and details["build"]["strongly_typed"] and not details["build"]["explicit_batch"]
+    assert (details["backend"], details["model"], details["int8_mode"], details["precision"], details["tensorrt_version"], details["gpu"]) == (
+        "tensorrt", "swin_micro", "trt", "fp16", "11.1.0", {"name": "Stand-in GPU", "compute_capability": "9.0"})
+    assert details["build"]["strongly_typed"] and not details["build"]["explicit_batch"]
+    assert {k: details[k] for k in source_record(source)} == source_record(source)  # the provenance chain's link, as every backend writes it
+    assert details["source_onnx"] == str(source.resolve())
+
+
+def test_debug_engine_marks_the_exposed_tensors_and_keeps_the_logits(stand_in_tensorrt, monkeypatch, tmp_path):
+    """``bench --localize`` on TensorRT: which tensors the debug engine marks, the profile it is
+    built with, and the runner's dict. Stand-ins for TensorRT, Polygraphy's loaders and the
+    deserialized debug engine (``_StandInExecution``): nothing here runs TensorRT."""
+    assert trt_runtime.outputs_to_mark(["a", "b", "a"], ["logits", "b"]) == ["a", "b", "logits"]
+    source = tmp_path / "m.onnx"
+    onnx.save(_model([helper.make_node("Relu", ["images"], ["a"]), helper.make_node("Neg", ["a"], ["b"]), helper.make_node("Abs", ["b"], ["logits"])],
+                     [("images", TensorProto.FLOAT, ["batch", 3, 8, 8])], [("logits", TensorProto.FLOAT, ["batch", 3, 8, 8])], []), source)
+
+    class _StandInExecution:
+        """Stands for a deserialized debug engine: returns each output as the FP16 CUDA tensor
+        TensorRT would (here on the CPU), shaped like the input."""
+
+        def __init__(self, plan, label):
+            assert plan == b"serialized engine" and "debug engine" in str(label)
+
+        def run(self, images):
+            return {name: (images * k).half() for k, name in enumerate(("logits", "b", "a"), start=1)}
+
+    monkeypatch.setattr(trt_runtime, "Execution", _StandInExecution)
+    details = {"build": {"max_shape": [16, 3, 8, 8], "timing_cache": str(tmp_path / "t.cache"), "builder_optimization_level": 3, "workspace_mib": None}}
+    runner = trt_runtime.intermediate_outputs(source, ["b", "a"], details)
+    calls = stand_in_tensorrt.calls
+    assert calls["modify_outputs"] == ["b", "a", "logits"] and calls["network"] == (str(source), True)
+    assert calls["profile"] == ("images", (1, 3, 8, 8), (16, 3, 8, 8), (16, 3, 8, 8))  # from batch 1 to the engine's own maximum
+    assert calls["config"]["builder_optimization_level"] == 3 and calls["config"]["load_timing_cache"] == str(tmp_path / "t.cache")
+    images = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    exposed = runner(images)
+    assert list(exposed) == ["b", "a"]  # the names asked for, in that order, without the logits
+    assert all(v.dtype == np.float32 and v.shape == images.shape for v in exposed.values())
+    assert np.array_equal(exposed["a"], (torch.from_numpy(images) * 3).half().float().numpy())
+
+
+class _StandInContext:
+    """Stands for ``IExecutionContext`` on CPU tensors: resolves each output's shape from the
+    input shape, records the bound addresses, and on ``execute_async_v3`` writes input x (k + 1)
+    into the k-th output through its address (as the engine writes device memory)."""
+
+    def __init__(self, accept_shape=True, enqueue=True):
+        self.accept_shape, self.enqueue, self.addresses, self.shape, self.stream = accept_shape, enqueue, {}, None, None
+
+    def set_input_shape(self, name, shape):
+        self.shape = shape
+        return self.accept_shape
+
+    def get_tensor_shape(self, name):
+        return (self.shape[0], 10) if name == "logits" else self.shape
+
+    def set_tensor_address(self, name, address):
+        self.addresses[name] = address
+
+    def execute_async_v3(self, stream):
+        import ctypes
+
+        self.stream = stream
+        count = int(np.prod(self.shape))
+        source = np.ctypeslib.as_array((ctypes.c_float * count).from_address(self.addresses["images"]))
+        for k, name in enumerate(n for n in self.addresses if n != "images"):
+            size = self.shape[0] * 10 if name == "logits" else count
+            target = np.ctypeslib.as_array((ctypes.c_float * size).from_address(self.addresses[name]))
+            target[:] = source[:size] * (k + 1)
+        return self.enqueue
+
+
+def test_execute_binds_inputs_and_outputs_by_address():
+    """The I/O binding of the runner with a stand-in context (``_StandInContext``, not TensorRT):
+    outputs are allocated per the context's shapes on the input's device, bound by address, and
+    written in place; a refused shape or enqueue is one line."""
+    context = _StandInContext()
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    outputs = trt_runtime.execute(context, "images", images, {"exposed": torch.float32, "logits": torch.float32}, stream=7)
+    assert context.stream == 7 and context.addresses["images"] == images.data_ptr()
+    assert outputs["exposed"].shape == images.shape and outputs["logits"].shape == (2, 10)
+    assert torch.equal(outputs["exposed"], images) and torch.equal(outputs["logits"], 2 * images.flatten()[:20].reshape(2, 10))
+    with pytest.raises(SwinTrtError, match="does not fit the engine's optimisation profile"):
+        trt_runtime.execute(_StandInContext(accept_shape=False), "images", images, {"logits": torch.float32}, stream=0)
+    with pytest.raises(SwinTrtError, match="could not enqueue"):
+        trt_runtime.execute(_StandInContext(enqueue=False), "images", images, {"logits": torch.float32}, stream=0)
 
 
 def test_failed_build_is_one_line_and_leaves_no_file(stand_in_tensorrt, run_cli, tmp_path):
@@ -543,6 +630,83 @@ def test_build_rejects_tensorrt_options_for_onnxruntime(run_cli, tmp_path):
     onnx.save(_fp32_graph(), tmp_path / "g.onnx")
     code, _, err = run_cli("build", "--onnx", tmp_path / "g.onnx", "--max-batch", "4", "--timing-cache", tmp_path / "cache")
     assert code == 2 and "--max-batch, --timing-cache: TensorRT options, given with --backend onnxruntime" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# the gate on the FP16 TensorRT graph, run by onnxruntime on the CPU
+
+
+@pytest.fixture(scope="module")
+def fp16_engine(trt_export, tmp_path_factory):
+    """The FP16 TensorRT-target graph built for onnxruntime (exact mode: its Q/DQ stay explicit)."""
+    return ort_runtime.build(trt_export[1]["onnx"], tmp_path_factory.mktemp("fp16_engine") / "micro_fp16.onnx", "exact")
+
+
+def _bench_json(run_cli, reference, engine, digits_dir, json_path, *extra):
+    code, out, err = run_cli("bench", "--reference", reference, "--engine", engine, "--data-path", digits_dir, "--workers", "0", "--json", json_path, *extra)
+    return code, out, err, (json.loads(json_path.read_text()) if json_path.exists() else None)
+
+
+def test_fp16_right_pairing_passes_the_default_gate(run_cli, trt_export, fp16_engine, digits_dir, tmp_path):
+    """The FP16 graph's own reference: its logits redraw most of the quantization noise (r ~0.9,
+    docs/parity.md), so the bounds are those measured for FP16 graphs; the graph check is exact."""
+    code, out, err, result = _bench_json(run_cli, trt_export[0], fp16_engine["engine"], digits_dir, tmp_path / "bench.json")
+    assert code == 0, err
+    assert result["engine_precision"] == "fp16" and result["passed"] is True and result["graph_mismatches"] == []
+    assert (result["max_rel_error"], result["max_rel_error_p95"], result["max_graph_mismatches"]) == (1.5, 3.0, 0)
+    assert 0.3 < result["rel_error_median"] <= 1.5  # far above an FP32 graph's ~1e-5: the float16 rounding, not a fault
+    assert "bounds for fp16 graphs" in out
+
+
+def test_fp16_wrong_calibration_and_changed_scale_fail_on_the_graph_check(run_cli, trained_micro, trt_export, fp16_engine, digits_dir, tmp_path):
+    """Another calibration of the same recipe and one scale doubled in the right graph: the logit
+    error of an FP16 engine cannot tell them from the right model; the graph check names them."""
+    other = calibrate_checkpoint(None, None, trained_micro.checkpoint, digits_dir, False, CalibrationRequest(int8_mode="trt", calibrator="max", num_calib_batch=2),
+                                 tmp_path / "max", DistContext(), workers=0)
+    code, _, err, result = _bench_json(run_cli, other.checkpoint, fp16_engine["engine"], digits_dir, tmp_path / "wrong.json", "--allow-foreign-engine",
+                                       "--max-batches", "1")
+    assert code == 1 and "max_graph_mismatches" in result["failed"] and len(result["graph_mismatches"]) > 10
+    assert "quantizers of the engine's graph differ from the reference's (first: " in err
+    broken = "layers.1.blocks.0.mlp.fc1.input_quantizer"
+    perturb_scale(trt_export[1]["onnx"], tmp_path / "broken.onnx", broken, 2.0)
+    ort_runtime.build(tmp_path / "broken.onnx", tmp_path / "broken_engine.onnx", "exact")
+    code, out, err, result = _bench_json(run_cli, trt_export[0], tmp_path / "broken_engine.onnx", digits_dir, tmp_path / "fault.json", "--max-batches", "1")
+    assert result["provenance"] == "verified" and code == 1 and result["failed"] == ["max_graph_mismatches"]
+    assert result["graph_mismatches"] == [f"{broken}: scale {2 * _scale_of(trt_export[1]['onnx'], broken):.6g} in the graph, "
+                                          f"{_scale_of(trt_export[1]['onnx'], broken):.6g} in the reference"]
+    assert f"graph vs reference: 1 quantizers differ:\n  {broken}: scale" in out
+
+
+def _scale_of(graph_path, quantizer) -> float:
+    from swin_trt.parity.conformance import graph_quantizers
+
+    return float(graph_quantizers(graph_path)[quantizer].scale)
+
+
+def test_bench_sweep_beside_a_baseline_engine(run_cli, trt_export, fp16_engine, digits_dir, tmp_path):
+    """``bench --sweep`` times the engine and the FP16 baseline of the same model (no Q/DQ, exported
+    from the same checkpoint, so its provenance verifies too); speed is not asserted."""
+    baseline = export_checkpoint(trt_export[0], tmp_path / "baseline.onnx", no_quant=True, target="tensorrt")
+    assert baseline["q_nodes"] == 0
+    ort_runtime.build(baseline["onnx"], tmp_path / "baseline_engine.onnx", "exact")
+    code, out, err, result = _bench_json(run_cli, trt_export[0], fp16_engine["engine"], digits_dir, tmp_path / "bench.json", "--no-gate", "--max-batches", "1",
+                                         "--sweep", "1", "3", "--baseline-engine", tmp_path / "baseline_engine.onnx")
+    assert code == 0, err
+    assert [row["batch"] for row in result["sweep"]] == [1, 3]
+    assert all(row["p50_ms"] <= row["p99_ms"] and row["speedup"] == pytest.approx(row["images_per_s"] / row["baseline_images_per_s"]) for row in result["sweep"])
+    assert "engine / baseline" in out
+    code, _, err = run_cli("bench", "--reference", trt_export[0], "--engine", fp16_engine["engine"], "--data-path", digits_dir,
+                           "--baseline-engine", tmp_path / "baseline_engine.onnx")
+    assert code == 2 and "--baseline-engine is timed by --sweep" in err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_cuda_references_hold_the_gate(run_cli, trt_export, fp16_engine, digits_dir, tmp_path):
+    """The CUDA evaluator's references (uint8 normalised on the GPU, FP32 without TF32) against the
+    CPU engine: the same verdict as with CPU references. Needs a GPU, not TensorRT."""
+    code, _, err, result = _bench_json(run_cli, trt_export[0], fp16_engine["engine"], digits_dir, tmp_path / "bench.json", "--device", "cuda")
+    assert code == 0, err
+    assert result["device"].startswith("cuda") and result["passed"] is True and result["images"] == 360
 
 
 def test_parity_gate_script_on_cpu(trained_micro, digits_dir, tmp_path):
@@ -573,7 +737,7 @@ def trt_engine(trt_export, tmp_path_factory):
 def test_engine_sidecar_and_timing_cache(trt_engine, trt_export):
     _, graph = trt_export
     assert {"engine", "backend", "source_onnx", "source_onnx_sha256", "model", "int8_mode", "versions", "tensorrt_version", "gpu", "build"} <= set(trt_engine)
-    assert trt_engine["backend"] == "tensorrt" and trt_engine["source_onnx"] == graph["onnx"] and trt_engine["gpu"]["compute_capability"]
+    assert trt_engine["backend"] == "tensorrt" and Path(trt_engine["source_onnx"]) == Path(graph["onnx"]).resolve() and trt_engine["gpu"]["compute_capability"]
     assert trt_engine["build"]["strongly_typed"] and Path(trt_engine["build"]["timing_cache"]).stat().st_size > 0
     assert json.loads(Path(trt_engine["engine"]).with_suffix(".json").read_text()) == trt_engine
 
@@ -611,3 +775,23 @@ def test_engine_from_another_tensorrt_is_refused(trt_engine, tmp_path):
     copy.with_suffix(".json").write_text(json.dumps({**trt_engine, "tensorrt_version": "10.0.0.6"}))
     with pytest.raises(SwinTrtError, match="was built by TensorRT 10.0.0.6"):
         open_engine(copy)
+
+
+@pytest.mark.tensorrt
+def test_cuda_evaluator_gates_localizes_and_sweeps_a_tensorrt_engine(run_cli, trt_engine, trt_export, digits_dir, tmp_path):
+    """``bench`` with a .plan: references on the GPU, the default gate for FP16 graphs, the debug
+    engine of --localize, and the sweep beside the FP16 engine of the same model."""
+    checkpoint, _ = trt_export
+    baseline = export_checkpoint(checkpoint, tmp_path / "fp16.onnx", no_quant=True, target="tensorrt")
+    trt_runtime.build(baseline["onnx"], tmp_path / "fp16.plan", min_batch=1, opt_batch=8, max_batch=32)
+    code, out, err, result = _bench_json(run_cli, checkpoint, trt_engine["engine"], digits_dir, tmp_path / "bench.json", "--localize",
+                                         "--sweep", "1", "8", "32", "--baseline-engine", tmp_path / "fp16.plan")
+    assert code == 0, err
+    assert result["device"].startswith("cuda") and result["engine_backend"] == "tensorrt" and result["engine_precision"] == "fp16"
+    assert result["passed"] is True and result["graph_mismatches"] == []
+    assert len(result["localize"]) == trt_export[1]["dq_nodes"] + 1
+    assert [row["batch"] for row in result["sweep"]] == [1, 8, 32] and all(row["speedup"] > 0 for row in result["sweep"])
+    with pytest.raises(SwinTrtError, match="--sweep batch 64 is outside"):
+        from swin_trt.workflows import bench_engine
+
+        bench_engine(checkpoint, trt_engine["engine"], digits_dir, workers=0, max_batches=1, sweep_batches=(1, 64))

@@ -7,14 +7,23 @@ import sys
 from pathlib import Path
 
 from swin_trt.cli.common import add_data_args, emit_json, positive_int
+from swin_trt.errors import SwinTrtError
 from swin_trt.lazy import lazy_import
-from swin_trt.parity.gate import DEFAULTS, Bounds
+from swin_trt.parity.gate import BY_PRECISION, DEFAULTS
+from swin_trt.runtimes.timing import DEFAULT_BATCHES
 
 console = lazy_import("swin_trt.console")
 localize = lazy_import("swin_trt.parity.localize")
 workflows = lazy_import("swin_trt.workflows")
 
 NAME = "bench"
+BOUND_FLAGS = (
+    ("max_rel_error", "--max-rel-error", "R", "median r over the images"),
+    ("max_rel_error_p95", "--max-rel-error-p95", "R", "95th percentile of r"),
+    ("min_agreement", "--min-agreement", "PCT", "argmax agreement engine vs fake-quant, %%"),
+    ("max_top1_drop", "--max-top1-drop", "PT", "engine top-1 below fake-quant top-1, points"),
+    ("max_graph_mismatches", "--max-graph-mismatches", "N", "quantizers whose placement or scale in the engine's graph is not the reference's"),
+)
 
 
 def bound(text: str) -> float | None:
@@ -42,18 +51,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--onnx", type=Path, metavar="FILE", help="the engine's source graph, if moved from where its sidecar says (its SHA-256 must match)")
     add_data_args(parser, batch_size=64)
     parser.add_argument("--max-batches", type=positive_int, default=None)
+    parser.add_argument("--device", default="auto",
+                        help="where the FP32 and fake-quant references run and the images are normalised: auto (where the engine computes: "
+                        "the GPU for TensorRT, the CPU for onnxruntime), cpu, cuda, cuda:N")
     parser.add_argument("--json", type=Path, metavar="PATH")
-    bounds = parser.add_argument_group("gate bounds (a number, or 'off')")
-    bounds.add_argument("--max-rel-error", type=bound, default=DEFAULTS["max_rel_error"], metavar="R",
-                        help=f"median r over the images (default {DEFAULTS['max_rel_error']:g})")
-    bounds.add_argument("--max-rel-error-p95", type=bound, default=DEFAULTS["max_rel_error_p95"], metavar="R",
-                        help=f"95th percentile of r (default {DEFAULTS['max_rel_error_p95']:g})")
-    bounds.add_argument("--min-agreement", type=bound, default=DEFAULTS["min_agreement"], metavar="PCT",
-                        help=f"argmax agreement engine vs fake-quant, %% (default {DEFAULTS['min_agreement']:g})")
-    bounds.add_argument("--max-top1-drop", type=bound, default=DEFAULTS["max_top1_drop"], metavar="PT",
-                        help=f"engine top-1 below fake-quant top-1, points (default {DEFAULTS['max_top1_drop']:g})")
+    bounds = parser.add_argument_group("gate bounds (a number, or 'off'); defaults by the precision of the engine's graph, see docs/parity.md")
+    for name, flag, metavar, what in BOUND_FLAGS:
+        bounds.add_argument(flag, dest=name, type=bound, default=argparse.SUPPRESS, metavar=metavar,
+                            help=f"{what} (default {BY_PRECISION['fp32'].as_json()[name]:g}, FP16 graphs {BY_PRECISION['fp16'].as_json()[name]:g})")
     bounds.add_argument("--no-gate", action="store_true", help="report without gating (JSON \"passed\": null)")
     bounds.add_argument("--allow-foreign-engine", action="store_true", help="compare an engine whose provenance chain does not end at --reference")
+    speed = parser.add_argument_group("speed")
+    speed.add_argument("--sweep", type=positive_int, nargs="*", metavar="BATCH",
+                       help=f"also time the engine at these batch sizes (default {' '.join(map(str, DEFAULT_BATCHES))}): p50/p99 latency from "
+                       "CUDA events on a GPU, images/s")
+    speed.add_argument("--baseline-engine", type=Path, metavar="FILE",
+                       help="with --sweep: time this engine too, e.g. the FP16 engine built from the same model (`export --no-quant --target "
+                       "tensorrt`), and report the ratio; its provenance is checked like --engine's")
     where = parser.add_argument_group("where it drifts")
     where.add_argument("--localize", action="store_true",
                        help="also run the engine's source graph with every quantized tensor exposed against the reference's quantizers; "
@@ -64,19 +78,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    bounds = None if args.no_gate else Bounds(args.max_rel_error, args.max_rel_error_p95, args.min_agreement, args.max_top1_drop)
+    if args.baseline_engine is not None and args.sweep is None:
+        raise SwinTrtError("--baseline-engine is timed by --sweep: add --sweep [BATCH ...]")
+    overrides = {name: getattr(args, name) for name, *_ in BOUND_FLAGS if hasattr(args, name)}
     localize_images = args.localize_images if args.localize or args.localize_plot else 0
     outcome = workflows.bench_engine(args.reference, args.engine, args.data_path, args.zip, args.batch_size, args.workers, args.max_batches,
-                                     bounds, args.onnx, args.allow_foreign_engine, localize_images)
-    report, details, verdict = outcome.report, outcome.engine.details, outcome.verdict
-    engine_label = f"{details.get('backend', 'onnxruntime')} {details.get('ort_mode', '')}".strip()
+                                     not args.no_gate, overrides, args.onnx, args.allow_foreign_engine, localize_images, args.device,
+                                     None if args.sweep is None else tuple(args.sweep or DEFAULT_BATCHES), args.baseline_engine)
+    report, details, verdict, bounds = outcome.report, outcome.engine.details, outcome.verdict, outcome.bounds
+    engine_label = f"{details.get('backend', 'onnxruntime')} {details.get('ort_mode', '')} {outcome.precision}".replace("  ", " ").strip()
     console.print_table(
-        f"bench {details.get('model') or 'model'}: {args.engine} vs {args.reference} ({report.images} images; provenance {'verified' if outcome.provenance.verified else 'FOREIGN'})",
+        f"bench {details.get('model') or 'model'}: {args.engine} vs {args.reference} ({report.images} images on {outcome.device}; "
+        f"provenance {'verified' if outcome.provenance.verified else 'FOREIGN'})",
         ("model", "top-1 %", "top-5 %"),
         [("FP32", report.fp32_top1, report.fp32_top5), ("INT8 fake-quant (reference)", report.fakequant_top1, report.fakequant_top5),
          (f"engine ({engine_label})", report.engine_top1, report.engine_top5)],
     )
-    console.print_table("engine vs fake-quant (r = ||engine - fq|| / ||fq - fp32|| per image)",
+    console.print_table(f"engine vs fake-quant (r = ||engine - fq|| / ||fq - fp32|| per image; bounds for {outcome.precision} graphs)",
                         ("r median", "r p95", "argmax agreement %", "max |dlogit|", "mean |dlogit|", "cosine", "engine images/s"),
                         [(f"{report.rel_error_median:.3g}", f"{report.rel_error_p95:.3g}", report.agreement, f"{report.max_abs_diff:.4g}",
                           f"{report.mean_abs_diff:.4g}", f"{report.cosine:.6f}", f"{report.images_per_s:.1f}")])
@@ -88,7 +106,12 @@ def run(args: argparse.Namespace) -> int:
         **(bounds.as_json() if bounds is not None else dict.fromkeys(DEFAULTS)),
         "passed": verdict.passed, "failed": list(verdict.failed),
         "provenance": outcome.provenance.label, "engine_backend": details.get("backend"), "engine_mode": details.get("ort_mode"),
+        "reference_agreement": report.reference_agreement, "engine_precision": outcome.precision, "device": str(outcome.device), "graph_mismatches": outcome.graph_mismatches,
     }
+    if outcome.graph_mismatches:
+        print(f"graph vs reference: {len(outcome.graph_mismatches)} quantizers differ:", *outcome.graph_mismatches[:5], sep="\n  ")
+    if outcome.sweep is not None:
+        result["sweep"] = _report_sweep(outcome, args.engine, args.baseline_engine)
     if outcome.localization is not None:
         result.update(_report_localization(outcome.localization, args.localize_plot))
     emit_json(args, result)
@@ -102,6 +125,19 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print("gate passed")
     return 0
+
+
+def _report_sweep(outcome, engine_path: Path, baseline_path: Path | None) -> list[dict]:
+    """One row per batch size: the engine's latency and images/s, and beside it the baseline's and the ratio."""
+    baseline = {point.batch: point for point in outcome.baseline_sweep or ()}
+    rows = [{**point.as_json(), **({"baseline_images_per_s": baseline[point.batch].images_per_s,
+                                    "speedup": point.images_per_s / baseline[point.batch].images_per_s} if baseline else {})}
+            for point in outcome.sweep]
+    columns = ("batch", "p50 ms", "p99 ms", "images/s") + (("baseline images/s", "engine / baseline") if baseline else ())
+    console.print_table(f"speed: {engine_path}" + (f" vs baseline {baseline_path}" if baseline else "") + f" ({outcome.engine.device})", columns,
+                        [(row["batch"], f"{row['p50_ms']:.3f}", f"{row['p99_ms']:.3f}", f"{row['images_per_s']:.1f}",
+                          *((f"{row['baseline_images_per_s']:.1f}", f"{row['speedup']:.2f}x") if baseline else ())) for row in rows])
+    return rows
 
 
 def _report_localization(localization, plot_path: Path | None) -> dict:

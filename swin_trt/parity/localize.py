@@ -28,13 +28,13 @@ from swin_trt.errors import SwinTrtError
 from swin_trt.io import atomic_path
 from swin_trt.lazy import lazy_import
 from swin_trt.parity.compare import quantile, relative_errors
+from swin_trt.parity.conformance import DEQUANTIZE
 from swin_trt.quantization.model import is_weight_quantizer, named_quantizers
 from swin_trt.runtimes import backend_module
 
 onnx = lazy_import("onnx")
 mpl_figure = lazy_import("matplotlib.figure")
 
-DEQUANTIZE = ".DequantizeLinear"
 ENGINE_LOGITS = "logits (engine)"
 CHUNK = 4  # images per run: Swin-T's stage-1 tensors are ~1 MB per image each, and there are ~135 of them
 
@@ -102,6 +102,10 @@ def _recording_fp32(fakequant: torch.nn.Module) -> tuple[torch.nn.Module, dict[s
     return fp32, recorders
 
 
+def _host(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.float().cpu().numpy()
+
+
 def _rows(name: str, value: np.ndarray, images: int) -> np.ndarray:
     """One row per image; a weight has no image axis (one row). Swin's window partition keeps
     the batch outermost, so an attention tensor's first axis is images x windows."""
@@ -125,13 +129,14 @@ def localize(fakequant: torch.nn.Module, engine, onnx_path: str | Path, images: 
         onnx_path, [points[name] for name in compared], engine.details)
     errors: dict[str, list[np.ndarray]] = {name: [] for name in [*compared, ENGINE_LOGITS]}
     max_diff = dict.fromkeys(errors, 0.0)
-    for chunk in images.split(CHUNK):
+    device = next(fakequant.parameters()).device  # the references run where bench put them (the GPU of the CUDA evaluator)
+    for chunk in images.cpu().split(CHUNK):
         exposed = run_graph(chunk.numpy())
         with _captured(fakequant, set(compared)) as reference:
-            reference_logits = fakequant(chunk).numpy()
-        fp32_logits = fp32(chunk).numpy()
-        triples = {name: (exposed[points[name]], reference[name].float().numpy(), recorders[name].value.float().numpy()) for name in compared}
-        triples[ENGINE_LOGITS] = (engine(chunk.numpy()), reference_logits, fp32_logits)
+            reference_logits = _host(fakequant(chunk.to(device)))
+        fp32_logits = _host(fp32(chunk.to(device)))
+        triples = {name: (exposed[points[name]], _host(reference[name]), _host(recorders[name].value)) for name in compared}
+        triples[ENGINE_LOGITS] = (_host(engine.run(chunk.to(engine.device))), reference_logits, fp32_logits)
         for name, (got, want, fp) in triples.items():
             if got.size != want.size:
                 raise SwinTrtError(f"localize: {name} has shape {got.shape} in the graph and {tuple(want.shape)} in the reference")

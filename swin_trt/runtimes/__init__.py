@@ -4,7 +4,10 @@ A backend module provides:
 
 - ``build(onnx_path, engine_path, **options) -> dict``: build an engine and write its JSON sidecar,
   which includes :func:`source_record` (the link back to the graph that the parity gate follows);
-- ``Engine(path)``: ``engine(images: np.ndarray) -> logits``, with the sidecar as ``.details``;
+- ``Engine(path)``: ``engine(images: np.ndarray) -> logits`` (numpy), ``engine.run(images:
+  torch.Tensor) -> logits`` (torch, on ``engine.device``, where the engine computes: the parity
+  gate feeds it batches already there, so a GPU engine's I/O never passes through the host),
+  ``.batch_range`` (smallest, largest batch or None) and the sidecar as ``.details``;
 - ``intermediate_outputs(onnx_path, names, details) -> runner``: the engine's source graph run as
   the engine runs it (``details`` is its sidecar) with the named tensors exposed as outputs,
   ``runner(images) -> {name: float32 array}``; ``swin-trt bench --localize`` compares these layer

@@ -23,6 +23,7 @@ from swin_trt.runtimes import read_sidecar, source_record
 
 ort = lazy_import("onnxruntime")
 onnx = lazy_import("onnx")
+torch = lazy_import("torch")
 
 MODES = ("exact", "fast")
 ERROR_LOG_LEVEL = 3  # onnxruntime's own warnings (e.g. "hardware specific optimizations") stay out of the user's log
@@ -110,7 +111,9 @@ def _has_qdq(onnx_path: Path) -> bool:
 
 
 class Engine:
-    """Runs a built engine (the sidecar says how it was optimised)."""
+    """Runs a built engine (the sidecar says how it was optimised) on the CPU, any batch size."""
+
+    batch_range = (1, None)
 
     def __init__(self, engine_path: str | Path, threads: int | None = None):
         engine_path = Path(engine_path)
@@ -120,9 +123,14 @@ class Engine:
         options = session_options(self.details.get("ort_mode", "exact"), threads)
         self.session = ort.InferenceSession(str(engine_path), options, providers=providers())
         self.input_name = self.session.get_inputs()[0].name
+        self.device = torch.device("cpu")
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(images, dtype=np.float32)})[0]
+
+    def run(self, images):
+        """Logits as a CPU torch tensor for a torch batch on any device (a CPU float32 batch is not copied)."""
+        return torch.from_numpy(self(images.cpu().numpy()))
 
 
 def intermediate_outputs(onnx_path: str | Path, names: list[str], details: dict[str, Any]) -> Callable[[np.ndarray], dict[str, np.ndarray]]:

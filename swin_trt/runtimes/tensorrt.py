@@ -14,15 +14,18 @@ Written against TensorRT's documented Python API for 10.x and 11.x, where they d
 Polygraphy's TensorRT loaders do the parsing, configuration and build (they handle version
 differences and timing-cache locking); what they lack, written here: the engine file and sidecar
 written atomically, the profile from the graph's batch axis, the version/GPU check when an engine
-is loaded, and the torch-tensor runner. The pure parts (flags, profile shapes, compatibility,
-dtype mapping) take the ``tensorrt`` module as an argument so the tests can pass a stand-in where
-TensorRT is not installed.
+is loaded, the torch-tensor runner, and the debug engine of ``swin-trt bench --localize`` (the
+source graph with chosen tensors marked as outputs through Polygraphy's ``ModifyNetworkOutputs``).
+The pure parts (flags, profile shapes, compatibility, dtype mapping, output binding, which tensors
+a debug engine marks) take their TensorRT objects as arguments, so the tests can pass stand-ins
+where TensorRT is not installed.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -32,9 +35,8 @@ import numpy as np
 from swin_trt.errors import SwinTrtError
 from swin_trt.io import atomic_path, write_json
 from swin_trt.lazy import lazy_import
-from swin_trt.onnx.hashing import file_sha256
 from swin_trt.provenance import package_versions
-from swin_trt.runtimes import read_sidecar
+from swin_trt.runtimes import read_sidecar, source_record
 
 tensorrt = lazy_import("tensorrt")
 torch = lazy_import("torch")
@@ -149,6 +151,27 @@ def check_batch(batch: int, low: int, high: int, engine_path: str | Path) -> Non
                            f"--min-batch/--max-batch")
 
 
+def _builder_config(trt: Any, input_name: str, shapes: tuple, timing_cache: str | Path | None, builder_optimization_level: int | None,
+                    workspace_mib: int | None) -> Any:
+    """Polygraphy's builder config: one profile over the batch axis, the timing cache read when
+    given, DETAILED profiling (the inspector's per-layer precisions), no precision flags."""
+    low, best, high = shapes
+    return polygraphy_trt.CreateConfig(
+        profiles=[polygraphy_trt.Profile().add(input_name, min=low, opt=best, max=high)],
+        load_timing_cache=str(timing_cache) if timing_cache else None,
+        profiling_verbosity=trt.ProfilingVerbosity.DETAILED,
+        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: workspace_mib << 20} if workspace_mib else None,
+        builder_optimization_level=builder_optimization_level,
+    )
+
+
+def _build_bytes(trt: Any, network: Any, config: Any, onnx_path: Path, timing_cache: str | Path | None = None) -> bytes:
+    try:
+        return bytes(polygraphy_trt.EngineBytesFromNetwork(network, config, save_timing_cache=str(timing_cache) if timing_cache else None)())
+    except polygraphy_exception.PolygraphyException as error:
+        raise SwinTrtError(f"{onnx_path}: TensorRT {trt.__version__} could not build an engine ({str(error).strip().splitlines()[-1]})") from None
+
+
 def build(
     onnx_path: str | Path,
     engine_path: str | Path,
@@ -161,46 +184,32 @@ def build(
 ) -> dict[str, Any]:
     """Build a strongly typed engine from ``onnx_path`` and save it with a JSON sidecar.
 
-    The sidecar carries what the parity gate's provenance chain needs (``source_onnx`` and its
-    SHA-256) and what decides whether the engine can be loaded elsewhere (TensorRT version, GPU,
-    compute capability), plus the build flags."""
+    The sidecar carries what the parity gate's provenance chain needs (:func:`source_record`: the
+    graph's absolute path, its SHA-256, and what its own sidecar says it is), what decides whether
+    the engine can be loaded elsewhere (TensorRT version, GPU, compute capability), and the build
+    flags (which ``--localize`` reuses for its debug engine)."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.is_file():
         raise SwinTrtError(f"ONNX file not found: {onnx_path} (make one with `swin-trt export --target tensorrt`)")
     trt = require_tensorrt()
     gpu_name, capability = require_cuda()
     input_name, dims = graph_input(onnx_path)
-    low, best, high = profile_shapes(dims, min_batch, opt_batch, max_batch)
+    shapes = profile_shapes(dims, min_batch, opt_batch, max_batch)
     flags = network_flags(trt)
     network = polygraphy_trt.NetworkFromOnnxPath(str(onnx_path), strongly_typed=flags["strongly_typed"])
-    config = polygraphy_trt.CreateConfig(
-        profiles=[polygraphy_trt.Profile().add(input_name, min=low, opt=best, max=high)],
-        load_timing_cache=str(timing_cache) if timing_cache else None,
-        profiling_verbosity=trt.ProfilingVerbosity.DETAILED,
-        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: workspace_mib << 20} if workspace_mib else None,
-        builder_optimization_level=builder_optimization_level,
-    )
+    config = _builder_config(trt, input_name, shapes, timing_cache, builder_optimization_level, workspace_mib)
     with atomic_path(engine_path) as tmp:
-        try:
-            serialized = polygraphy_trt.EngineBytesFromNetwork(network, config, save_timing_cache=str(timing_cache) if timing_cache else None)()
-        except polygraphy_exception.PolygraphyException as error:
-            raise SwinTrtError(f"{onnx_path}: TensorRT {trt.__version__} could not build an engine ({str(error).strip().splitlines()[-1]})") from None
-        tmp.write_bytes(bytes(serialized))
-    source = read_sidecar(onnx_path) or {}
+        tmp.write_bytes(_build_bytes(trt, network, config, onnx_path, timing_cache))
     details = {
         "engine": str(engine_path),
         "backend": "tensorrt",
-        "source_onnx": str(onnx_path),
-        "source_onnx_sha256": file_sha256(onnx_path),
-        "model": source.get("model"),
-        "int8_mode": source.get("int8_mode"),
-        "precision": source.get("precision"),
+        **source_record(onnx_path),
         "tensorrt_version": trt.__version__,
         "gpu": {"name": gpu_name, "compute_capability": capability},
         "build": {
             **flags,
             "input": input_name,
-            "min_shape": list(low), "opt_shape": list(best), "max_shape": list(high),
+            "min_shape": list(shapes[0]), "opt_shape": list(shapes[1]), "max_shape": list(shapes[2]),
             "timing_cache": str(timing_cache) if timing_cache else None,
             "builder_optimization_level": builder_optimization_level,
             "workspace_mib": workspace_mib,
@@ -212,11 +221,66 @@ def build(
     return details
 
 
-class Engine:
-    """A deserialized engine with one execution context, run on the current torch CUDA stream.
+def execute(context: Any, input_name: str, images: Any, outputs: dict[str, Any], stream: int) -> dict[str, Any]:
+    """Enqueue one inference on ``stream``: bind ``images`` and a fresh tensor per output (on the
+    images' device, shaped as the context resolves it for this batch) by address, no copies.
 
-    ``run`` takes and returns torch CUDA tensors (the CUDA evaluator's path); ``__call__`` takes a
-    numpy batch and returns numpy logits, as every backend does for the generic parity gate.
+    The returned tensors are valid once ``stream`` has run this far (``.cpu()`` or a later kernel
+    on the same stream waits for it); torch's caching allocator reuses their memory only for work
+    queued after this on the stream, so nothing is freed under the running engine."""
+    if not context.set_input_shape(input_name, tuple(images.shape)):
+        raise SwinTrtError(f"input shape {tuple(images.shape)} does not fit the engine's optimisation profile")
+    results = {name: torch.empty(tuple(context.get_tensor_shape(name)), dtype=dtype, device=images.device) for name, dtype in outputs.items()}
+    context.set_tensor_address(input_name, images.data_ptr())
+    for name, tensor in results.items():
+        context.set_tensor_address(name, tensor.data_ptr())
+    if not context.execute_async_v3(stream):
+        raise SwinTrtError("TensorRT could not enqueue the inference (execute_async_v3 returned False; its log says why)")
+    return results
+
+
+class Execution:
+    """A deserialized plan with one execution context: its input, its outputs (name -> torch
+    dtype, as many as the plan has: one for an engine, one per exposed tensor for a debug
+    engine), and the batch range of its profile. Runs on the current CUDA device and stream."""
+
+    def __init__(self, plan: bytes, label: str | Path):
+        trt = require_tensorrt()
+        gpu_name, capability = require_cuda()
+        self.label = label
+        self._logger = trt.Logger(trt.Logger.ERROR)
+        self._runtime = trt.Runtime(self._logger)
+        self.engine = self._runtime.deserialize_cuda_engine(plan)
+        if self.engine is None:
+            raise SwinTrtError(f"{label}: TensorRT {trt.__version__} cannot deserialize it on {gpu_name} (compute capability {capability}); "
+                               "it was built by another TensorRT version or for another GPU: rebuild it with `swin-trt build --backend tensorrt`")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        if len(inputs) != 1:
+            raise SwinTrtError(f"{label}: expected one input (the image batch), found {inputs}")
+        self.input_name = inputs[0]
+        self.input_dtype = torch_dtype(self.engine.get_tensor_dtype(self.input_name))
+        self.outputs = {n: torch_dtype(self.engine.get_tensor_dtype(n)) for n in names if n != self.input_name}
+        low, best, high = self.engine.get_tensor_profile_shape(self.input_name, 0)
+        self.batch_range = (low[0], high[0])
+        self.opt_shape = tuple(best)
+        self.device = torch.device("cuda", torch.cuda.current_device())
+
+    def run(self, images) -> dict[str, Any]:
+        """Every output for a batch given as a torch tensor (moved to this device and the input's
+        type if needed: from a CUDA float32 batch nothing is copied)."""
+        check_batch(images.shape[0], *self.batch_range, self.label)
+        images = images.to(device=self.device, dtype=self.input_dtype).contiguous()
+        return execute(self.context, self.input_name, images, self.outputs, torch.cuda.current_stream(self.device).cuda_stream)
+
+
+class Engine:
+    """A built engine (one input, one output), run on the current torch CUDA stream.
+
+    ``run`` takes and returns torch CUDA tensors (the CUDA evaluator's path: the parity gate feeds
+    it batches already on the GPU); ``__call__`` takes a numpy batch and returns numpy logits, as
+    every backend does.
     """
 
     def __init__(self, engine_path: str | Path):
@@ -230,40 +294,18 @@ class Engine:
         notice = check_compatible(self.details, trt.__version__, gpu_name, capability, engine_path)
         if notice:
             warnings.warn(notice, stacklevel=2)
-        self._logger = trt.Logger(trt.Logger.ERROR)
-        self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
-        if self.engine is None:
-            raise SwinTrtError(f"{engine_path}: TensorRT {trt.__version__} cannot deserialize it on {gpu_name} (compute capability {capability}); "
-                               "it was built by another TensorRT version or for another GPU: rebuild it with `swin-trt build --backend tensorrt`")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if n not in inputs]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise SwinTrtError(f"{engine_path}: expected one input and one output, found {inputs} -> {outputs}")
-        self.input_name, self.output_name = inputs[0], outputs[0]
-        self.input_dtype = torch_dtype(self.engine.get_tensor_dtype(self.input_name))
-        self.output_dtype = torch_dtype(self.engine.get_tensor_dtype(self.output_name))
-        low, best, high = self.engine.get_tensor_profile_shape(self.input_name, 0)
-        self.batch_range = (low[0], high[0])
-        self.opt_shape = tuple(best)
+        self.execution = Execution(engine_path.read_bytes(), engine_path)
+        if len(self.execution.outputs) != 1:
+            raise SwinTrtError(f"{engine_path}: expected one output (the logits), found {list(self.execution.outputs)}")
+        self.output_name = next(iter(self.execution.outputs))
+        self.opt_shape = self.execution.opt_shape
+        self.batch_range = self.execution.batch_range
+        self.device = self.execution.device
 
     def run(self, images):
-        """Logits for a batch given as a torch tensor (moved to the current CUDA device if needed).
-
-        Inputs and outputs stay allocated by torch's caching allocator on the current stream, so
-        a buffer freed here is reused only by work queued after this inference on that stream."""
-        check_batch(images.shape[0], *self.batch_range, self.path)
-        images = images.to(device=torch.device("cuda", torch.cuda.current_device()), dtype=self.input_dtype).contiguous()
-        if not self.context.set_input_shape(self.input_name, tuple(images.shape)):
-            raise SwinTrtError(f"{self.path}: input shape {tuple(images.shape)} does not fit the engine's profile")
-        logits = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=self.output_dtype, device=images.device)
-        self.context.set_tensor_address(self.input_name, images.data_ptr())
-        self.context.set_tensor_address(self.output_name, logits.data_ptr())
-        if not self.context.execute_async_v3(torch.cuda.current_stream(images.device).cuda_stream):
-            raise RuntimeError(f"{self.path}: TensorRT execution failed")
-        return logits
+        """Logits (a torch tensor on this engine's GPU, in the engine's output type) for a batch
+        given as a torch tensor."""
+        return self.execution.run(images)[self.output_name]
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
@@ -272,7 +314,50 @@ class Engine:
     def layer_information(self) -> dict[str, Any]:
         """The engine inspector's JSON for every layer, shapes resolved at the profile's opt batch."""
         trt = require_tensorrt()
-        self.context.set_input_shape(self.input_name, self.opt_shape)
-        inspector = self.engine.create_engine_inspector()
-        inspector.execution_context = self.context
+        execution = self.execution
+        execution.context.set_input_shape(execution.input_name, execution.opt_shape)
+        inspector = execution.engine.create_engine_inspector()
+        inspector.execution_context = execution.context
         return json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+
+
+def outputs_to_mark(names: list[str], graph_outputs: list[str]) -> list[str]:
+    """The tensors a debug engine marks as outputs: the ``names`` to expose, then the graph's own
+    outputs (kept, so the network still computes everything the engine does), each once.
+    Polygraphy's ``ModifyNetworkOutputs`` unmarks every output it is not given."""
+    return list(dict.fromkeys([*names, *graph_outputs]))
+
+
+def host_arrays(outputs: dict[str, Any], names: list[str]) -> dict[str, np.ndarray]:
+    """``{name: float32 numpy array}`` for ``names``, in that order, from a run's device tensors
+    (FP16 tensors of an FP16 graph widen exactly)."""
+    return {name: outputs[name].float().cpu().numpy() for name in names}
+
+
+def intermediate_outputs(onnx_path: str | Path, names: list[str], details: dict[str, Any]) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """A runner of the engine's source graph with the tensors ``names`` exposed: a debug engine
+    built as the engine was (strongly typed, its builder settings from ``details``, its batch
+    profile from 1), with those tensors marked as network outputs.
+
+    Marking a tensor as an output keeps it in memory in its own type, so TensorRT cannot fuse
+    across it: an exposed DequantizeLinear is no longer folded into its GEMM, and the GEMM runs on
+    dequantized FP16 values. Like onnxruntime's, this runner therefore checks the graph's own
+    arithmetic (scales, placement, recipe), not the engine's fused INT8 kernels; the engine's
+    logits are compared separately."""
+    onnx_path = Path(onnx_path)
+    trt = require_tensorrt()
+    require_cuda()
+    input_name, dims = graph_input(onnx_path)
+    graph_outputs = [output.name for output in onnx.load(str(onnx_path), load_external_data=False).graph.output]
+    recorded = details.get("build") or {}
+    dynamic = dims[0] is None  # then from batch 1 (localize runs a few images at a time) to the engine's own maximum
+    shapes = profile_shapes(dims, 1 if dynamic else None, None, (recorded.get("max_shape") or [None])[0] if dynamic else None)
+    network = polygraphy_trt.ModifyNetworkOutputs(
+        polygraphy_trt.NetworkFromOnnxPath(str(onnx_path), strongly_typed=network_flags(trt)["strongly_typed"]), outputs=outputs_to_mark(names, graph_outputs))
+    config = _builder_config(trt, input_name, shapes, recorded.get("timing_cache"), recorded.get("builder_optimization_level"), recorded.get("workspace_mib"))
+    execution = Execution(_build_bytes(trt, network, config, onnx_path), f"{onnx_path} (debug engine)")
+
+    def run(images: np.ndarray) -> dict[str, np.ndarray]:
+        return host_arrays(execution.run(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))), names)
+
+    return run
