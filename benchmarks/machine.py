@@ -3,25 +3,13 @@ and the CUDA GPU (a figure from one kind of machine says nothing about another).
 
 from __future__ import annotations
 
-import platform
-from pathlib import Path
-
 import torch
 
-ISA = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "asimd", "sve")
+from swin_trt.cpu import read_cpu
 
 
 def machine() -> dict:
-    cpu, flags = "", set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and not cpu:
-                cpu = value.strip()
-            elif key.strip() in ("flags", "Features"):
-                flags |= set(value.split())
-    where = {"cpu": cpu or platform.processor(), "isa": sorted(flags & set(ISA))}
+    where = {"cpu": read_cpu().as_json()}
     if torch.cuda.is_available():
         index = torch.cuda.current_device()
         where["gpu"] = torch.cuda.get_device_name(index)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from swin_trt.api import load_model
 from swin_trt.console import print_table
+from swin_trt.cpu import read_cpu
 from swin_trt.data.datasets import build_dataset
 from swin_trt.data.transforms import eval_transform
 from swin_trt.distributed import DistContext
@@ -36,24 +36,6 @@ from swin_trt.workflows import calibrate_checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PRECISIONS = [(8, 8), (7, 8), (6, 8), (5, 8), (4, 8), (8, 6), (8, 5), (8, 4)]
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-
-
-def cpu() -> dict:
-    """CPU model and the ISA flags that decide integer-kernel speed (the figures here are accuracies, which do not
-    depend on them, but every benchmark result records them)."""
-    info = {"machine": platform.machine(), "model": platform.processor() or "unknown", "isa": []}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    info["model"] = fields.get("model name", info["model"])
-    info["isa"] = [flag for flag in ISA_FLAGS if flag in fields.get("flags", "").split()]
-    return info
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="FP checkpoint (swin-trt train output)")
@@ -92,7 +74,7 @@ def main() -> None:
         "rows": rows,
         "seconds": time.perf_counter() - start,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "cpu": cpu(),
+        "cpu": read_cpu().as_json(),
         "threads": args.threads,
         "versions": package_versions(),
     }

@@ -28,12 +28,13 @@ import torch
 import torch.nn.functional as F
 
 from swin_trt.console import print_table
+from swin_trt.cpu import read_cpu
 from swin_trt.distributed import DistContext
 from swin_trt.loops.distillation import DistillationLoss, StudentTeacherLoss
 from swin_trt.loops.train import optimizer_step, parameter_groups
 from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import get_config
-from swin_trt.provenance import cpu_description, package_versions
+from swin_trt.provenance import package_versions
 from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
 from swin_trt.quantization.model import quantize_model, use_compiled_kernel
 from swin_trt.quantization.recipes import get_recipe
@@ -56,7 +57,7 @@ def stepper(model: torch.nn.Module, loss_fn, images: torch.Tensor, targets: torc
     def step() -> float:
         start = time.perf_counter()
         loss = loss_fn(model(images), targets, images)
-        optimizer_step(model, loss, optimizer, 5.0, epoch=0)
+        optimizer_step(model, loss, optimizer, 5.0, "benchmark step", DistContext())
         return time.perf_counter() - start
 
     return step
@@ -117,7 +118,7 @@ def main() -> None:
         "ratio_to_fp32_median": ratios,
         "target_ratio": TARGET,
         "compiled_kernel": compiled_note or "used",
-        "cpu": cpu_description(),
+        "cpu": read_cpu().as_json(),
         "versions": package_versions(),
     }
     rows = [(kind, f"{statistics.median(t):.3f}", "1.00x" if kind == "fp32" else f"{ratios[kind]:.2f}x",

@@ -19,7 +19,6 @@ from swin_trt.quantization.quantizer import DEFAULT_BITS, integer_range
 from swin_trt.quantization.recipes import CALIBRATORS
 
 QUANT_BINS = 128  # positive levels of signed 8-bit: the KL target resolution (TensorRT's algorithm)
-DEFAULT_BITS = 8
 START_BIN = 128  # smallest threshold candidate, in histogram bins
 
 
