@@ -91,11 +91,14 @@ def qat_checkpoint(
     restart: bool = False,
     workers: int = 2,
     compile_kernel: bool = False,
+    baseline: dict[str, float] | None = None,
 ) -> QatOutcome:
     """Fine-tune the calibrated ``checkpoint`` with ``recipe`` (DDP under torchrun) and save
     ``<output_dir>/<name>_qat.pth``; resumes from ``<output_dir>/<name>_qat_last.pth`` unless
     ``restart``. ``compile_kernel`` trains with the compiled fake-quant kernel (the same
-    values, fewer passes over memory), when ``torch.compile`` works here."""
+    values, fewer passes over memory), when ``torch.compile`` works here. ``baseline``
+    (``{"fp_top1", "ptq_top1"}`` on this val split) spares a caller that has just measured them
+    two evaluations."""
     loaded = open_model(model, cfg, checkpoint, int8_mode)
     if not loaded.quantized:
         raise SwinTrtError(f"{checkpoint} is not a calibrated checkpoint: QAT fine-tunes a calibrated model; "
@@ -178,7 +181,7 @@ def qat_checkpoint(
     if saved is not None:
         position = run.load_state_dict(saved)
     else:
-        position = loop.QatProgress(baseline={"fp_top1": val_top1(loaded.fp_model()), "ptq_top1": val_top1(student)})
+        position = loop.QatProgress(baseline=baseline or {"fp_top1": val_top1(loaded.fp_model()), "ptq_top1": val_top1(student)})
 
     def meta_at(at: loop.QatProgress) -> dict[str, Any]:
         provenance = {

@@ -1,103 +1,218 @@
-"""``swin-trt demo``: the whole pipeline on the bundled digits and ``swin_micro``.
+"""``swin-trt demo``: the whole pipeline on both bundled datasets.
 
-Stages done by an earlier run are reused (the dataset, and the trained model when its recipe and
-config are unchanged), so a second ``make demo`` takes seconds.
+digits (scikit-learn, ``swin_micro``) and Fashion-MNIST (Debian's ``dataset-fashion-mnist``,
+``swin_micro_fashion``), each: data -> FP32 training -> FP32 eval -> for every setting (int8 mode
+x precision): PTQ calibration -> QAT with distillation from the FP model -> ONNX export of the QAT
+checkpoint -> onnxruntime engine -> parity gate against its fake-quant reference. Besides the
+8-bit modes, one setting at 4-bit activations shows what QAT is for: PTQ loses there and QAT wins
+most of it back (small models trained from scratch lose nothing to INT8 PTQ).
+
+Stages done by an earlier run are reused (the datasets, the trained models when recipe, config
+and data are unchanged, finished QAT runs of the same calibration), so a second run costs the
+evaluations only. Without the Fashion-MNIST files the demo runs on digits and says how to get them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from swin_trt.cli.common import emit_json
-from swin_trt.io import check_writable
+from swin_trt.io import check_writable, write_json
 from swin_trt.lazy import lazy_import
-from swin_trt.models.zoo import MICRO
-from swin_trt.quantization.recipes import RECIPES
-from swin_trt.settings import CalibrationRequest, TrainRecipe
+from swin_trt.models.zoo import MICRO, MICRO_FASHION
+from swin_trt.settings import CalibrationRequest, QatRecipe, TrainRecipe
 
 api = lazy_import("swin_trt.api")
 console = lazy_import("swin_trt.console")
 ddp = lazy_import("swin_trt.distributed")
 digits = lazy_import("swin_trt.data.digits")
+fashion = lazy_import("swin_trt.data.fashion")
 ort_runtime = lazy_import("swin_trt.runtimes.onnxruntime")
+qat_workflow = lazy_import("swin_trt.qat_workflow")
 workflows = lazy_import("swin_trt.workflows")
 
 NAME = "demo"
+# (int8 mode, weight bits, activation bits): the three 8-bit placements, and the low-precision case
+SETTINGS = (("1", 8, 8), ("2", 8, 8), ("trt", 8, 8), ("trt", 8, 4))
+FASHION_TRAIN_IMAGES = 6000
+
+
+@dataclass(frozen=True)
+class DemoDataset:
+    """One dataset's part of the demo: how to write it, what to train on it, how to QAT."""
+
+    name: str
+    key: str  # JSON key prefix ("" keeps digits' keys as they were)
+    model: str
+    write: Callable[[Path], dict]
+    train: TrainRecipe
+    qat_epochs: dict[int, int]  # activation bits -> QAT epochs
+    layouts: tuple[str, ...]  # eval FP32 on these ("folder", "zip")
+    bench_batches: int | None  # val batches (of 128) for the engine gate; None = all
+
+
+def _write_fashion(root: Path) -> dict:
+    return fashion.write_fashion_mnist(root, train_images=FASHION_TRAIN_IMAGES, overwrite=True)
+
+
+DATASETS = (
+    DemoDataset("digits", "", MICRO.name, lambda root: digits.write_digits(root, overwrite=True), TrainRecipe(),
+                {8: 1, 4: 3}, ("folder", "zip"), None),
+    DemoDataset("fashion-mnist", "fashion_", MICRO_FASHION.name, _write_fashion, TrainRecipe(epochs=8),
+                {8: 1, 4: 2}, ("folder",), 16),
+)
+# QAT as `swin-trt qat --distill --qat-lr 1e-3 --no-mixup`: a micro model trained at lr 2e-3 needs a larger fine-tuning LR
+# than Swin-T's 1e-5 to move within one or two epochs (measured: benchmarks/results/qat_recovery_*.json)
+QAT_LR = 1e-3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         NAME,
-        help="run the pipeline on bundled data",
-        description="digits dataset -> train swin_micro (cached) -> FP32 eval (folder and zip layouts) -> "
-        "PTQ calibration in each int8 mode -> fake-quant eval -> ONNX export -> onnxruntime engine -> parity table.",
+        help="run the pipeline on the bundled datasets",
+        description="digits and Fashion-MNIST: data -> train micro Swin (cached) -> FP32 eval -> per int8 mode and precision: "
+        "PTQ calibration -> QAT with distillation -> ONNX export -> onnxruntime engine -> parity gate; FP32 / PTQ / QAT side by side.",
     )
     parser.add_argument("--workdir", type=Path, default=Path("runs/demo"), help="where data and checkpoints go (default runs/demo)")
-    parser.add_argument("--retrain", action="store_true", help="train again even if a matching checkpoint exists")
+    parser.add_argument("--retrain", action="store_true", help="train and fine-tune again even if matching checkpoints exist")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results as one JSON object")
     parser.set_defaults(run=run)
+
+
+def _tag(mode: str, weight_bits: int, activation_bits: int) -> str:
+    return f"mode_{mode}" if (weight_bits, activation_bits) == (8, 8) else f"mode_{mode}_w{weight_bits}a{activation_bits}"
+
+
+class Stages:
+    """The stage table: what each step did and how long it took."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str]] = []
+
+    def add(self, stage: str, result: str, start: float | None) -> None:
+        self.rows.append((stage, result, "-" if start is None else f"{time.perf_counter() - start:.1f}"))
+        print(f"{stage}: {result}", flush=True)
+
+
+def _prepare_data(dataset: DemoDataset, root: Path, stages: Stages) -> bool:
+    """Write the dataset unless ``root`` holds it; False when its source files are not installed."""
+    start = time.perf_counter()
+    if dataset.name == "digits":
+        if digits.is_digits_dataset(root):
+            stages.add(f"{dataset.name}: data", f"reused {root}", None)
+            return True
+    else:
+        manifest = root / fashion.MANIFEST
+        if manifest.is_file() and json.loads(manifest.read_text()).get("train") == FASHION_TRAIN_IMAGES:
+            stages.add(f"{dataset.name}: data", f"reused {root}", None)
+            return True
+        if not all((fashion.DEFAULT_SOURCE / name).is_file() for names in fashion.FILES.values() for name in names):
+            stages.add(f"{dataset.name}: data", f"skipped: no {fashion.DEFAULT_SOURCE} (apt-get install {fashion.PACKAGE})", None)
+            return False
+    summary = dataset.write(root)
+    stages.add(f"{dataset.name}: data", f"{summary['train']} train / {summary['val']} val images", start)
+    return True
+
+
+def _run_dataset(dataset: DemoDataset, workdir: Path, retrain: bool, context: Any, stages: Stages) -> dict[str, Any] | None:
+    root, out = workdir / "data" / dataset.name, workdir / dataset.name
+    if not _prepare_data(dataset, root, stages):
+        return None
+    start = time.perf_counter()
+    print(f"{dataset.name}: training {dataset.model} for {dataset.train.epochs} epochs (minutes on 2 CPU cores) unless {workdir} has it ...", flush=True)
+    trained, reused = workflows.reuse_or_train(dataset.model, root, out, dataset.train, context, retrain=retrain)
+    checkpoint = trained.checkpoint
+    stages.add(f"{dataset.name}: train", f"reused {checkpoint}" if reused else f"{dataset.train.epochs} epochs, final loss {trained.losses[-1]:.3f}", start)
+
+    fp_model = api.load_model(checkpoint=checkpoint)
+    fp32 = {}
+    for layout in dataset.layouts:
+        start = time.perf_counter()
+        fp32[layout] = workflows.evaluate_split(fp_model, root, layout == "zip", 128, context, workers=0)
+        stages.add(f"{dataset.name}: eval FP32 ({layout})", f"top-1 {fp32[layout].top1:.2f} %  ({fp32[layout].images} images)", start)
+    fp_top1 = fp32["folder"].top1
+    results: dict[str, Any] = {"checkpoint": str(checkpoint), **fp32["folder"].as_json(), "settings": []}
+
+    for mode, weight_bits, activation_bits in SETTINGS:
+        tag = _tag(mode, weight_bits, activation_bits)
+        label = f"{dataset.name} mode {mode} W{weight_bits}A{activation_bits}"
+        start = time.perf_counter()
+        request = CalibrationRequest(int8_mode=mode, weight_bits=weight_bits, activation_bits=activation_bits)
+        calibrated = workflows.calibrate_checkpoint(None, None, checkpoint, root, False, request, out / "calib" / tag, context, workers=0)
+        ptq = workflows.evaluate_split(calibrated.model, root, False, 128, context, workers=0)
+        stages.add(f"{label}: PTQ", f"{request.calibrator}, {calibrated.images} images: top-1 {ptq.top1:.2f} %", start)
+
+        start = time.perf_counter()
+        recipe = QatRecipe(epochs=dataset.qat_epochs[activation_bits], qat_lr=QAT_LR, distill=True, mixup=False)
+        qat = qat_workflow.qat_checkpoint(None, None, calibrated.checkpoint, root, False, recipe, out / "qat" / tag, context,
+                                          teacher=checkpoint, restart=retrain, workers=0, baseline={"fp_top1": fp_top1, "ptq_top1": ptq.top1})
+        stages.add(f"{label}: QAT", f"{recipe.epochs} epoch(s) with distillation: top-1 {qat.top1:.2f} %", start)
+
+        start = time.perf_counter()
+        stem = f"{dataset.model}_{tag}_qat"
+        graph = workflows.export_checkpoint(qat.checkpoint, out / "export" / f"{stem}.onnx")
+        engine_path = out / "engines" / f"{stem}.ort.onnx"
+        built = ort_runtime.build(graph["onnx"], engine_path, "auto")
+        bench = workflows.bench_engine(qat.checkpoint, engine_path, root, workers=0, max_batches=dataset.bench_batches)
+        report = bench.report
+        stages.add(f"{label}: export + build + gate", f"{graph['q_nodes']} Q/DQ pairs, ort {built['ort_mode']}: "
+                   f"{'passed' if bench.verdict.passed else 'FAILED'} on {report.images} images", start)
+        results["settings"].append({
+            "mode": mode, "weight_bits": weight_bits, "activation_bits": activation_bits, "tag": tag,
+            "ptq_top1": ptq.top1, "qat_top1": qat.top1, "ort_mode": built["ort_mode"], "ort_mode_reason": built["ort_mode_reason"],
+            "fakequant_top1": report.fakequant_top1, "engine_top1": report.engine_top1, "agreement": report.agreement,
+            "rel_error_median": report.rel_error_median, "rel_error_p95": report.rel_error_p95, "passed": bench.verdict.passed,
+            "images": report.images, "images_per_s": report.images_per_s,
+        })
+    write_json(out / "demo.json", results)
+    return results
+
+
+def _json_keys(dataset: DemoDataset, results: dict[str, Any]) -> dict[str, Any]:
+    """Flat keys for CI scripts: digits keeps the unprefixed keys of earlier releases."""
+    prefix = dataset.key
+    flat = {f"{prefix}{key}": results[key] for key in ("checkpoint", "top1", "top5", "images", "images_per_s")}
+    for row in results["settings"]:
+        tag = row["tag"]
+        flat[f"{prefix}int8_{tag}_top1"] = row["ptq_top1"]
+        flat[f"{prefix}qat_{tag}_top1"] = row["qat_top1"]
+        flat[f"{prefix}engine_{tag}_agreement"] = row["agreement"]
+        flat[f"{prefix}engine_{tag}_passed"] = row["passed"]
+    return flat
 
 
 def run(args: argparse.Namespace) -> int:
     check_writable(args.workdir, "--workdir", "folder")
     context = ddp.DistContext()
-    stages: list[tuple[str, str, str]] = []
-    data_dir = args.workdir / "digits"
+    stages = Stages()
+    done = {dataset.name: _run_dataset(dataset, args.workdir, args.retrain, context, stages) for dataset in DATASETS}
+    done = {name: results for name, results in done.items() if results is not None}
 
-    start = time.perf_counter()
-    if digits.is_digits_dataset(data_dir):
-        stages.append(("data", f"reused {data_dir}", "-"))
-    else:
-        summary = digits.write_digits(data_dir, overwrite=True)
-        stages.append(("data", f"digits: {summary['train']} train / {summary['val']} val", f"{time.perf_counter() - start:.1f}"))
-
-    recipe = TrainRecipe()
-    start = time.perf_counter()
-    print(f"training {MICRO.name} for {recipe.epochs} epochs (a few minutes on 2 CPU cores) unless {args.workdir} has it ...", flush=True)
-    trained, reused = workflows.reuse_or_train(MICRO.name, data_dir, args.workdir, recipe, context, retrain=args.retrain)
-    checkpoint = trained.checkpoint
-    done = f"reused {checkpoint}" if reused else f"{recipe.epochs} epochs, final loss {trained.losses[-1]:.3f}"
-    stages.append(("train", done, f"{time.perf_counter() - start:.1f}"))
-
-    model = api.load_model(checkpoint=checkpoint)
-    results = {}
-    for layout, use_zip in (("folder", False), ("zip", True)):
-        start = time.perf_counter()
-        result = results[layout] = workflows.evaluate_split(model, data_dir, use_zip, 128, context, workers=0)
-        stages.append((f"eval FP32 ({layout})", f"top-1 {result.top1:.2f} %  top-5 {result.top5:.2f} %  ({result.images} images)", f"{time.perf_counter() - start:.1f}"))
-
-    fp32 = results["folder"]
-    int8_rows, parity_rows, int8_json = [], [], {}
-    for mode in RECIPES:
-        start = time.perf_counter()
-        request = CalibrationRequest(int8_mode=mode)
-        outcome = workflows.calibrate_checkpoint(None, None, checkpoint, data_dir, False, request, args.workdir / "calib" / mode, context, workers=0)
-        result = workflows.evaluate_split(outcome.model, data_dir, False, 128, context, workers=0)
-        stages.append((f"calibrate + eval INT8 mode {mode}", f"{request.calibrator}, {outcome.images} images -> {outcome.checkpoint}", f"{time.perf_counter() - start:.1f}"))
-        int8_rows.append((mode, request.calibrator, fp32.top1, result.top1, result.top1 - fp32.top1))
-        int8_json[f"int8_mode_{mode}_top1"] = result.top1
-
-        start = time.perf_counter()
-        graph = workflows.export_checkpoint(outcome.checkpoint, args.workdir / "export" / f"{MICRO.name}_int8-mode{mode}.onnx")
-        engine_path = args.workdir / "engines" / f"{MICRO.name}_int8-mode{mode}.ort.onnx"
-        built = ort_runtime.build(graph["onnx"], engine_path, "auto")
-        bench = workflows.bench_engine(outcome.checkpoint, engine_path, data_dir, workers=0)
-        report = bench.report
-        stages.append((f"export + build + bench mode {mode}", f"{graph['q_nodes']} Q/DQ pairs -> {engine_path} ({built['ort_mode']})", f"{time.perf_counter() - start:.1f}"))
-        parity_rows.append((mode, built["ort_mode"], report.fakequant_top1, report.engine_top1, report.agreement, f"{report.rel_error_median:.3g}",
-                            f"{report.rel_error_p95:.3g}", "passed" if bench.verdict.passed else "FAILED", f"{report.images_per_s:.0f}"))
-        int8_json[f"engine_mode_{mode}_agreement"] = report.agreement
-        int8_json[f"engine_mode_{mode}_passed"] = bench.verdict.passed
-        auto = built["ort_mode"], built["ort_mode_reason"]
-
-    console.print_table(f"swin-trt demo: {MICRO.name} on digits", ("stage", "result", "seconds"), stages)
-    console.print_table("FP32 vs INT8 fake-quant (digits val, 360 images)", ("int8 mode", "calibrator", "FP32 top-1 %", "INT8 top-1 %", "delta (pt)"), int8_rows)
-    console.print_table(f"engine (onnxruntime, --ort-mode auto -> {auto[0]}) vs fake-quant reference, default gate (docs/parity.md)",
-                        ("int8 mode", "ort mode", "fake-quant top-1 %", "engine top-1 %", "argmax agreement %", "r median", "r p95", "gate", "engine images/s"),
-                        parity_rows)
-    print(f"--ort-mode auto chose {auto[0]}: {auto[1]}")
-    print(f"swin_micro FP32 top-1: {fp32.top1:.2f} %")
-    emit_json(args, {"checkpoint": str(checkpoint), **fp32.as_json(), **int8_json})
-    return 0
+    console.print_table("swin-trt demo", ("stage", "result", "seconds"), stages.rows)
+    accuracy, parity = [], []
+    for name, results in done.items():
+        for row in results["settings"]:
+            precision = f"W{row['weight_bits']}A{row['activation_bits']}"
+            accuracy.append((name, row["mode"], precision, results["top1"], row["ptq_top1"], row["qat_top1"], row["qat_top1"] - row["ptq_top1"]))
+            parity.append((name, row["mode"], precision, row["ort_mode"], row["fakequant_top1"], row["engine_top1"], row["agreement"],
+                           f"{row['rel_error_median']:.3g}", f"{row['rel_error_p95']:.3g}", "passed" if row["passed"] else "FAILED",
+                           row["images"], f"{row['images_per_s']:.0f}"))
+    console.print_table("FP32 / PTQ / QAT top-1 % (val: digits 360, Fashion-MNIST 10,000 images)",
+                        ("dataset", "int8 mode", "precision", "FP32", "PTQ", "QAT", "QAT - PTQ (pt)"), accuracy)
+    console.print_table("QAT checkpoint's onnxruntime engine vs its fake-quant reference, default gate (docs/parity.md)",
+                        ("dataset", "int8 mode", "precision", "ort mode", "fake-quant top-1 %", "engine top-1 %", "agreement %",
+                         "r median", "r p95", "gate", "images", "engine images/s"), parity)
+    summary: dict[str, Any] = {}
+    for dataset in DATASETS:
+        if dataset.name in done:
+            summary.update(_json_keys(dataset, done[dataset.name]))
+    if "fashion-mnist" not in done:
+        print("Fashion-MNIST was skipped: `apt-get install dataset-fashion-mnist` (or `make install` as root) adds it to the demo")
+    emit_json(args, summary)
+    return 0 if all(row["passed"] for results in done.values() for row in results["settings"]) else 1
