@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--qat-lr", type=float, default=QatRecipe().qat_lr, help="as `swin-trt qat --qat-lr` (peak LR = qat-lr x batch / 512)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--no-mixup", dest="mixup", action="store_false", help="as `swin-trt qat --no-mixup`")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -61,7 +62,7 @@ def main() -> None:
             tag = f"mode {mode} W{weight_bits}A{activation_bits}"
             request = CalibrationRequest(int8_mode=mode, weight_bits=weight_bits, activation_bits=activation_bits)
             calibrated = calibrate_checkpoint(None, None, args.checkpoint, args.data_path, False, request, Path(scratch) / tag, context, workers=0)
-            recipe = QatRecipe(epochs=args.epochs, batch_size=args.batch_size, qat_lr=args.qat_lr, distill=True)
+            recipe = QatRecipe(epochs=args.epochs, batch_size=args.batch_size, qat_lr=args.qat_lr, distill=True, mixup=args.mixup)
             outcome = qat_checkpoint(None, None, calibrated.checkpoint, args.data_path, False, recipe, Path(scratch) / tag, context,
                                      teacher=args.checkpoint, workers=0)
             fp32, ptq = outcome.progress.baseline["fp_top1"], outcome.progress.baseline["ptq_top1"]
@@ -74,7 +75,7 @@ def main() -> None:
     results = {
         "dataset": args.name,
         "checkpoint": args.checkpoint,
-        "qat": {"epochs": args.epochs, "qat_lr": args.qat_lr, "batch_size": args.batch_size, "distill": True,
+        "qat": {"epochs": args.epochs, "qat_lr": args.qat_lr, "batch_size": args.batch_size, "distill": True, "mixup": args.mixup,
                 "peak_lr": QatRecipe(qat_lr=args.qat_lr, batch_size=args.batch_size).peak_lr(1)},
         "rows": rows,
         "seconds": time.perf_counter() - start,
@@ -85,7 +86,7 @@ def main() -> None:
     }
     table = [(r["int8_mode"], f"W{r['weight_bits']}A{r['activation_bits']}", r["fp32_top1"], r["ptq_top1"], r["qat_top1"],
               "-" if r["recovered"] is None else f"{100 * r['recovered']:.0f} %") for r in rows]
-    print_table(f"QAT recovery: {args.name} ({args.epochs} epochs, qat-lr {args.qat_lr:g}, distillation)",
+    print_table(f"QAT recovery: {args.name} ({args.epochs} epochs, qat-lr {args.qat_lr:g}, distillation{'' if args.mixup else ', no mixup'})",
                 ("int8 mode", "precision", "FP32 top-1 %", "PTQ top-1 %", "QAT top-1 %", "drop recovered"), table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"qat_recovery_{args.name}.json"

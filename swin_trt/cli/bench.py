@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from swin_trt.cli.common import add_data_args, emit_json, positive_int
 from swin_trt.errors import SwinTrtError
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     outcome = workflows.bench_engine(args.reference, args.engine, args.data_path, args.zip, args.batch_size, args.workers, args.max_batches,
                                      not args.no_gate, overrides, args.onnx, args.allow_foreign_engine, localize_images, args.device,
                                      None if args.sweep is None else tuple(args.sweep or DEFAULT_BATCHES), args.baseline_engine)
-    report, details, verdict, bounds = outcome.report, outcome.engine.details, outcome.verdict, outcome.bounds
+    report, details, verdict = outcome.report, outcome.engine.details, outcome.verdict
     engine_label = f"{details.get('backend', 'onnxruntime')} {details.get('ort_mode', '')} {outcome.precision}".replace("  ", " ").strip()
     console.print_table(
         f"bench {details.get('model') or 'model'}: {args.engine} vs {args.reference} ({report.images} images on {outcome.device}; "
@@ -98,16 +99,7 @@ def run(args: argparse.Namespace) -> int:
                         ("r median", "r p95", "argmax agreement %", "max |dlogit|", "mean |dlogit|", "cosine", "engine images/s"),
                         [(f"{report.rel_error_median:.3g}", f"{report.rel_error_p95:.3g}", report.agreement, f"{report.max_abs_diff:.4g}",
                           f"{report.mean_abs_diff:.4g}", f"{report.cosine:.6f}", f"{report.images_per_s:.1f}")])
-    result = {
-        "fp32_top1": report.fp32_top1, "fakequant_top1": report.fakequant_top1, "engine_top1": report.engine_top1,
-        "agreement": report.agreement, "max_abs_diff": report.max_abs_diff, "mean_abs_diff": report.mean_abs_diff,
-        "cosine": report.cosine, "images_per_s": report.images_per_s, "images": report.images,
-        "rel_error_median": report.rel_error_median, "rel_error_p95": report.rel_error_p95,
-        **(bounds.as_json() if bounds is not None else dict.fromkeys(DEFAULTS)),
-        "passed": verdict.passed, "failed": list(verdict.failed),
-        "provenance": outcome.provenance.label, "engine_backend": details.get("backend"), "engine_mode": details.get("ort_mode"),
-        "reference_agreement": report.reference_agreement, "engine_precision": outcome.precision, "device": str(outcome.device), "graph_mismatches": outcome.graph_mismatches,
-    }
+    result = summary(outcome)
     if outcome.graph_mismatches:
         print(f"graph vs reference: {len(outcome.graph_mismatches)} quantizers differ:", *outcome.graph_mismatches[:5], sep="\n  ")
     if outcome.sweep is not None:
@@ -161,3 +153,19 @@ def _report_localization(localization, plot_path: Path | None) -> dict:
         print(f"localize plot: {localize.plot(localization, plot_path)}")
     return {"localize": [layer.__dict__ for layer in localization.layers], "localize_first_outside": first.name if first else None,
             "localize_reference_only": list(localization.reference_only)}
+
+
+def summary(outcome: Any) -> dict[str, Any]:
+    """The ``--json`` object of a ``workflows.BenchOutcome`` (a public interface: keys are only
+    ever added); the demo writes the same object for each engine it gates."""
+    report, details = outcome.report, outcome.engine.details
+    return {
+        "fp32_top1": report.fp32_top1, "fakequant_top1": report.fakequant_top1, "engine_top1": report.engine_top1,
+        "agreement": report.agreement, "max_abs_diff": report.max_abs_diff, "mean_abs_diff": report.mean_abs_diff,
+        "cosine": report.cosine, "images_per_s": report.images_per_s, "images": report.images,
+        "rel_error_median": report.rel_error_median, "rel_error_p95": report.rel_error_p95,
+        **(outcome.bounds.as_json() if outcome.bounds is not None else dict.fromkeys(DEFAULTS)),
+        "passed": outcome.verdict.passed, "failed": list(outcome.verdict.failed),
+        "provenance": outcome.provenance.label, "engine_backend": details.get("backend"), "engine_mode": details.get("ort_mode"),
+        "reference_agreement": report.reference_agreement, "engine_precision": outcome.precision, "device": str(outcome.device), "graph_mismatches": outcome.graph_mismatches,
+    }

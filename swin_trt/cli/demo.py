@@ -7,6 +7,10 @@ checkpoint -> onnxruntime engine -> parity gate against its fake-quant reference
 8-bit modes, one setting at 4-bit activations shows what QAT is for: PTQ loses there and QAT wins
 most of it back (small models trained from scratch lose nothing to INT8 PTQ).
 
+Every stage also writes the ``--json`` object its command would (``train.json``,
+``calib/<setting>/calibrate.json``, ``qat/<setting>/qat.json``, ``engines/bench_<engine>.json``
+under ``<workdir>/<dataset>/``), which ``swin-trt report`` reads.
+
 Stages done by an earlier run are reused (the datasets, the trained models when recipe, config
 and data are unchanged, finished QAT runs of the same calibration), so a second run costs the
 evaluations only. Without the Fashion-MNIST files the demo runs on digits and says how to get them.
@@ -33,13 +37,12 @@ console = lazy_import("swin_trt.console")
 ddp = lazy_import("swin_trt.distributed")
 digits = lazy_import("swin_trt.data.digits")
 fashion = lazy_import("swin_trt.data.fashion")
+bench_cli = lazy_import("swin_trt.cli.bench")
 ort_runtime = lazy_import("swin_trt.runtimes.onnxruntime")
 qat_workflow = lazy_import("swin_trt.qat_workflow")
 workflows = lazy_import("swin_trt.workflows")
 
 NAME = "demo"
-# (int8 mode, weight bits, activation bits): the three 8-bit placements, and the low-precision case
-SETTINGS = (("1", 8, 8), ("2", 8, 8), ("trt", 8, 8), ("trt", 8, 4))
 FASHION_TRAIN_IMAGES = 6000
 
 
@@ -52,7 +55,7 @@ class DemoDataset:
     model: str
     write: Callable[[Path], dict]
     train: TrainRecipe
-    qat_epochs: dict[int, int]  # activation bits -> QAT epochs
+    settings: tuple[tuple[str, int, int, int], ...]  # (int8 mode, weight bits, activation bits, QAT epochs)
     layouts: tuple[str, ...]  # eval FP32 on these ("folder", "zip")
     bench_batches: int | None  # val batches (of 128) for the engine gate; None = all
 
@@ -63,9 +66,9 @@ def _write_fashion(root: Path) -> dict:
 
 DATASETS = (
     DemoDataset("digits", "", MICRO.name, lambda root: digits.write_digits(root, overwrite=True), TrainRecipe(),
-                {8: 1, 4: 3}, ("folder", "zip"), None),
+                (("1", 8, 8, 1), ("2", 8, 8, 1), ("trt", 8, 8, 1), ("trt", 8, 4, 3)), ("folder", "zip"), None),
     DemoDataset("fashion-mnist", "fashion_", MICRO_FASHION.name, _write_fashion, TrainRecipe(epochs=8),
-                {8: 1, 4: 2}, ("folder",), 16),
+                (("trt", 8, 8, 1), ("trt", 8, 4, 1)), ("folder",), 16),
 )
 # QAT as `swin-trt qat --distill --qat-lr 1e-3 --no-mixup`: a micro model trained at lr 2e-3 needs a larger fine-tuning LR
 # than Swin-T's 1e-5 to move within one or two epochs (measured: benchmarks/results/qat_recovery_*.json)
@@ -129,6 +132,7 @@ def _run_dataset(dataset: DemoDataset, workdir: Path, retrain: bool, context: An
     trained, reused = workflows.reuse_or_train(dataset.model, root, out, dataset.train, context, retrain=retrain)
     checkpoint = trained.checkpoint
     stages.add(f"{dataset.name}: train", f"reused {checkpoint}" if reused else f"{dataset.train.epochs} epochs, final loss {trained.losses[-1]:.3f}", start)
+    write_json(out / "train.json", {"checkpoint": str(checkpoint), "top1": trained.result.top1})
 
     fp_model = api.load_model(checkpoint=checkpoint)
     fp32 = {}
@@ -139,19 +143,23 @@ def _run_dataset(dataset: DemoDataset, workdir: Path, retrain: bool, context: An
     fp_top1 = fp32["folder"].top1
     results: dict[str, Any] = {"checkpoint": str(checkpoint), **fp32["folder"].as_json(), "settings": []}
 
-    for mode, weight_bits, activation_bits in SETTINGS:
+    for mode, weight_bits, activation_bits, epochs in dataset.settings:
         tag = _tag(mode, weight_bits, activation_bits)
         label = f"{dataset.name} mode {mode} W{weight_bits}A{activation_bits}"
         start = time.perf_counter()
         request = CalibrationRequest(int8_mode=mode, weight_bits=weight_bits, activation_bits=activation_bits)
         calibrated = workflows.calibrate_checkpoint(None, None, checkpoint, root, False, request, out / "calib" / tag, context, workers=0)
         ptq = workflows.evaluate_split(calibrated.model, root, False, 128, context, workers=0)
+        write_json(calibrated.checkpoint.parent / "calibrate.json", {
+            "checkpoint": str(calibrated.checkpoint), "int8_mode": mode, "calibrator": request.calibrator, "images": calibrated.images,
+            "weight_bits": weight_bits, "activation_bits": activation_bits, "top1": ptq.top1})
         stages.add(f"{label}: PTQ", f"{request.calibrator}, {calibrated.images} images: top-1 {ptq.top1:.2f} %", start)
 
         start = time.perf_counter()
-        recipe = QatRecipe(epochs=dataset.qat_epochs[activation_bits], qat_lr=QAT_LR, distill=True, mixup=False)
+        recipe = QatRecipe(epochs=epochs, qat_lr=QAT_LR, distill=True, mixup=False)
         qat = qat_workflow.qat_checkpoint(None, None, calibrated.checkpoint, root, False, recipe, out / "qat" / tag, context,
                                           teacher=checkpoint, restart=retrain, workers=0, baseline={"fp_top1": fp_top1, "ptq_top1": ptq.top1})
+        write_json(qat.checkpoint.parent / "qat.json", {"checkpoint": str(qat.checkpoint), "top1": qat.top1, "ptq_top1": ptq.top1, "fp_top1": fp_top1})
         stages.add(f"{label}: QAT", f"{recipe.epochs} epoch(s) with distillation: top-1 {qat.top1:.2f} %", start)
 
         start = time.perf_counter()
@@ -161,6 +169,7 @@ def _run_dataset(dataset: DemoDataset, workdir: Path, retrain: bool, context: An
         built = ort_runtime.build(graph["onnx"], engine_path, "auto")
         bench = workflows.bench_engine(qat.checkpoint, engine_path, root, workers=0, max_batches=dataset.bench_batches)
         report = bench.report
+        write_json(engine_path.parent / f"bench_{stem}.json", bench_cli.summary(bench))
         stages.add(f"{label}: export + build + gate", f"{graph['q_nodes']} Q/DQ pairs, ort {built['ort_mode']}: "
                    f"{'passed' if bench.verdict.passed else 'FAILED'} on {report.images} images", start)
         results["settings"].append({

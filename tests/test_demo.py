@@ -1,0 +1,46 @@
+"""`swin-trt demo` end to end on a reduced plan: the session's trained swin_micro is reused, one
+4-bit-activation trt setting with one QAT epoch, no Fashion-MNIST."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+
+from swin_trt.cli import demo
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_reduced_plan(trained_micro, digits_dir, tmp_path, monkeypatch, run_cli):
+    digits = dataclasses.replace(demo.DATASETS[0], settings=(("trt", 8, 4, 1),))
+    monkeypatch.setattr(demo, "DATASETS", (digits,))
+    workdir = tmp_path / "demo"
+    shutil.copytree(digits_dir, workdir / "data" / "digits")
+    (workdir / "digits").mkdir()
+    shutil.copy(trained_micro.checkpoint, workdir / "digits" / "swin_micro.pth")  # same recipe and data: reused, not trained
+
+    code, out, err = run_cli("demo", "--workdir", workdir, "--json", tmp_path / "demo.json")
+    assert code == 0, err
+    assert "digits: train: reused" in out
+    summary = json.loads((tmp_path / "demo.json").read_text())
+    assert summary["top1"] == pytest.approx(trained_micro.result.top1)
+    for tag in ("mode_trt_w8a4",):
+        assert 0 < summary[f"int8_{tag}_top1"] <= 100 and 0 < summary[f"qat_{tag}_top1"] <= 100
+        assert summary[f"engine_{tag}_passed"] is True and summary[f"engine_{tag}_agreement"] >= 99
+    # the stage files swin-trt report reads, with their commands' keys
+    out_dir = workdir / "digits"
+    qat = json.loads((out_dir / "qat" / "mode_trt_w8a4" / "qat.json").read_text())
+    assert qat["top1"] == summary["qat_mode_trt_w8a4_top1"] and qat["ptq_top1"] == summary["int8_mode_trt_w8a4_top1"]
+    calibrate = json.loads((out_dir / "calib" / "mode_trt_w8a4" / "calibrate.json").read_text())
+    assert (calibrate["weight_bits"], calibrate["activation_bits"]) == (8, 4)
+    bench = json.loads((out_dir / "engines" / "bench_swin_micro_mode_trt_w8a4_qat.json").read_text())
+    assert bench["passed"] is True and bench["provenance"] == "verified"
+    assert json.loads((out_dir / "train.json").read_text())["top1"] == summary["top1"]
+    # a second run reuses the finished QAT runs: same figures
+    code, _, err = run_cli("demo", "--workdir", workdir, "--json", tmp_path / "again.json")
+    assert code == 0, err
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["qat_mode_trt_w8a4_top1"] == summary["qat_mode_trt_w8a4_top1"]
