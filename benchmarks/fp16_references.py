@@ -35,6 +35,7 @@ import onnxruntime as ort
 import torch
 
 from swin_trt.api import open_model
+from swin_trt.cli import demo
 from swin_trt.console import print_table
 from swin_trt.cpu import read_cpu
 from swin_trt.data.datasets import build_dataset
@@ -143,13 +144,13 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("runs/demo"), help="a `swin-trt demo` workdir")
     parser.add_argument("--images", type=int, default=360, help="val images (default: all 360)")
     args = parser.parse_args()
-    checkpoint = args.workdir / "calib" / "trt" / "swin_micro_calib.pth"
+    checkpoint = demo.calibration_dir(args.workdir, demo.setting_tag("trt")) / "swin_micro_calib.pth"
     if not checkpoint.is_file():
         raise SystemExit(f"fp16_references.py: error: {checkpoint} not found: run `python -m swin_trt demo --workdir {args.workdir}` first")
     loaded = open_model(checkpoint=checkpoint)
     reference = loaded.model
     set_scale_dtype(reference, torch.float16)
-    dataset = build_dataset(args.workdir / "digits", "val", eval_transform(reference.swin_trt_config.data))
+    dataset = build_dataset(demo.data_root(args.workdir), "val", eval_transform(reference.swin_trt_config.data))
     images = torch.stack([dataset[i][0] for i in range(min(args.images, len(dataset)))])
 
     def logits(run) -> np.ndarray:

@@ -15,6 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from swin_trt.cli import demo
 from swin_trt.console import print_table
 from swin_trt.cpu import read_cpu
 from swin_trt.parity.localize import perturb_scale
@@ -27,12 +28,12 @@ RESULTS = Path(__file__).resolve().parent / "results" / "parity_localize.json"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=Path("runs/demo"), help="a `swin-trt demo` workdir (calib/1/ and digits/)")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/demo"), help="a `swin-trt demo` workdir")
     parser.add_argument("--quantizer", default="layers.1.blocks.0.mlp.fc1.input_quantizer")
     parser.add_argument("--factor", type=float, default=2.0)
     parser.add_argument("--images", type=int, default=8)
     args = parser.parse_args()
-    reference = args.workdir / "calib" / "1" / "swin_micro_calib.pth"
+    reference = demo.calibration_dir(args.workdir, demo.setting_tag("1")) / "swin_micro_calib.pth"
     if not reference.is_file():
         parser.error(f"{reference} not found: run `python -m swin_trt demo --workdir {args.workdir}` first")
 
@@ -40,7 +41,7 @@ def main() -> None:
         graph = export_checkpoint(reference, Path(folder) / "mode1.onnx")["onnx"]
         broken = perturb_scale(graph, Path(folder) / "broken.onnx", args.quantizer, args.factor)
         engine = build(broken, Path(folder) / "broken_engine.onnx")
-        outcome = bench_engine(reference, engine["engine"], args.workdir / "digits", workers=0, localize_images=args.images)
+        outcome = bench_engine(reference, engine["engine"], demo.data_root(args.workdir), workers=0, localize_images=args.images)
     layers = outcome.localization.layers
     first = outcome.localization.first_outside
     index = layers.index(first) if first else len(layers)

@@ -24,6 +24,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from swin_trt.cli import demo
 from swin_trt.console import print_table
 from swin_trt.cpu import read_cpu
 from swin_trt.distributed import DistContext
@@ -42,7 +43,7 @@ FAULT = ("layers.1.blocks.0.mlp.fc1.input_quantizer", 2.0)  # the quantizer docs
 
 def references(workdir: Path) -> dict[str, Path]:
     """The demo's calibrated checkpoints, and the trt-recipe variants (calibrated here once, as the demo calibrates: 10 x 8 images)."""
-    found = {mode: workdir / "calib" / mode / "swin_micro_calib.pth" for mode in sorted(RECIPES)}
+    found = {mode: demo.calibration_dir(workdir, demo.setting_tag(mode)) / "swin_micro_calib.pth" for mode in sorted(RECIPES)}
     missing = [str(path) for path in found.values() if not path.is_file()]
     if missing:
         raise SystemExit(f"parity_pairings.py: error: {missing[0]} not found: run `python -m swin_trt demo --workdir {workdir}` first")
@@ -50,7 +51,7 @@ def references(workdir: Path) -> dict[str, Path]:
         found[name] = workdir / "pairings" / name / "swin_micro_calib.pth"
         if not found[name].is_file():
             request = CalibrationRequest(int8_mode="trt", num_calib_batch=10, calib_batchsz=8, **options)
-            calibrate_checkpoint(None, None, workdir / "swin_micro.pth", workdir / "digits", False, request, found[name].parent, DistContext(), workers=0)
+            calibrate_checkpoint(None, None, demo.output_dir(workdir) / "swin_micro.pth", demo.data_root(workdir), False, request, found[name].parent, DistContext(), workers=0)
     return found
 
 
@@ -64,10 +65,10 @@ def pairings_of(engine: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=Path("runs/demo"), help="a `swin-trt demo` workdir (calib/<mode>/, digits/, swin_micro.pth)")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/demo"), help="a `swin-trt demo` workdir")
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
-    data = args.workdir / "digits"
+    data = demo.data_root(args.workdir)
     checkpoints = references(args.workdir)
     cpu = read_cpu()
     pairings = []

@@ -6,7 +6,7 @@ what ``swin-trt calibrate --wprec W --aprec A`` does (10 batches x 8 train image
 fake-quant model is evaluated on the whole val split against the FP32 model. The val images are
 decoded and transformed once (the eval transform is deterministic) and shared by all evaluations.
 
-    .venv/bin/python benchmarks/precision_sweep.py --checkpoint runs/demo/swin_micro.pth --data-path runs/demo/digits --name digits
+    .venv/bin/python benchmarks/precision_sweep.py --checkpoint runs/demo/digits/swin_micro.pth --data-path runs/demo/data/digits --name digits
 
 Prints a table and saves benchmarks/results/precision_<name>.json.
 """

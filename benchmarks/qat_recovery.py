@@ -7,8 +7,8 @@ the FP checkpoint as teacher, exactly as the CLI runs them (``workflows.calibrat
 ``recovered`` = (QAT - PTQ) / (FP32 - PTQ), the share of the PTQ drop won back (None when PTQ lost
 nothing).
 
-    .venv/bin/python benchmarks/qat_recovery.py --checkpoint runs/demo/swin_micro.pth \\
-        --data-path runs/demo/digits --name digits --settings 1:8:8 2:8:8 trt:8:8 trt:8:4 --epochs 3
+    .venv/bin/python benchmarks/qat_recovery.py --checkpoint runs/demo/digits/swin_micro.pth \\
+        --data-path runs/demo/data/digits --name digits --settings 1:8:8 2:8:8 trt:8:8 trt:8:4 --epochs 3
 
 Prints a table and saves benchmarks/results/qat_recovery_<name>.json.
 """

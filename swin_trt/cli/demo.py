@@ -88,8 +88,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _tag(mode: str, weight_bits: int, activation_bits: int) -> str:
+def setting_tag(mode: str, weight_bits: int = 8, activation_bits: int = 8) -> str:
     return f"mode_{mode}" if (weight_bits, activation_bits) == (8, 8) else f"mode_{mode}_w{weight_bits}a{activation_bits}"
+
+
+# The workdir layout (benchmarks that reuse a demo workdir read it through these)
+def data_root(workdir: Path, dataset: str = "digits") -> Path:
+    return Path(workdir) / "data" / dataset
+
+
+def output_dir(workdir: Path, dataset: str = "digits") -> Path:
+    """The trained ``<model>.pth`` and ``train.json``, and ``calib/``, ``qat/``, ``export/``, ``engines/`` below it."""
+    return Path(workdir) / dataset
+
+
+def calibration_dir(workdir: Path, tag: str, dataset: str = "digits") -> Path:
+    """``<model>_calib.pth`` and ``calibrate.json`` of one setting (``setting_tag``)."""
+    return output_dir(workdir, dataset) / "calib" / tag
 
 
 class Stages:
@@ -124,7 +139,7 @@ def _prepare_data(dataset: DemoDataset, root: Path, stages: Stages) -> bool:
 
 
 def _run_dataset(dataset: DemoDataset, workdir: Path, retrain: bool, context: Any, stages: Stages) -> dict[str, Any] | None:
-    root, out = workdir / "data" / dataset.name, workdir / dataset.name
+    root, out = data_root(workdir, dataset.name), output_dir(workdir, dataset.name)
     if not _prepare_data(dataset, root, stages):
         return None
     start = time.perf_counter()
@@ -144,11 +159,11 @@ def _run_dataset(dataset: DemoDataset, workdir: Path, retrain: bool, context: An
     results: dict[str, Any] = {"checkpoint": str(checkpoint), **fp32["folder"].as_json(), "settings": []}
 
     for mode, weight_bits, activation_bits, epochs in dataset.settings:
-        tag = _tag(mode, weight_bits, activation_bits)
+        tag = setting_tag(mode, weight_bits, activation_bits)
         label = f"{dataset.name} mode {mode} W{weight_bits}A{activation_bits}"
         start = time.perf_counter()
         request = CalibrationRequest(int8_mode=mode, weight_bits=weight_bits, activation_bits=activation_bits)
-        calibrated = workflows.calibrate_checkpoint(None, None, checkpoint, root, False, request, out / "calib" / tag, context, workers=0)
+        calibrated = workflows.calibrate_checkpoint(None, None, checkpoint, root, False, request, calibration_dir(workdir, tag, dataset.name), context, workers=0)
         ptq = workflows.evaluate_split(calibrated.model, root, False, 128, context, workers=0)
         write_json(calibrated.checkpoint.parent / "calibrate.json", {
             "checkpoint": str(calibrated.checkpoint), "int8_mode": mode, "calibrator": request.calibrator, "images": calibrated.images,
