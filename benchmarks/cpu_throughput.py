@@ -151,6 +151,7 @@ def main() -> None:
     if not args.no_openvino:
         runners["OpenVINO FP32"] = openvino_runner(fp32_onnx, args.threads)
     engines: dict[str, dict] = {}
+    first = True
     for recipe in args.recipes:
         quantized = quantize_model(copy.deepcopy(fp32), get_recipe(recipe)).eval()
         calibration = [(torch.from_numpy(rng.standard_normal((4, *shape), dtype=np.float32)), None) for _ in range(2)]
@@ -164,6 +165,13 @@ def main() -> None:
             graph = save_onnx(export_onnx(quantized), folder / f"int8_{recipe}_w{wbits}a{abits}.onnx")
             graph.with_suffix(".json").write_text(json.dumps(sidecar(graph, quantized, None, "fp32")))
             label = f"mode {recipe} W{wbits}A{abits}"
+            if first:  # what swin-trt's fusion passes gain: the exporter's graph in plain onnxruntime fast mode
+                plain = save_onnx(export_onnx(quantized, fusions=False), folder / "int8_plain.onnx")
+                name = f"onnxruntime INT8 fast, no swin-trt fusions ({label})"
+                runners[name] = ort_runner(plain, "fast", args.threads)
+                engines[name] = {"recipe": recipe, "weight_bits": wbits, "activation_bits": abits, "backend": "onnxruntime", "ort_mode": "fast",
+                                 "engine": str(plain), "parity": parity(runners[name](parity_images), fakequant, fp32_logits)}
+                first = False
             for mode in ("exact", "fast", "auto"):
                 details = build(graph, folder / f"{graph.stem}.{mode}.onnx", mode)
                 name = f"onnxruntime INT8 {mode} ({label})"
@@ -195,7 +203,7 @@ def main() -> None:
     default = f"onnxruntime INT8 auto (mode {args.recipes[0]} W{args.precisions[0].replace(':', 'A')})"
     profile_batch = rng.standard_normal((largest, *shape), dtype=np.float32)
     profiles = {name: profile_by_op(Path(engines[name]["engine"]), engines[name]["ort_mode"], profile_batch, args.threads)
-                for name in engines if name.startswith("onnxruntime INT8 fast") and name.endswith(f"W{args.precisions[0].replace(':', 'A')})")}
+                for name in engines if name.startswith("onnxruntime INT8 fast") and name.endswith(f"(mode {args.recipes[0]} W{args.precisions[0].replace(':', 'A')})")}
 
     peers = [name for name in ("onnxruntime FP32", "OpenVINO FP32") if name in images_per_s]
     rows = []

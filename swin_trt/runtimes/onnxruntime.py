@@ -1,7 +1,8 @@
 """onnxruntime backend: build (optimise and save) and run a Q/DQ graph.
 
 Two modes, because on x86 CPUs onnxruntime's fused integer kernels may trade parity for speed:
-``fast`` (ORT_ENABLE_ALL: Q/DQ pairs fused into integer MatMuls) and ``exact``
+``fast`` (ORT_ENABLE_ALL: Q/DQ pairs fused into integer MatMuls, plus the fusions of
+:func:`swin_trt.onnx.fuse.onnxruntime_fusions`, BiasGelu and bias adds in the integer GEMMs) and ``exact``
 (ORT_ENABLE_BASIC: Q/DQ stay explicit, float math between them, as in the fake-quant model).
 ``auto`` picks one per CPU (:func:`choose_mode`).
 """
@@ -25,6 +26,7 @@ ort = lazy_import("onnxruntime")
 onnx = lazy_import("onnx")
 torch = lazy_import("torch")
 onnx_graph = lazy_import("swin_trt.onnx.graph")
+onnx_fuse = lazy_import("swin_trt.onnx.fuse")
 
 MODES = ("exact", "fast")
 ERROR_LOG_LEVEL = 3  # onnxruntime's own warnings (e.g. "hardware specific optimizations") stay out of the user's log
@@ -105,9 +107,19 @@ def build(onnx_path: str | Path, engine_path: str | Path, mode: str = "auto") ->
         options = session_options(mode)
         options.optimized_model_filepath = str(tmp)
         try:
-            ort.InferenceSession(str(onnx_path), options, providers=providers())
+            source = onnx.load(str(onnx_path))
+        except Exception as error:  # protobuf DecodeError and friends
+            raise SwinTrtError(f"{onnx_path}: not an ONNX model ({error})") from None
+        if mode == "fast":  # exact keeps the graph's own arithmetic: no contrib fusions
+            source = onnx_fuse.onnxruntime_fusions(source)
+        try:
+            ort.InferenceSession(source.SerializeToString(), options, providers=providers())
         except Exception as error:  # onnxruntime raises its own Fail / InvalidGraph types
             raise SwinTrtError(f"{onnx_path}: onnxruntime cannot load it ({str(error).splitlines()[0]})") from None
+        if mode == "fast":
+            optimized = onnx.load(str(tmp))
+            onnx_fuse.fold_bias_into_integer_matmuls(optimized)
+            onnx.save(optimized, str(tmp))
     details = {
         "engine": str(engine_path),
         "backend": "onnxruntime",
