@@ -23,7 +23,6 @@ import argparse
 import copy
 import json
 import os
-import re
 import statistics
 import tempfile
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from machine import cpu_kind
 
 try:  # a benchmark-only dependency: pip install -e .[bench]
     import openvino
@@ -40,7 +40,7 @@ except ImportError:
     openvino = None
 
 from swin_trt.console import print_table
-from swin_trt.cpu import CpuInfo, read_cpu
+from swin_trt.cpu import read_cpu
 from swin_trt.distributed import DistContext
 from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import get_config
@@ -55,12 +55,6 @@ from swin_trt.runtimes.onnxruntime import build, session_options
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cpu_throughput"
 Runner = Callable[[np.ndarray], np.ndarray]
-
-
-def cpu_kind(cpu: CpuInfo) -> str:
-    """A file name for a CPU kind: its model and the ISA flags that change int8 results."""
-    words = re.sub(r"[^a-z0-9]+", "-", cpu.model.lower()).strip("-") or "unknown"
-    return "_".join([words, *sorted(cpu.flags)]) if cpu.flags else words
 
 
 def openvino_runner(path: Path, threads: int) -> Runner:
