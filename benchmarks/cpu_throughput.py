@@ -114,6 +114,11 @@ def parity(logits: np.ndarray, fakequant: np.ndarray, fp32: np.ndarray) -> dict[
 
 
 def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="cpu_throughput_") as folder:
+        measure(Path(folder))
+
+
+def measure(folder: Path) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="swin_tiny_patch4_window7_224")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
@@ -138,7 +143,6 @@ def main() -> None:
     with torch.no_grad():
         fp32_logits = fp32(torch.from_numpy(parity_images)).numpy()
 
-    folder = Path(tempfile.mkdtemp(prefix="cpu_throughput_"))
     runners: dict[str, Runner] = {"torch FP32": lambda batch: fp32(torch.from_numpy(batch))}
     fp32_onnx = save_onnx(export_onnx(fp32), folder / "fp32.onnx")
     runners["onnxruntime FP32"] = ort_runner(fp32_onnx, "fast", args.threads)

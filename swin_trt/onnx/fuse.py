@@ -20,55 +20,41 @@ onnxruntime's outputs on the unmodified graph.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from typing import NamedTuple
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from swin_trt.lazy import lazy_import
+from swin_trt.onnx.graph import _consumers, _producers, _prune_initializers, _rename_input
 
 transformers_optimizer = lazy_import("onnxruntime.transformers.optimizer")
 fusion_options = lazy_import("onnxruntime.transformers.fusion_options")
 
 
-def _initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
-    return {init.name: init for init in graph.initializer}
+class _Index(NamedTuple):
+    """Who makes and who reads each tensor of a graph, and its constants, as a pass starts."""
+
+    initializers: dict[str, onnx.TensorProto]
+    producers: dict[str, onnx.NodeProto]
+    consumers: dict[str, list[onnx.NodeProto]]
 
 
-def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
-    return {output: node for node in graph.node for output in node.output}
-
-
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
-    for output in graph.output:
-        consumers[output.name].append(output)
-    return consumers
+def _index(graph: onnx.GraphProto) -> _Index:
+    return _Index({init.name: init for init in graph.initializer}, _producers(graph), _consumers(graph))
 
 
 def _bypass(graph: onnx.GraphProto, node: onnx.NodeProto, replacement: str) -> None:
-    """Feed ``node``'s consumers from ``replacement`` and remove ``node`` (never a graph output)."""
-    for other in graph.node:
-        for index, name in enumerate(other.input):
-            if name == node.output[0]:
-                other.input[index] = replacement
+    """Feed ``node``'s consumers from ``replacement`` and remove ``node`` (refused for a graph output)."""
+    _rename_input(graph, node.output[0], replacement)
     graph.node.remove(node)
-
-
-def _prune_initializers(graph: onnx.GraphProto) -> None:
-    used = {name for node in graph.node for name in node.input}
-    for initializer in [init for init in graph.initializer if init.name not in used]:
-        graph.initializer.remove(initializer)
 
 
 def drop_noop_pads(model: onnx.ModelProto) -> int:
     """Remove constant-mode Pads whose pads are all zero (a copy that changes nothing). Returns how many."""
     graph = model.graph
-    initializers = _initializers(graph)
+    initializers = _index(graph).initializers
     outputs = {output.name for output in graph.output}
     dropped = 0
     for node in list(graph.node):
@@ -89,9 +75,7 @@ def combine_attention_biases(model: onnx.ModelProto) -> int:
     it is -100 the sum rounds differently in the last place, and those entries leave the softmax
     as exp(-100) ~ 4e-44 either way, which quantizes to 0. Returns how many blocks were combined."""
     graph = model.graph
-    initializers = _initializers(graph)
-    producers = _producers(graph)
-    consumers = _consumers(graph)
+    initializers, producers, consumers = _index(graph)
     combined = 0
     for mask_add in list(graph.node):
         if mask_add.op_type != "Add":
@@ -149,9 +133,7 @@ def fold_bias_into_integer_matmuls(model: onnx.ModelProto) -> int:
     constant bias becomes the MatMulIntegerToFloat's own bias input (its 7th): the epilogue that
     scales the int32 accumulator adds it, instead of a second pass over the output. Returns how many."""
     graph = model.graph
-    initializers = _initializers(graph)
-    producers = _producers(graph)
-    consumers = _consumers(graph)
+    initializers, producers, consumers = _index(graph)
     folded = 0
     for add in list(graph.node):
         if add.op_type != "Add" or len(add.input) != 2:
