@@ -136,3 +136,23 @@ def test_integer_gemm_operands_read_from_the_graph(narrow):
     widest = {tag: integer_gemm_operand_bits(onnx.load(graphs["fp32"]["onnx"])) for tag, (_, graphs) in narrow.items()}
     assert widest == {"1_w4a6": 6, "trt_w7a8": 8, "2_w5a5": 5}
     assert integer_gemm_operand_bits(onnx.load(narrow["1_w4a6"][1]["int8"]["onnx"])) == 6  # INT8-stored weights read alike
+
+
+def test_graph_check_accepts_clamped_narrow_weights_and_catches_changed_ones(narrow, tmp_path):
+    """Export clamps a 7-bit float weight to [qmin*s, qmax*s]: the same integers, so the gate's graph
+    check must pass it, and still name a weight whose integers differ."""
+    from onnx import numpy_helper
+
+    from swin_trt.parity.conformance import mismatches
+
+    checkpoint, graphs = narrow["trt_w7a8"]
+    reference = open_model(checkpoint=checkpoint).model
+    assert mismatches(reference, graphs["fp32"]["onnx"]) == []
+    graph = onnx.load(graphs["fp32"]["onnx"])
+    clamped = next(init for init in graph.graph.initializer if init.name.endswith("_clamped"))
+    changed = numpy_helper.to_array(clamped).copy()
+    changed.flat[0] += 10 * float(np.abs(changed).max())
+    clamped.CopyFrom(numpy_helper.from_array(changed, clamped.name))
+    onnx.save(graph, tmp_path / "changed.onnx")
+    found = mismatches(reference, tmp_path / "changed.onnx")
+    assert len(found) == 1 and "weight" in found[0]

@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--backend", choices=tuple(BACKENDS), default="onnxruntime")
     parser.add_argument("--ort-mode", choices=("auto", "exact", "fast"), default="auto",
                         help="onnxruntime: fast fuses integer kernels, exact keeps Q/DQ explicit (closest to fake-quant); "
-                        "auto (default) takes fast where this CPU's int8 kernels hold the default parity gate (VNNI or AMX), "
-                        "exact elsewhere (docs/parity.md)")
+                        "auto (default) takes fast where its int8 kernels compute exact integer results: a CPU with VNNI or AMX, "
+                        "or a graph whose int8 matmul operands fit 7 bits (calibrate --wprec 7 --aprec 7); exact elsewhere (docs/cpu.md)")
     parser.add_argument("--output", type=Path, metavar="FILE", help="engine path (default engines/<onnx name>.ort-<mode>.onnx, or engines/<onnx name>.plan)")
     group = parser.add_argument_group("tensorrt", "strongly typed engine (precision from the graph: export with --target tensorrt); see docs/tensorrt.md")
     group.add_argument("--min-batch", type=positive_int, metavar="N", help="smallest batch of the optimisation profile (default 1)")
