@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="runs of all batches; medians are reported")
     parser.add_argument("--int8-mode", default="1")
+    parser.add_argument("--output", type=Path, help="result file (default benchmarks/results/calibration/<cpu kind>.json)")
     args = parser.parse_args()
     load_before = os.getloadavg()
     torch.set_num_threads(args.threads)
@@ -94,7 +95,7 @@ def main() -> None:
             ("collection / FP32 forward", f"{results['collect_over_forward']:.2f}x")]
     rows += [(f"amax, {method} ({len(histograms)} activation quantizers + weights) (s)", f"{seconds:.2f}") for method, seconds in amax_seconds.items()]
     print_table(f"calibration speed: {args.model}, batch {args.batch_size}, {args.threads} threads, median of {args.repeats} runs", ("measure", "value"), rows)
-    output = RESULTS / f"{cpu_kind(read_cpu())}.json"
+    output = args.output or RESULTS / f"{cpu_kind(read_cpu())}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"saved {output}")
