@@ -5,7 +5,8 @@
 
     .venv/bin/python benchmarks/calibration.py [--batches 5 --batch-size 8 --threads 2 --repeats 3]
 
-Prints a table and saves benchmarks/results/calibration.json.
+Prints a table and saves benchmarks/results/calibration/<cpu kind>.json (one file per CPU kind,
+with the load average around the run: the machine is shared).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from machine import cpu_kind
 
 from swin_trt.console import print_table
 from swin_trt.cpu import read_cpu
@@ -29,7 +32,7 @@ from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
 from swin_trt.quantization.model import quantize_model
 from swin_trt.quantization.recipes import CALIBRATORS, get_recipe
 
-RESULTS = Path(__file__).resolve().parent / "results" / "calibration.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "calibration"
 
 
 def main() -> None:
@@ -40,7 +43,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="runs of all batches; medians are reported")
     parser.add_argument("--int8-mode", default="1")
+    parser.add_argument("--output", type=Path, help="result file (default benchmarks/results/calibration/<cpu kind>.json)")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = get_config(args.model)
@@ -81,6 +86,8 @@ def main() -> None:
         "collect_over_forward": statistics.median(c / f for c, f in zip(collect, forward)),
         "amax_s": amax_seconds,
         "cpu": read_cpu().as_json(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
         "versions": package_versions(),
     }
     rows = [(f"FP32 forward, {args.batches} batches (s)", f"{results['fp32_forward_s_median']:.3f}"),
@@ -88,9 +95,10 @@ def main() -> None:
             ("collection / FP32 forward", f"{results['collect_over_forward']:.2f}x")]
     rows += [(f"amax, {method} ({len(histograms)} activation quantizers + weights) (s)", f"{seconds:.2f}") for method, seconds in amax_seconds.items()]
     print_table(f"calibration speed: {args.model}, batch {args.batch_size}, {args.threads} threads, median of {args.repeats} runs", ("measure", "value"), rows)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {RESULTS}")
+    output = args.output or RESULTS / f"{cpu_kind(read_cpu())}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"saved {output}")
 
 
 if __name__ == "__main__":

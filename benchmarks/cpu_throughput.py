@@ -1,10 +1,20 @@
-"""CPU throughput of Swin-T 224: torch FP32, onnxruntime FP32, onnxruntime INT8 (exact / fast).
+"""CPU throughput of Swin-T 224 in every engine swin-trt builds, beside the FP32 runtimes a user would pick instead.
 
-Random weights, amax from a short calibration on random images (speed does not depend on the
-values). Images/s at each batch size with a fixed thread count, median of repeats; ratios are to
-torch FP32 measured in the same run. Saves benchmarks/results/cpu_throughput.json.
+One run measures torch FP32, onnxruntime FP32, OpenVINO FP32 and, for each recipe and precision
+(weights/activations bits), the onnxruntime INT8 engines (exact and fast, built by
+``swin_trt.runtimes.onnxruntime.build``; ``auto`` is whichever of them ``choose_mode`` picks on
+this CPU) and OpenVINO INT8 on the same Q/DQ graph. Random weights, amax from a short
+calibration on random images (speed does not depend on the values). Each engine is also put
+against its PyTorch fake-quant model with the parity gate's own criterion
+(:func:`swin_trt.parity.compare.relative_errors`, median and 95th percentile against the default
+bounds of :class:`swin_trt.parity.gate.Bounds`).
 
-    .venv/bin/python benchmarks/cpu_throughput.py [--batches 1 8 --threads 2 --repeats 5 --int8-mode trt]
+Timing: images/s at each batch size with a fixed thread count; the runners take turns within each
+repeat, so machine noise hits them alike; medians of the repeats; ratios are to torch FP32 (and
+to the best FP32 peer) in the same run. Results are kept per CPU kind:
+``benchmarks/results/cpu_throughput/<cpu-kind>.json`` (model, ISA flags, load average, versions).
+
+    python benchmarks/cpu_throughput.py [--batches 1 8 --threads 2 --repeats 7 --recipes trt 1 --precisions 8:8 7:8 7:7]
 """
 
 from __future__ import annotations
@@ -12,49 +22,75 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
+from machine import cpu_kind
+
+try:  # a benchmark-only dependency: pip install -e .[bench]
+    import openvino
+except ImportError:
+    openvino = None
 
 from swin_trt.console import print_table
 from swin_trt.cpu import read_cpu
 from swin_trt.distributed import DistContext
 from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import get_config
-from swin_trt.onnx.export import export_onnx, save_onnx
+from swin_trt.onnx.export import export_onnx, save_onnx, sidecar
+from swin_trt.parity.compare import quantile, relative_errors
+from swin_trt.parity.gate import Bounds
 from swin_trt.provenance import package_versions
 from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
-from swin_trt.quantization.model import quantize_model
+from swin_trt.quantization.model import quantize_model, set_precision
 from swin_trt.quantization.recipes import get_recipe
-from swin_trt.runtimes.onnxruntime import session_options
+from swin_trt.runtimes.onnxruntime import build, session_options
 
-RESULTS = Path(__file__).resolve().parent / "results" / "cpu_throughput.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "cpu_throughput"
+Runner = Callable[[np.ndarray], np.ndarray]
 
 
-def _images_per_s(run, batch: np.ndarray, repeats: int) -> float:
-    run(batch)  # warm-up
-    seconds = []
+def openvino_runner(path: Path, threads: int) -> Runner:
+    """OpenVINO's CPU plugin on an ONNX graph, FP32 outside Q/DQ (the precision hint pinned: on
+    CPUs with bf16 or AMX its default would run the non-quantized layers in bf16)."""
+    compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32",
+                                                          "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    return lambda batch: request.infer({0: batch})[compiled.output(0)].copy()
+
+
+def ort_runner(path: Path, mode: str, threads: int) -> Runner:
+    session = ort.InferenceSession(str(path), session_options(mode, threads), providers=["CPUExecutionProvider"])
+    return lambda batch: session.run(None, {"images": batch})[0]
+
+
+def time_runners(runners: dict[str, Runner], batch: np.ndarray, repeats: int) -> dict[str, float]:
+    """Images/s of each runner (median over repeats), the runners taking turns within a repeat."""
+    for run in runners.values():
+        run(batch)  # warm-up
+    seconds: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(repeats):
-        start = time.perf_counter()
-        run(batch)
-        seconds.append(time.perf_counter() - start)
-    return len(batch) / statistics.median(seconds)
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(batch)
+            seconds[name].append(time.perf_counter() - start)
+    return {name: len(batch) / statistics.median(values) for name, values in seconds.items()}
 
 
-def _profile_by_op(path: Path, size: int, img_size: int, threads: int, runs: int = 3) -> dict[str, float]:
-    """onnxruntime's own profiler on the INT8 fast graph: % of operator time by operator type."""
-    import onnxruntime as ort
-
-    options = session_options("fast", threads)
+def profile_by_op(path: Path, mode: str, batch: np.ndarray, threads: int, runs: int = 3) -> dict[str, float]:
+    """onnxruntime's own profiler: % of operator time by operator type."""
+    options = session_options(mode, threads)
     options.enable_profiling = True
     with tempfile.TemporaryDirectory() as folder:
         options.profile_file_prefix = str(Path(folder) / "ort")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        batch = np.random.default_rng(1).standard_normal((size, 3, img_size, img_size), dtype=np.float32)
         for _ in range(runs):
             session.run(None, {"images": batch})
         events = json.loads(Path(session.end_profiling()).read_text())
@@ -64,72 +100,139 @@ def _profile_by_op(path: Path, size: int, img_size: int, threads: int, runs: int
             op = event.get("args", {}).get("op_name", "?")
             by_op[op] = by_op.get(op, 0.0) + event.get("dur", 0)
     total = sum(by_op.values()) or 1.0
-    return {op: 100.0 * t / total for op, t in sorted(by_op.items(), key=lambda item: -item[1])}
+    return {op: round(100.0 * t / total, 2) for op, t in sorted(by_op.items(), key=lambda item: -item[1])}
+
+
+def parity(logits: np.ndarray, fakequant: np.ndarray, fp32: np.ndarray) -> dict[str, float]:
+    """The gate's criterion for one engine: r = ||engine - fq|| / ||fq - fp32|| per image."""
+    errors = relative_errors(logits, fakequant, fp32)
+    bounds = Bounds()
+    median, p95 = quantile(errors, 0.5), quantile(errors, 0.95)
+    return {"rel_error_median": median, "rel_error_p95": p95, "max_abs_diff": float(np.abs(logits - fakequant).max()),
+            "agreement": float(100.0 * (logits.argmax(1) == fakequant.argmax(1)).mean()),
+            "within_default_bounds": bool(median <= bounds.max_rel_error and p95 <= bounds.max_rel_error_p95)}
 
 
 def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="cpu_throughput_") as folder:
+        measure(Path(folder))
+
+
+def measure(folder: Path) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="swin_tiny_patch4_window7_224")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--int8-mode", default="trt")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--recipes", nargs="+", default=["trt", "1"])
+    parser.add_argument("--precisions", nargs="+", default=["8:8", "7:8", "7:7"], help="weight:activation bits")
+    parser.add_argument("--parity-images", type=int, default=16)
+    parser.add_argument("--no-openvino", action="store_true", help="skip OpenVINO (also skipped when it is not installed)")
+    parser.add_argument("--output", type=Path, help=f"result file (default {RESULTS}/<cpu kind>.json)")
     args = parser.parse_args()
-    import onnxruntime as ort
-
+    args.no_openvino = args.no_openvino or openvino is None
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    cpu = read_cpu()
+    load_before = os.getloadavg()
     config = get_config(args.model)
+    shape = (config.in_chans, config.img_size, config.img_size)
+    rng = np.random.default_rng(0)
+    parity_images = rng.standard_normal((args.parity_images, *shape), dtype=np.float32)
     fp32 = build_model(config).eval()
-    int8 = quantize_model(copy.deepcopy(fp32), get_recipe(args.int8_mode)).eval()
-    calibration = [(torch.randn(4, 3, config.img_size, config.img_size), None) for _ in range(2)]
-    histograms, _ = collect_statistics(int8, calibration, 2, DistContext())
-    load_calib_amax(int8, histograms, "percentile")
+    with torch.no_grad():
+        fp32_logits = fp32(torch.from_numpy(parity_images)).numpy()
 
-    with tempfile.TemporaryDirectory() as folder:
-        paths = {"fp32": Path(folder) / "fp32.onnx", "int8": Path(folder) / "int8.onnx"}
-        start = time.perf_counter()
-        save_onnx(export_onnx(fp32), paths["fp32"])
-        save_onnx(export_onnx(int8), paths["int8"])
-        export_seconds = time.perf_counter() - start
+    runners: dict[str, Runner] = {"torch FP32": lambda batch: fp32(torch.from_numpy(batch))}
+    fp32_onnx = save_onnx(export_onnx(fp32), folder / "fp32.onnx")
+    runners["onnxruntime FP32"] = ort_runner(fp32_onnx, "fast", args.threads)
+    if not args.no_openvino:
+        runners["OpenVINO FP32"] = openvino_runner(fp32_onnx, args.threads)
+    engines: dict[str, dict] = {}
+    first = True
+    for recipe in args.recipes:
+        quantized = quantize_model(copy.deepcopy(fp32), get_recipe(recipe)).eval()
+        calibration = [(torch.from_numpy(rng.standard_normal((4, *shape), dtype=np.float32)), None) for _ in range(2)]
+        histograms, _ = collect_statistics(quantized, calibration, len(calibration), DistContext())
+        load_calib_amax(quantized, histograms, "percentile")
+        for precision in args.precisions:
+            wbits, abits = (int(b) for b in precision.split(":"))
+            set_precision(quantized, wbits, abits)
+            with torch.no_grad():
+                fakequant = quantized(torch.from_numpy(parity_images)).numpy()
+            graph = save_onnx(export_onnx(quantized), folder / f"int8_{recipe}_w{wbits}a{abits}.onnx")
+            graph.with_suffix(".json").write_text(json.dumps(sidecar(graph, quantized, None, "fp32")))
+            label = f"mode {recipe} W{wbits}A{abits}"
+            if first:  # what swin-trt's fusion passes gain: the exporter's graph in plain onnxruntime fast mode
+                plain = save_onnx(export_onnx(quantized, fusions=False), folder / "int8_plain.onnx")
+                name = f"onnxruntime INT8 fast, no swin-trt fusions ({label})"
+                runners[name] = ort_runner(plain, "fast", args.threads)
+                engines[name] = {"recipe": recipe, "weight_bits": wbits, "activation_bits": abits, "backend": "onnxruntime", "ort_mode": "fast",
+                                 "engine": str(plain), "parity": parity(runners[name](parity_images), fakequant, fp32_logits)}
+                first = False
+            for mode in ("exact", "fast", "auto"):
+                details = build(graph, folder / f"{graph.stem}.{mode}.onnx", mode)
+                name = f"onnxruntime INT8 {mode} ({label})"
+                engines[name] = {"recipe": recipe, "weight_bits": wbits, "activation_bits": abits, "backend": "onnxruntime",
+                                 "ort_mode": details["ort_mode"], "ort_mode_reason": details["ort_mode_reason"], "engine": details["engine"]}
+                if mode == "auto":  # the same engine as the one it chose: parity only, not timed twice
+                    continue
+                runners[name] = ort_runner(Path(details["engine"]), details["ort_mode"], args.threads)
+                engines[name]["parity"] = parity(runners[name](parity_images), fakequant, fp32_logits)
+            if not args.no_openvino:
+                name = f"OpenVINO INT8 ({label})"
+                runners[name] = openvino_runner(graph, args.threads)
+                engines[name] = {"recipe": recipe, "weight_bits": wbits, "activation_bits": abits, "backend": "openvino",
+                                 "parity": parity(runners[name](parity_images), fakequant, fp32_logits)}
+    for name, engine in engines.items():
+        if engine.get("ort_mode") and name.startswith("onnxruntime INT8 auto"):
+            engine["parity"] = engines[name.replace(" auto ", f" {engine['ort_mode']} ")]["parity"]
 
-        def ort_runner(path: Path, mode: str):
-            session = ort.InferenceSession(str(path), session_options(mode, args.threads), providers=["CPUExecutionProvider"])
-            return lambda batch: session.run(None, {"images": batch})
+    images_per_s: dict[str, dict[str, float]] = {name: {} for name in runners}
+    with torch.no_grad():
+        for size in args.batches:
+            batch = rng.standard_normal((size, *shape), dtype=np.float32)
+            for name, value in time_runners(runners, batch, args.repeats).items():
+                images_per_s[name][str(size)] = value
+    for name, engine in engines.items():  # auto: the figures of the engine it chose
+        if name not in images_per_s:
+            images_per_s[name] = images_per_s[name.replace(" auto ", f" {engine['ort_mode']} ")]
+    largest = max(args.batches)
+    default = f"onnxruntime INT8 auto (mode {args.recipes[0]} W{args.precisions[0].replace(':', 'A')})"
+    profile_batch = rng.standard_normal((largest, *shape), dtype=np.float32)
+    profiles = {name: profile_by_op(Path(engines[name]["engine"]), engines[name]["ort_mode"], profile_batch, args.threads)
+                for name in engines if name.startswith("onnxruntime INT8 fast") and name.endswith(f"(mode {args.recipes[0]} W{args.precisions[0].replace(':', 'A')})")}
 
-        runners = {
-            "torch FP32": lambda batch: fp32(torch.from_numpy(batch)),
-            "onnxruntime FP32": ort_runner(paths["fp32"], "fast"),
-            f"onnxruntime INT8 (mode {args.int8_mode}) exact": ort_runner(paths["int8"], "exact"),
-            f"onnxruntime INT8 (mode {args.int8_mode}) fast": ort_runner(paths["int8"], "fast"),
-        }
-        results: dict[str, dict[str, float]] = {name: {} for name in runners}
-        with torch.no_grad():
-            for size in args.batches:
-                batch = np.random.default_rng(0).standard_normal((size, 3, config.img_size, config.img_size), dtype=np.float32)
-                for name, run in runners.items():
-                    results[name][str(size)] = _images_per_s(run, batch, args.repeats)
-        largest = max(args.batches)
-        profile = _profile_by_op(paths["int8"], largest, config.img_size, args.threads)
-
+    peers = [name for name in ("onnxruntime FP32", "OpenVINO FP32") if name in images_per_s]
     rows = []
-    for name, by_batch in results.items():
+    for name, by_batch in images_per_s.items():
         row = [name]
         for size in args.batches:
-            row += [f"{by_batch[str(size)]:.2f}", f"{by_batch[str(size)] / results['torch FP32'][str(size)]:.2f}x"]
+            value = by_batch[str(size)]
+            best_peer = max(images_per_s[p][str(size)] for p in peers)
+            row += [f"{value:.2f}", f"{value / images_per_s['torch FP32'][str(size)]:.2f}x", f"{value / best_peer:.2f}x"]
+        found = engines.get(name, {}).get("parity")
+        row += [f"{found['rel_error_median']:.3g} / {found['rel_error_p95']:.3g}" if found else "-",
+                ("yes" if found["within_default_bounds"] else "NO") if found else "-"]
         rows.append(row)
-    columns = ["runtime"] + [c for size in args.batches for c in (f"images/s b{size}", f"vs torch b{size}")]
-    print_table(f"{args.model} on {args.threads} CPU threads (median of {args.repeats})", columns, rows)
-    print_table(f"where the time goes: onnxruntime INT8 fast, batch {largest} (share of operator time)", ("operator", "%"),
-                [(op, f"{share:.1f}") for op, share in list(profile.items())[:10]])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "model": args.model, "threads": args.threads, "repeats": args.repeats, "int8_mode": args.int8_mode,
-        "images_per_s": results, "export_seconds": export_seconds, f"int8_fast_op_time_share_b{largest}": profile,
-        "cpu": read_cpu().as_json(),
-        "versions": package_versions(),
+    columns = ["runtime"] + [c for size in args.batches for c in (f"img/s b{size}", f"vs torch b{size}", f"vs best FP32 peer b{size}")]
+    print_table(f"{args.model} on {args.threads} threads, {cpu.describe()} (median of {args.repeats})", columns + ["r median / p95", "gate"], rows)
+    for name, profile in profiles.items():
+        print_table(f"where the time goes: {name}, batch {largest} (share of operator time, %)", ("operator", "%"),
+                    [(op, f"{share:.1f}") for op, share in list(profile.items())[:12]])
+
+    output = args.output or RESULTS / f"{cpu_kind(cpu)}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({
+        "model": args.model, "threads": args.threads, "repeats": args.repeats, "batches": args.batches,
+        "recipes": args.recipes, "precisions": args.precisions, "parity_images": args.parity_images,
+        "default_engine": default, "fp32_peers": peers,
+        "images_per_s": images_per_s, "engines": {name: {k: v for k, v in e.items() if k != "engine"} for name, e in engines.items()},
+        "ort_op_time_share": {f"{name} b{largest}": profile for name, profile in profiles.items()},
+        "cpu": cpu.as_json(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
+        "versions": {**package_versions(), "openvino": openvino.__version__ if openvino else None},
     }, indent=2) + "\n")
-    print(f"saved {RESULTS}")
+    print(f"saved {output}")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@ and the CUDA GPU (a figure from one kind of machine says nothing about another).
 
 from __future__ import annotations
 
+import re
+
 import torch
 
-from swin_trt.cpu import read_cpu
+from swin_trt.cpu import CpuInfo, read_cpu
 
 
 def machine() -> dict:
@@ -15,3 +17,10 @@ def machine() -> dict:
         where["gpu"] = torch.cuda.get_device_name(index)
         where["compute_capability"] = "{}.{}".format(*torch.cuda.get_device_capability(index))
     return where
+
+
+def cpu_kind(cpu: CpuInfo) -> str:
+    """A file name for a CPU kind (results are kept per kind, never overwritten by another's):
+    its model and the ISA flags that change int8 results, e.g. ``amd-epyc_avx2_avx512_vnni_avx512f``."""
+    words = re.sub(r"[^a-z0-9]+", "-", cpu.model.lower()).strip("-") or "unknown"
+    return "_".join([words, *sorted(cpu.flags)]) if cpu.flags else words

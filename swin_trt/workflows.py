@@ -245,7 +245,7 @@ def export_checkpoint(
             tag += f"_w{network.weight_bits}a{network.activation_bits}"
         suffix = ("_w8" if weights == "int8" else "") + ("_fp16" if precision == "fp16" else "") + ("_trt" if target == "tensorrt" else "")
         output = Path("export") / f"{network.swin_trt_config.name}_{tag}{suffix}.onnx"
-    proto = onnx_export.export_onnx(network)
+    proto = onnx_export.export_onnx(network, fusions=precision == "fp32")  # FP16: see docs/onnx.md (fusion passes)
     if weights == "int8":
         onnx_graph.store_int8_weights(proto)
     if precision == "fp16":

@@ -48,11 +48,35 @@ def test_read_cpu_on_this_machine():
     assert cpu.model and json.dumps(cpu.as_json())
 
 
-@pytest.mark.parametrize(("text", "quantized", "mode"), [(EPYC, True, "fast"), (SAPPHIRE, True, "fast"), (AVX2, True, "exact"), (AVX2, False, "fast")])
-def test_auto_mode_is_fast_only_where_int8_kernels_cannot_saturate(text, quantized, mode):
-    chosen, reason = choose_mode(parse_cpuinfo(text), quantized)
+@pytest.mark.parametrize(("text", "quantized", "bits", "mode"), [
+    (EPYC, True, 8, "fast"), (SAPPHIRE, True, None, "fast"), (AVX2, True, None, "exact"), (AVX2, True, 8, "exact"),
+    (AVX2, True, 7, "fast"), (AVX2, True, 4, "fast"), (AVX2, False, None, "fast")])
+def test_auto_mode_is_fast_only_where_int8_kernels_cannot_saturate(text, quantized, bits, mode):
+    chosen, reason = choose_mode(parse_cpuinfo(text), quantized, bits)
     assert chosen == mode and reason
     assert choose_mode(CpuInfo("unknown", frozenset()), True)[0] == "exact"  # flags unknown: the safe choice
+    if text == AVX2 and quantized:
+        assert ("cannot saturate" in reason) == (mode == "fast")
+
+
+def _vpmaddubsw(unsigned: np.ndarray, signed: np.ndarray) -> np.ndarray:
+    """AVX2's u8*s8 step as MLAS uses it without VNNI: adjacent products summed, saturated to int16."""
+    pairs = unsigned.astype(np.int32) * signed.astype(np.int32)
+    return np.clip(pairs[..., 0::2] + pairs[..., 1::2], -32768, 32767)
+
+
+@pytest.mark.parametrize("bits", [7, 8])
+def test_seven_bit_operands_are_the_widest_that_cannot_saturate(bits):
+    """The arithmetic behind SATURATION_FREE_BITS: the worst case of every u8 value against the
+    extremes of a signed operand of ``bits`` bits."""
+    from swin_trt.runtimes.onnxruntime import SATURATION_FREE_BITS
+
+    unsigned = np.arange(256, dtype=np.uint8).repeat(2)
+    exact = {}
+    for extreme in (-(1 << (bits - 1)), (1 << (bits - 1)) - 1):
+        signed = np.full(unsigned.shape, extreme, dtype=np.int8)
+        exact[extreme] = np.array_equal(_vpmaddubsw(unsigned, signed), (unsigned.astype(np.int32) * extreme).reshape(-1, 2).sum(1))
+    assert all(exact.values()) == (bits <= SATURATION_FREE_BITS)
 
 
 def test_relative_error_is_in_units_of_the_quantization_perturbation():

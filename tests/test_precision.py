@@ -14,7 +14,7 @@ import torch
 import swin_trt
 from swin_trt.api import open_model
 from swin_trt.distributed import DistContext
-from swin_trt.onnx.graph import classify_dequantize, quantized_bits, signed_bits
+from swin_trt.onnx.graph import classify_dequantize, integer_gemm_operand_bits, quantized_bits, signed_bits
 from swin_trt.quantization.model import is_weight_quantizer, named_quantizers
 from swin_trt.runtimes.onnxruntime import Engine, build
 from swin_trt.settings import CalibrationRequest
@@ -128,3 +128,31 @@ def test_inspect_reports_and_checks_precision(run_cli, narrow, tmp_path):
 
 def test_signed_bits():
     assert [signed_bits(-8, 7), signed_bits(-7, 7), signed_bits(-9, 0), signed_bits(-64, 63), signed_bits(-128, 127), signed_bits(0, 0)] == [4, 4, 5, 7, 8, 1]
+
+
+def test_integer_gemm_operands_read_from_the_graph(narrow):
+    """The fact ``build --ort-mode auto`` uses on AVX2 without VNNI: the widest signed operand of a
+    matmul onnxruntime fuses to int8 (weights, and attention's k and v at the activation width)."""
+    widest = {tag: integer_gemm_operand_bits(onnx.load(graphs["fp32"]["onnx"])) for tag, (_, graphs) in narrow.items()}
+    assert widest == {"1_w4a6": 6, "trt_w7a8": 8, "2_w5a5": 5}
+    assert integer_gemm_operand_bits(onnx.load(narrow["1_w4a6"][1]["int8"]["onnx"])) == 6  # INT8-stored weights read alike
+
+
+def test_graph_check_accepts_clamped_narrow_weights_and_catches_changed_ones(narrow, tmp_path):
+    """Export clamps a 7-bit float weight to [qmin*s, qmax*s]: the same integers, so the gate's graph
+    check must pass it, and still name a weight whose integers differ."""
+    from onnx import numpy_helper
+
+    from swin_trt.parity.conformance import mismatches
+
+    checkpoint, graphs = narrow["trt_w7a8"]
+    reference = open_model(checkpoint=checkpoint).model
+    assert mismatches(reference, graphs["fp32"]["onnx"]) == []
+    graph = onnx.load(graphs["fp32"]["onnx"])
+    clamped = next(init for init in graph.graph.initializer if init.name.endswith("_clamped"))
+    changed = numpy_helper.to_array(clamped).copy()
+    changed.flat[0] += 10 * float(np.abs(changed).max())
+    clamped.CopyFrom(numpy_helper.from_array(changed, clamped.name))
+    onnx.save(graph, tmp_path / "changed.onnx")
+    found = mismatches(reference, tmp_path / "changed.onnx")
+    assert len(found) == 1 and "weight" in found[0]

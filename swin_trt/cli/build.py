@@ -22,7 +22,7 @@ NAME = "build"
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         NAME,
-        help="build an engine (onnxruntime; TensorRT where installed)",
+        help="build an engine (onnxruntime; OpenVINO or TensorRT where installed)",
         description="Optimise an exported ONNX graph for this machine and save it with a JSON sidecar (source graph and its SHA-256, "
         "mode, CPU) into engines/.",
     )
@@ -30,9 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--backend", choices=tuple(BACKENDS), default="onnxruntime")
     parser.add_argument("--ort-mode", choices=("auto", "exact", "fast"), default="auto",
                         help="onnxruntime: fast fuses integer kernels, exact keeps Q/DQ explicit (closest to fake-quant); "
-                        "auto (default) takes fast where this CPU's int8 kernels hold the default parity gate (VNNI or AMX), "
-                        "exact elsewhere (docs/parity.md)")
-    parser.add_argument("--output", type=Path, metavar="FILE", help="engine path (default engines/<onnx name>.ort-<mode>.onnx, or engines/<onnx name>.plan)")
+                        "auto (default) takes fast where its int8 kernels compute exact integer results: a CPU with VNNI or AMX, "
+                        "or a graph whose int8 matmul operands fit 7 bits (calibrate --wprec 7 --aprec 7); exact elsewhere (docs/cpu.md)")
+    parser.add_argument("--output", type=Path, metavar="FILE",
+                        help="engine path (default engines/<onnx name>.ort-<mode>.onnx, .openvino.blob or .plan)")
     group = parser.add_argument_group("tensorrt", "strongly typed engine (precision from the graph: export with --target tensorrt); see docs/tensorrt.md")
     group.add_argument("--min-batch", type=positive_int, metavar="N", help="smallest batch of the optimisation profile (default 1)")
     group.add_argument("--opt-batch", type=positive_int, metavar="N", help="batch TensorRT tunes for (default 32, within min..max)")
@@ -50,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     given = [f"--{name.replace('_', '-')}" for name in TENSORRT_OPTIONS if getattr(args, name) is not None]
     if given:
         raise SwinTrtError(f"{', '.join(given)}: TensorRT options, given with --backend {args.backend} (add --backend tensorrt or drop them)")
+    if args.backend == "openvino":
+        return _build_openvino(args)
 
     output = args.output or Path("engines") / f"{args.onnx.stem}.ort-{ort_runtime.resolve_mode(args.onnx, args.ort_mode)[0]}.onnx"
     check_writable(output, "--output")
@@ -57,6 +60,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"onnxruntime mode: {details['ort_mode']} ({details['ort_mode_reason']}); CPU: {details['cpu']['model']}")
     console.print_table("build", ("engine", "backend", "mode", "providers"), [(details["engine"], details["backend"], details["ort_mode"], ", ".join(details["providers"]))])
     emit_json(args, {"engine": details["engine"], "backend": details["backend"], "ort_mode": details["ort_mode"]})
+    return 0
+
+
+def _build_openvino(args: argparse.Namespace) -> int:
+    output = args.output or Path("engines") / f"{args.onnx.stem}.openvino.blob"
+    check_writable(output, "--output")
+    details = backend_module("openvino").build(args.onnx, output)
+    console.print_table("build", ("engine", "backend", "OpenVINO", "device", "precision outside Q/DQ"),
+                        [(details["engine"], details["backend"], details["openvino_version"], details["device"], details["inference_precision"])])
+    emit_json(args, {"engine": details["engine"], "backend": details["backend"]})
     return 0
 
 

@@ -21,6 +21,7 @@ import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers the quanti
 from torch import nn
 
 from swin_trt.io import atomic_path
+from swin_trt.onnx.fuse import export_fusions
 from swin_trt.onnx.graph import drop_int8_clips, fold_weight_clips
 from swin_trt.onnx.hashing import file_sha256
 from swin_trt.provenance import package_versions
@@ -49,10 +50,12 @@ def export_mode(model: nn.Module) -> Iterator[None]:
             quantizer.exporting = False
 
 
-def export_onnx(model: nn.Module, example_batch: int = 2):
+def export_onnx(model: nn.Module, example_batch: int = 2, fusions: bool = True):
     """``model`` (eval mode, CPU) as an ONNX ``ModelProto`` with a dynamic batch axis, Q/DQ pairs
     adjacent (see :func:`swin_trt.onnx.graph.drop_int8_clips`); weights of fewer than 8 bits are
-    clamped in place (:func:`swin_trt.onnx.graph.fold_weight_clips`)."""
+    clamped in place (:func:`swin_trt.onnx.graph.fold_weight_clips`); zero-width Pads dropped and
+    each shifted block's position bias and mask added as one constant (:mod:`swin_trt.onnx.fuse`;
+    ``fusions=False`` leaves them as the exporter wrote them, for measuring what they gain)."""
     config = model.swin_trt_config
     model = model.eval().cpu()
     example = torch.randn(example_batch, config.in_chans, config.img_size, config.img_size)
@@ -74,6 +77,8 @@ def export_onnx(model: nn.Module, example_batch: int = 2):
         del node.metadata_props[:]
     drop_int8_clips(proto)
     fold_weight_clips(proto)
+    if fusions:
+        export_fusions(proto)
     return proto
 
 

@@ -228,6 +228,47 @@ def quantized_bits(model: onnx.ModelProto) -> dict[str, list[int]]:
     return bits
 
 
+def integer_gemm_operand_bits(model: onnx.ModelProto) -> int | None:
+    """The widest right-hand (B) operand, in signed bits, of any MatMul/Gemm whose two inputs are
+    both dequantized -- the matmuls onnxruntime fuses into integer kernels in fast mode: the GEMM
+    weights and, for attention, k^T and v (activations). None when there is no such matmul.
+
+    On x86 onnxruntime shifts the int8 left operand to uint8 (0..255) and, without VNNI, sums pairs
+    of u8*s8 products in int16 with saturation; 2 * 255 * 2**(b-1) <= 32767 only for b <= 7, so
+    this number (not the sidecar's label) decides whether fast mode is exact there. Read from the
+    graph's numbers: integer weights' ranges, and the Clip bounds of narrow activation ranges."""
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    producers = _producers(graph)
+    widest = None
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "Gemm"):
+            continue
+        sources = [_source(name, producers) for name in node.input[:2]]
+        if not all(s is not None and s.op_type == "DequantizeLinear" for s in sources):
+            continue
+        bits = _dequantized_bits(graph, sources[1], initializers, producers)
+        widest = bits if widest is None else max(widest, bits)
+    return widest
+
+
+def _dequantized_bits(graph: onnx.GraphProto, dequantize: onnx.NodeProto, initializers: dict[str, onnx.TensorProto],
+                      producers: dict[str, onnx.NodeProto]) -> int:
+    """Signed bits of the integers a DequantizeLinear reads: a stored INT8 weight, a quantized float
+    weight, or an activation QuantizeLinear (8, or the width of the Clip before it)."""
+    if dequantize.input[0] in initializers:
+        integers = numpy_helper.to_array(initializers[dequantize.input[0]])
+        return signed_bits(int(integers.min(initial=0)), int(integers.max(initial=0)))
+    quantize = producers.get(dequantize.input[0])
+    if quantize is None or quantize.op_type != "QuantizeLinear":
+        return 8
+    if quantize.input[0] in initializers:
+        weight = numpy_helper.to_array(initializers[quantize.input[0]]).astype(np.float32)
+        integers = _integers(weight, _broadcast_scale(graph, quantize, weight.ndim).astype(np.float32))
+        return signed_bits(int(integers.min(initial=0)), int(integers.max(initial=0)))
+    return _activation_bits(graph, quantize, producers)
+
+
 def _activation_bits(graph: onnx.GraphProto, quantize: onnx.NodeProto, producers: dict[str, onnx.NodeProto]) -> int:
     clip = producers.get(quantize.input[0])
     bounds = [_constant(graph, name) for name in clip.input[1:3]] if clip is not None and clip.op_type == "Clip" else []

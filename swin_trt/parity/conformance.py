@@ -69,12 +69,18 @@ def _reference_weight(quantizer: TensorQuantizer, weight: torch.Tensor, stored: 
     """The reference's weight as the graph stores it: INT8 values ``clamp(round(w / s))`` (as
     export computes them), or the float weight in the graph's type."""
     weight = weight.detach().float().cpu()
-    if stored.dtype != np.int8:
-        return weight.numpy().astype(stored.dtype)
     scale = quantizer.scale().detach().float().cpu()
     if quantizer.per_channel:
         scale = scale.reshape([-1 if axis == quantizer.axis % weight.ndim else 1 for axis in range(weight.ndim)])
-    return torch.round(weight / scale).clamp(quantizer.qmin, quantizer.qmax).to(torch.int8).numpy()
+
+    def integers(values: torch.Tensor) -> np.ndarray:
+        return torch.round(values / scale).clamp(quantizer.qmin, quantizer.qmax).to(torch.int8).numpy()
+
+    if stored.dtype == np.int8:
+        return integers(weight)
+    if quantizer.num_bits < 8 and np.array_equal(integers(torch.from_numpy(stored.astype(np.float32))), integers(weight)):
+        return stored  # export clamps a narrow-range float weight to [qmin*s, qmax*s] (fold_weight_clips): the same integers
+    return weight.numpy().astype(stored.dtype)
 
 
 def mismatches(fakequant: torch.nn.Module, onnx_path: str | Path) -> list[str]:

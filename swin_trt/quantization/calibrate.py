@@ -66,9 +66,15 @@ def collect_statistics(
 
 
 def check_weights(model: nn.Module) -> None:
-    """Refuse weights that are not finite: their amax would be NaN or inf."""
+    """Refuse weights that are not finite: their amax would be NaN or inf.
+
+    A NaN or inf anywhere makes the sum non-finite, so one reduction clears a healthy weight;
+    only then are the bad values counted (five passes over every weight took a third of a
+    one-batch calibration of Swin-T on a loaded 2-core machine)."""
     for name, module in model.named_modules():
         if isinstance(module, QuantLinear) and module.weight_quantizer.enabled:
+            if torch.isfinite(module.weight.sum()):
+                continue
             bad = int((~torch.isfinite(module.weight)).sum())
             if bad:
                 raise CalibrationError(f"quantizer {name}.weight_quantizer: the weight has {bad} non-finite values (NaN or inf), "

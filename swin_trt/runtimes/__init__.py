@@ -30,6 +30,7 @@ from swin_trt.onnx.hashing import file_sha256
 
 BACKENDS: dict[str, str] = {
     "onnxruntime": "swin_trt.runtimes.onnxruntime",
+    "openvino": "swin_trt.runtimes.openvino",
     "tensorrt": "swin_trt.runtimes.tensorrt",
 }
 

@@ -1,7 +1,8 @@
 """onnxruntime backend: build (optimise and save) and run a Q/DQ graph.
 
 Two modes, because on x86 CPUs onnxruntime's fused integer kernels may trade parity for speed:
-``fast`` (ORT_ENABLE_ALL: Q/DQ pairs fused into integer MatMuls) and ``exact``
+``fast`` (ORT_ENABLE_ALL: Q/DQ pairs fused into integer MatMuls, plus the fusions of
+:func:`swin_trt.onnx.fuse.onnxruntime_fusions`, BiasGelu and bias adds in the integer GEMMs) and ``exact``
 (ORT_ENABLE_BASIC: Q/DQ stay explicit, float math between them, as in the fake-quant model).
 ``auto`` picks one per CPU (:func:`choose_mode`).
 """
@@ -24,26 +25,41 @@ from swin_trt.runtimes import read_sidecar, source_record
 ort = lazy_import("onnxruntime")
 onnx = lazy_import("onnx")
 torch = lazy_import("torch")
+onnx_graph = lazy_import("swin_trt.onnx.graph")
+onnx_fuse = lazy_import("swin_trt.onnx.fuse")
 
 MODES = ("exact", "fast")
 ERROR_LOG_LEVEL = 3  # onnxruntime's own warnings (e.g. "hardware specific optimizations") stay out of the user's log
 
 
-def choose_mode(cpu: CpuInfo, quantized: bool) -> tuple[str, str]:
+# u8 (0..255) x s8 products summed in int16 pairs cannot saturate when the signed operand fits
+# b bits: 2 * 255 * 2**(b-1) <= 32767 holds for b <= 7 (32640), not for 8 (65280).
+SATURATION_FREE_BITS = 7
+
+
+def choose_mode(cpu: CpuInfo, quantized: bool, operand_bits: int | None = None) -> tuple[str, str]:
     """The ``--ort-mode auto`` choice for a graph on ``cpu``: (mode, the reason, for the user).
 
-    ``fast`` only where its fused int8 kernels hold the default parity gate, from the measurements
-    in docs/parity.md: with VNNI (int32 accumulation) fast is bit-identical to exact on most
-    images; on AVX2 without VNNI, u8s8 pairs summed in int16 can saturate, and fast was reported
-    (issue 7) as far from its own reference as another recipe is.
-    Extend here (e.g. graph facts such as 7-bit weights, which cannot saturate) as kernels change.
+    ``fast`` only where its fused int8 kernels compute the exact integer result, which is what
+    makes them hold the default parity gate (docs/parity.md, docs/cpu.md): with VNNI or AMX the
+    products accumulate in int32; on AVX2 without them, pairs of u8*s8 products are summed in
+    int16 with saturation, exact only when every signed right-hand operand of a fused matmul
+    (``operand_bits``: GEMM weights, and attention's k and v, from
+    :func:`swin_trt.onnx.graph.integer_gemm_operand_bits`) fits in 7 bits. ``None`` means unknown
+    (the safe answer: exact there).
     """
     if not quantized:
         return "fast", "no Q/DQ in the graph: fusions do not touch quantized arithmetic"
     if cpu.int8_dot_product:
         extensions = ", ".join(sorted(cpu.flags & {"avx512_vnni", "avx_vnni", "amx_int8"}))
         return "fast", f"{extensions}: fused int8 kernels accumulate in int32 and hold the default gate (docs/parity.md)"
-    return "exact", "no VNNI/AMX: fused u8s8 kernels can saturate int16 sums and fail the default gate (docs/parity.md)"
+    if operand_bits is not None and operand_bits <= SATURATION_FREE_BITS:
+        return "fast", (f"no VNNI/AMX, but every signed operand of the fused int8 matmuls fits {operand_bits} bits: "
+                        "u8s8 pair sums cannot saturate int16, so the fast kernels are exact (docs/cpu.md)")
+    widest = "unknown" if operand_bits is None else f"{operand_bits}-bit"
+    return "exact", (f"no VNNI/AMX and {widest} signed matmul operands (weights, attention k/v): fused u8s8 kernels can saturate "
+                     f"int16 sums and fail the default gate; weights and activations of {SATURATION_FREE_BITS} bits "
+                     f"(calibrate --wprec {SATURATION_FREE_BITS} --aprec {SATURATION_FREE_BITS}) make fast exact (docs/cpu.md)")
 
 
 def session_options(mode: str, threads: int | None = None):
@@ -74,7 +90,10 @@ def resolve_mode(onnx_path: str | Path, mode: str) -> tuple[str, str]:
         return mode, "chosen with --ort-mode"
     graph = read_sidecar(onnx_path) or {}
     quantized = graph["q_nodes"] > 0 if "q_nodes" in graph else _has_qdq(onnx_path)
-    return choose_mode(read_cpu(), quantized)
+    cpu = read_cpu()
+    if not quantized or cpu.int8_dot_product:
+        return choose_mode(cpu, quantized)
+    return choose_mode(cpu, quantized, onnx_graph.integer_gemm_operand_bits(onnx.load(str(onnx_path))))
 
 
 def build(onnx_path: str | Path, engine_path: str | Path, mode: str = "auto") -> dict[str, Any]:
@@ -88,9 +107,19 @@ def build(onnx_path: str | Path, engine_path: str | Path, mode: str = "auto") ->
         options = session_options(mode)
         options.optimized_model_filepath = str(tmp)
         try:
-            ort.InferenceSession(str(onnx_path), options, providers=providers())
+            source = onnx.load(str(onnx_path))
+        except Exception as error:  # protobuf DecodeError and friends
+            raise SwinTrtError(f"{onnx_path}: not an ONNX model ({error})") from None
+        if mode == "fast":  # exact keeps the graph's own arithmetic: no contrib fusions
+            source = onnx_fuse.onnxruntime_fusions(source)
+        try:
+            ort.InferenceSession(source.SerializeToString(), options, providers=providers())
         except Exception as error:  # onnxruntime raises its own Fail / InvalidGraph types
             raise SwinTrtError(f"{onnx_path}: onnxruntime cannot load it ({str(error).splitlines()[0]})") from None
+        if mode == "fast":
+            optimized = onnx.load(str(tmp))
+            onnx_fuse.fold_bias_into_integer_matmuls(optimized)
+            onnx.save(optimized, str(tmp))
     details = {
         "engine": str(engine_path),
         "backend": "onnxruntime",

@@ -1,0 +1,81 @@
+"""Fusion passes for the CPU (swin_trt/onnx/fuse.py): the export passes change no output bit, the
+onnxruntime passes fuse what they claim and stay within the gate."""
+
+from __future__ import annotations
+
+import collections
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from swin_trt.api import open_model
+from swin_trt.distributed import DistContext
+from swin_trt.onnx.export import export_onnx, save_onnx
+from swin_trt.onnx.fuse import export_fusions, fold_bias_into_integer_matmuls
+from swin_trt.parity.compare import quantile, relative_errors
+from swin_trt.runtimes.onnxruntime import Engine, build, session_options
+from swin_trt.settings import CalibrationRequest
+from swin_trt.workflows import calibrate_checkpoint, export_checkpoint
+
+
+@pytest.fixture(scope="module")
+def graphs(trained_micro, digits_dir, tmp_path_factory):
+    """swin_micro, trt recipe: the calibrated checkpoint, its export, and the same export without the fusion passes."""
+    out = tmp_path_factory.mktemp("fuse")
+    checkpoint = calibrate_checkpoint(None, None, trained_micro.checkpoint, digits_dir, False, CalibrationRequest(int8_mode="trt"),
+                                      out / "calib", DistContext(), workers=0).checkpoint
+    fused = export_checkpoint(checkpoint, out / "fused.onnx")
+    plain = save_onnx(export_onnx(open_model(checkpoint=checkpoint).model, fusions=False), out / "plain.onnx")
+    shutil.copy(out / "fused.json", out / "plain.json")  # the same model: the sidecar's facts hold for both
+    return checkpoint, fused, plain
+
+
+def _images(count: int = 48) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((count, 3, 32, 32), dtype=np.float32)
+
+
+def _run(path, mode: str, images: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), session_options(mode, 2), providers=["CPUExecutionProvider"])
+    return session.run(None, {"images": images})[0]
+
+
+def _ops(path) -> collections.Counter:
+    return collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+
+
+def test_export_passes_change_no_output_bit(graphs):
+    _, fused, plain = graphs
+    fused = fused["onnx"]
+    assert _ops(plain)["Pad"] == 8 and _ops(fused)["Pad"] == 0  # 6 blocks + 2 merges of swin_micro pad by zero
+    assert _ops(plain)["Add"] - _ops(fused)["Add"] == 2  # the two shifted blocks: bias and mask in one add
+    images = _images()
+    assert np.array_equal(_run(fused, "exact", images), _run(plain, "exact", images))
+    again = onnx.load(str(plain))
+    assert export_fusions(again) == {"noop_pads": 8, "attention_biases": 2} and export_fusions(again) == {"noop_pads": 0, "attention_biases": 0}
+
+
+def test_fast_engine_fuses_gelu_and_biases_and_matches_reference(graphs, tmp_path):
+    checkpoint, fused, plain = graphs
+    details = build(fused["onnx"], tmp_path / "fast.onnx", "fast")
+    ops = _ops(details["engine"])
+    assert ops["BiasGelu"] == 6 and ops["Erf"] == 0  # one per block: fc1's bias add and GELU in one kernel
+    engine_graph = onnx.load(details["engine"])
+    assert fold_bias_into_integer_matmuls(engine_graph) == 0  # every foldable bias is already inside its integer GEMM
+    with_bias = [n for n in engine_graph.graph.node if n.op_type == "MatMulIntegerToFloat" and len(n.input) == 7]
+    assert len(with_bias) >= 3 * 6  # qkv, proj, fc2 of every block (fc1's bias is in BiasGelu)
+    images = _images()
+    loaded = open_model(checkpoint=checkpoint)
+    with torch.no_grad():
+        fakequant = loaded.model.eval()(torch.from_numpy(images)).numpy()
+        fp32 = loaded.fp_model()(torch.from_numpy(images)).numpy()
+    logits = Engine(details["engine"])(images)
+    errors = relative_errors(logits, fakequant, fp32)
+    assert quantile(errors, 0.5) <= 0.5 and quantile(errors, 0.95) <= 1.2  # the default gate's bounds
+    plain_fast = _run(plain, "fast", images)
+    assert (logits.argmax(1) == plain_fast.argmax(1)).mean() >= 0.97
+    assert json.loads((tmp_path / "fast.json").read_text())["ort_mode"] == "fast"

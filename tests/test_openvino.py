@@ -1,0 +1,46 @@
+"""build --backend openvino: the same sidecar, provenance chain and gate as onnxruntime engines
+(skipped where OpenVINO is not installed: it is an optional dependency, swin-trt[openvino])."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from swin_trt.distributed import DistContext
+from swin_trt.settings import CalibrationRequest
+from swin_trt.workflows import calibrate_checkpoint, export_checkpoint
+
+pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def graph(trained_micro, digits_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("openvino")
+    checkpoint = calibrate_checkpoint(None, None, trained_micro.checkpoint, digits_dir, False, CalibrationRequest(int8_mode="trt"),
+                                      out / "calib", DistContext(), workers=0).checkpoint
+    return checkpoint, export_checkpoint(checkpoint, out / "micro_trt.onnx")
+
+
+def test_openvino_engine_passes_the_default_gate_and_localizes(run_cli, graph, digits_dir, tmp_path):
+    checkpoint, details = graph
+    engine = tmp_path / "micro.openvino.blob"
+    code, out, err = run_cli("build", "--onnx", details["onnx"], "--backend", "openvino", "--output", engine, "--json", tmp_path / "b.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "b.json").read_text()) == {"engine": str(engine), "backend": "openvino"}
+    sidecar = json.loads(engine.with_suffix(".json").read_text())
+    assert sidecar["inference_precision"] == "f32" and Path(sidecar["source_onnx"]) == Path(details["onnx"]).resolve() and sidecar["cpu"]["model"]
+    code, out, err = run_cli("bench", "--reference", checkpoint, "--engine", engine, "--data-path", digits_dir, "--workers", "0",
+                             "--localize", "--localize-images", "4", "--json", tmp_path / "bench.json")
+    assert code == 0, err
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["passed"] is True and result["engine_backend"] == "openvino" and result["provenance"] == "verified"
+    assert result["localize"][-1]["name"] == "logits (engine)" and len(result["localize"]) == details["dq_nodes"] + 1
+
+
+def test_openvino_refuses_what_it_cannot_build(run_cli, tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a graph")
+    code, _, err = run_cli("build", "--onnx", broken, "--backend", "openvino", "--output", tmp_path / "e.blob")
+    assert code == 2 and err.strip().splitlines()[-1].startswith("swin-trt build: error:") and not (tmp_path / "e.blob").exists()
