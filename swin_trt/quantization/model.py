@@ -9,7 +9,6 @@ from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock, Win
 from torch import nn
 
 from swin_trt.errors import SwinTrtError
-
 from swin_trt.quantization.modules import (
     QuantLinear,
     QuantSwinBlock,
