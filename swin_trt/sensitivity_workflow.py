@@ -67,7 +67,10 @@ def auto_fallback(model: nn.Module, train_set: Dataset, calibration_images: int,
     """Choose the groups to keep in higher precision on held-out train images (never val, which
     the accuracy is reported on) and disable them in ``model``."""
     indices = held_out_indices(len(train_set), calibration_images, seed, request.images)
-    probe = SensitivityProbe(model, *load_images(Subset(train_set, indices), request.batch_size, workers, device), batch_size=request.batch_size)
-    chosen = choose_fallback(probe, quantizer_groups(model, request.granularity), request.max_drop)
+    images, labels = load_images(Subset(train_set, indices), request.batch_size, workers, device)
+    probe = SensitivityProbe(model, images, labels, batch_size=request.batch_size)
+    ranking = request.ranking_images
+    ranking_probe = SensitivityProbe(model, images[:ranking], labels[:ranking], batch_size=request.batch_size) if ranking < len(labels) else probe
+    chosen = choose_fallback(probe, quantizer_groups(model, request.granularity), request.max_drop, ranking_probe)
     keep_in_higher_precision(model, chosen.disabled)
     return chosen

@@ -53,6 +53,7 @@ class FallbackRequest:
 
     max_drop: float = 0.3
     images: int = 1000
+    ranking_images: int = 256  # the first of ``images``, on which the groups are ranked by KL
     granularity: str = "quantizer"  # see swin_trt.quantization.sensitivity.GRANULARITIES
     batch_size: int = 128
 

@@ -80,6 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fallback.add_argument("--max-drop", type=float, default=_FALLBACK.max_drop, metavar="PT", help=f"top-1 budget in points (default {_FALLBACK.max_drop})")
     fallback.add_argument("--fallback-images", type=positive_int, default=_FALLBACK.images, metavar="N",
                           help=f"held-out train images (after those calibration used, in its seeded order; default {_FALLBACK.images})")
+    fallback.add_argument("--fallback-ranking-images", type=positive_int, default=_FALLBACK.ranking_images, metavar="N",
+                          help=f"the first N held-out images rank the groups by KL against FP32 (default {_FALLBACK.ranking_images})")
     fallback.add_argument("--fallback-granularity", choices=GRANULARITIES, default=_FALLBACK.granularity,
                           help=f"what is kept in higher precision together (default {_FALLBACK.granularity}: single quantizers)")
     add_run_args(parser)
@@ -94,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_drop < 0:
         raise SwinTrtError(f"--max-drop must be >= 0 points, got {args.max_drop}")
     check_writable(args.calib_output_path, "--calib-output-path", "folder")
-    fallback = FallbackRequest(args.max_drop, args.fallback_images, args.fallback_granularity, args.batch_size) if args.auto_fallback else None
+    fallback = FallbackRequest(max_drop=args.max_drop, images=args.fallback_images, ranking_images=args.fallback_ranking_images,
+                               granularity=args.fallback_granularity, batch_size=args.batch_size) if args.auto_fallback else None
     request = CalibrationRequest(
         int8_mode=args.int8_mode,
         calibrator=args.calibrator,

@@ -36,13 +36,14 @@ def _drop(probe: SensitivityProbe, groups: list[Group]) -> tuple[float, float]:
     return probe.fp32.top1 - top1, top1
 
 
-def choose_fallback(probe: SensitivityProbe, groups: list[Group], max_drop: float) -> Fallback:
-    """Greedy + pruning over ``groups`` (see the module notes). Always ends within budget: with
-    every group disabled the model is the FP32 one, drop 0."""
+def choose_fallback(probe: SensitivityProbe, groups: list[Group], max_drop: float, ranking_probe: SensitivityProbe | None = None) -> Fallback:
+    """Greedy + pruning over ``groups`` (see the module notes), ranked on ``ranking_probe`` (KL
+    ranks on far fewer images than top-1 needs; default ``probe``) and judged on ``probe``.
+    Always ends within budget: with every group disabled the model is the FP32 one, drop 0."""
     fp32, quantized = probe.fp32.top1, probe.quantized.top1
     if fp32 - quantized <= max_drop:
         return Fallback((), fp32, quantized, quantized, 0)
-    ranking = [result.group for result in rank(probe.measure(groups, enabled_too=False))]
+    ranking = [result.group for result in rank((ranking_probe or probe).measure(groups, enabled_too=False))]
     evaluations = len(groups)
     chosen: list[Group] = []
     top1 = quantized

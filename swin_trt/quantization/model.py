@@ -72,14 +72,16 @@ def apply_recipe(model: nn.Module, recipe: Recipe) -> None:
 
 def keep_in_higher_precision(model: nn.Module, names: list[str]) -> None:
     """Disable ``names`` on top of the recipe (a mixed-precision fallback, e.g. the one
-    ``calibrate --auto-fallback`` chose); recorded on the model so that export describes it."""
+    ``calibrate --auto-fallback`` chose); those the recipe enabled are recorded on the model
+    (``disabled_quantizers``), so that export describes the graph and inspect can count it."""
     quantizers = dict(named_quantizers(model))
     unknown = sorted(set(names) - set(quantizers))
     if unknown:
         raise SwinTrtError(f"{len(unknown)} quantizers to keep in higher precision do not exist in this model (first: {unknown[0]})")
-    for name in names:
+    switched = {name for name in names if quantizers[name].enabled}  # only what the recipe enables changes the graph
+    for name in switched:
         quantizers[name].enabled = False
-    model.disabled_quantizers = sorted(set(model.disabled_quantizers) | set(names))
+    model.disabled_quantizers = sorted(set(model.disabled_quantizers) | switched)
 
 
 def enabled_quantizers(model: nn.Module) -> list[str]:
