@@ -63,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
     payload["seconds"] = seconds
     console.print_table(
         f"sensitivity of {args.resume} ({len(groups)} {args.granularity} groups, {payload['images']} {args.split} images; "
-        f"FP32 {payload['fp32_top1']:.2f} %, quantized {payload['quant_top1']:.2f} %, KL {payload['quant_kl']:.4f})",
-        ("rank", "group", "quantizers", "top-1 % alone disabled", "KL alone disabled", "top-1 % alone enabled", "KL alone enabled"),
+        f"FP32 {payload['fp32_top1']:.2f} %, quantized {payload['quant_top1']:.2f} %, KL {payload['quant_kl']:.4f}; "
+        "off: the group alone in higher precision, on: the group alone quantized)",
+        ("rank", "group", "n", "top-1 % off", "KL off", "top-1 % on", "KL on"),
         [(rank, r.group.name, len(r.group.quantizers), r.disabled.top1, f"{r.disabled.kl:.4f}", r.enabled.top1, f"{r.enabled.kl:.4f}")
          for rank, r in enumerate(results, 1)],
     )
