@@ -70,6 +70,7 @@ def throughput_plot(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path
         axes.plot([b for b, _ in points], [v for _, v in points], marker="o", label=label)
     axes.set_xscale("log", base=2)
     axes.set_xlabel("batch size")
+    axes.set_yscale("log")  # models of very different sizes share the axes
     axes.set_ylabel("images/s")
     axes.legend(fontsize="small")
     return _save(figure, path)
