@@ -54,7 +54,7 @@ def test_cached_evaluation_equals_the_full_forward(lossy, digits_dir):
     """Starting at a group's first unit on cached activations gives the full forward's logits bit for bit."""
     model = lossy.model
     probe = split_probe(model, digits_dir, False, "val", 96, 32, 0, CPU)
-    images = torch.cat(probe._batches)
+    images = torch.cat(probe.batches)
     with torch.no_grad():
         assert torch.equal(probe.quant_logits, torch.cat([model(b) for b in torch.split(images, 32)]))
         fp_model = open_model(checkpoint=lossy.checkpoint).fp_model()

@@ -128,7 +128,7 @@ class SensitivityProbe:
         self.quantizers = dict(named_quantizers(model))
         self.baseline = frozenset(name for name, q in self.quantizers.items() if q.enabled)
         self.show_progress = show_progress
-        self._batches = list(torch.split(images, batch_size))
+        self.batches = list(torch.split(images, batch_size))
         self.fp_cache, self.fp_logits = self._cache(frozenset())
         self.quant_cache, self.quant_logits = self._cache(self.baseline)
 
@@ -149,7 +149,7 @@ class SensitivityProbe:
         cache: list[list[torch.Tensor]] = [[] for _ in self.units]
         logits = []
         with self.enabled(names):
-            for batch in self._batches:
+            for batch in self.batches:
                 x = batch
                 for index, (_, unit) in enumerate(self.units):
                     cache[index].append(x)
