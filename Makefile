@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install datasets demo test clean
+.PHONY: install datasets browser demo test clean
 
 install: $(STAMP) datasets
 
@@ -19,6 +19,14 @@ datasets:
 			|| echo "could not install dataset-fashion-mnist: swin-trt data fashion-mnist needs it"; \
 	fi
 
+# Debian's chromium opens the HTML report in tests/test_report.py (skipped with a reason without it); installed like the dataset.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "apt-get install chromium"; \
+		{ apt-get install -y -qq chromium || { apt-get update -qq && apt-get install -y -qq chromium; }; } >/dev/null 2>&1 \
+			|| echo "could not install chromium: tests/test_report.py skips its browser test"; \
+	fi
+
 # pip (not uv/poetry) so that the torch and torchvision wheels on this machine's disk are found.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +37,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/swin-trt demo --workdir runs/demo --json runs/demo/demo.json
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

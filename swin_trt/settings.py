@@ -47,6 +47,18 @@ class CalibrationRequest:
 
 
 @dataclass(frozen=True)
+class FallbackRequest:
+    """`calibrate --auto-fallback`: keep the fewest quantizer groups in higher precision so that the
+    fake-quant top-1 drop against FP32 on ``images`` held-out train images is at most ``max_drop`` pt."""
+
+    max_drop: float = 0.3
+    images: int = 1000
+    ranking_images: int = 256  # the first of ``images``, on which the groups are ranked by KL
+    granularity: str = "quantizer"  # see swin_trt.quantization.sensitivity.GRANULARITIES
+    batch_size: int = 128
+
+
+@dataclass(frozen=True)
 class QatRecipe:
     """How `swin-trt qat` fine-tunes a calibrated model; every field changes the result, so a
     run resumes only under the recipe it started with.

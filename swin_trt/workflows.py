@@ -35,11 +35,12 @@ from swin_trt.quantization.recipes import get_recipe
 from swin_trt.runtimes import open_engine, read_sidecar
 from swin_trt.runtimes.timing import SweepPoint, check_batches, sweep
 from swin_trt.seeding import seed_all
-from swin_trt.settings import CalibrationRequest, TrainRecipe
+from swin_trt.settings import CalibrationRequest, FallbackRequest, TrainRecipe
 
 onnx_export = lazy_import("swin_trt.onnx.export")  # onnx and the exporter load only when exporting
 onnx_graph = lazy_import("swin_trt.onnx.graph")
 onnx_tensorrt = lazy_import("swin_trt.onnx.tensorrt")
+sensitivity_workflow = lazy_import("swin_trt.sensitivity_workflow")
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ class CalibrationOutcome:
     checkpoint: Path
     images: int
     meta: dict
+    fallback: Any = None  # swin_trt.quantization.fallback.Fallback with --auto-fallback
 
 
 def calibrate_checkpoint(
@@ -144,10 +146,16 @@ def calibrate_checkpoint(
     output_dir: str | Path,
     context: DistContext,
     workers: int = 2,
+    fallback: FallbackRequest | None = None,
 ) -> CalibrationOutcome:
     """PTQ: quantize the FP model at the requested precision, collect statistics on exactly
     ``num_calib_batch`` batches of the train split, set amax, and save
-    ``<output_dir>/<name>_calib.pth`` (rank 0, atomically; the precision is stored with the recipe)."""
+    ``<output_dir>/<name>_calib.pth`` (rank 0, atomically; the precision is stored with the recipe).
+
+    The largest value each activation quantizer saw is stored too (``observed_amax``), so a report
+    can show where the calibrator clipped. With ``fallback``, the quantizer groups to keep in
+    higher precision are chosen on held-out train images (every rank computes the same choice)
+    and stored as ``quantization.disabled``."""
 
     recipe = get_recipe(request.int8_mode)
     loaded = open_model(model, cfg, checkpoint)
@@ -167,6 +175,10 @@ def calibrate_checkpoint(
     loader = build_loader(dataset, request.calib_batchsz, context, workers=workers, seed=request.seed, shuffle_once=True)
     histograms, images = collect_statistics(network, loader, request.num_calib_batch, context, request.histogram)
     load_calib_amax(network, histograms, request.calibrator, request.percentile)
+    chosen = None
+    if fallback is not None:
+        held_out = build_dataset(data_path, "train", eval_transform(config.data), use_zip, config.num_classes)
+        chosen = sensitivity_workflow.auto_fallback(network, held_out, needed, request.seed, fallback, workers, context.device)
 
     meta = {
         "config": config.to_dict(),
@@ -177,14 +189,21 @@ def calibrate_checkpoint(
             "images": images,
             "data_fingerprint": fingerprint(dataset),
             "source_checkpoint": str(checkpoint),
+            "observed_amax": {name: float(histogram.max) for name, histogram in histograms.items()},
         },
         "versions": package_versions(),
     }
+    if chosen is not None:
+        meta["quantization"]["disabled"] = chosen.disabled
+        meta["quantization"]["fallback"] = {
+            **fallback.__dict__, "groups": [group.name for group in chosen.groups], "held_out_images": min(fallback.images, len(held_out) - needed),
+            "fp32_top1": chosen.fp32_top1, "quant_top1": chosen.quant_top1, "top1": chosen.top1, "drop": chosen.drop, "evaluations": chosen.evaluations,
+        }
     path = Path(output_dir) / f"{config.name}_calib.pth"
     if context.is_main:
         save_checkpoint(path, network, meta)
     barrier(context)
-    return CalibrationOutcome(network.eval(), path, images, meta)
+    return CalibrationOutcome(network.eval(), path, images, meta, chosen)
 
 
 def evaluate_split(
@@ -254,7 +273,8 @@ def export_checkpoint(
         proto = onnx_tensorrt.prepare_for_tensorrt(proto)
     path = onnx_export.save_onnx(proto, output)
     details = {**onnx_export.sidecar(path, network, checkpoint, weights), "precision": precision, "target": target,
-               "scale_dtype": "float16" if quantized and precision == "fp16" else "float32"}
+               "scale_dtype": "float16" if quantized and precision == "fp16" else "float32",
+               "disabled": list(network.disabled_quantizers) if quantized else []}
     write_json(Path(output).with_suffix(".json"), details)
     return details
 

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import NoReturn
 
 from swin_trt import __version__
-from swin_trt.cli import bench, build, calibrate, data, demo, eval, export, inspect, models, qat, quant_summary, train
+from swin_trt.cli import bench, build, calibrate, data, demo, eval, export, inspect, models, qat, quant_summary, report, sensitivity, train
 from swin_trt.errors import SwinTrtError, one_line
 from swin_trt.io import OutputError, check_writable
 from swin_trt.lazy import lazy_import
 
 ddp = lazy_import("swin_trt.distributed")  # torch loads only when a run was distributed
 
-SUBCOMMANDS = (data, models, train, calibrate, qat, eval, quant_summary, export, inspect, build, bench, demo)
+SUBCOMMANDS = (data, models, train, calibrate, qat, eval, quant_summary, sensitivity, export, inspect, build, bench, report, demo)
 SUBCOMMAND_NAMES = tuple(module.NAME for module in SUBCOMMANDS)
 
 

@@ -17,7 +17,7 @@ from swin_trt.errors import SwinTrtError
 from swin_trt.io import check_writable
 from swin_trt.lazy import lazy_import
 from swin_trt.quantization.recipes import CALIBRATORS
-from swin_trt.settings import HISTOGRAMS, CalibrationRequest
+from swin_trt.settings import HISTOGRAMS, CalibrationRequest, FallbackRequest
 
 console = lazy_import("swin_trt.console")
 ddp = lazy_import("swin_trt.distributed")
@@ -25,6 +25,8 @@ workflows = lazy_import("swin_trt.workflows")
 
 NAME = "calibrate"
 _DEFAULTS = CalibrationRequest()
+_FALLBACK = FallbackRequest()
+GRANULARITIES = ("quantizer", "layer", "block")  # swin_trt.quantization.sensitivity.GRANULARITIES (kept light for --help)
 
 
 def add_int8_mode(parser: argparse.ArgumentParser, default: str | None) -> None:
@@ -71,6 +73,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--skip-eval", action="store_true", help="do not evaluate the calibrated model on val")
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed)
     add_precision_args(parser)
+    fallback = parser.add_argument_group("mixed-precision fallback (docs/sensitivity.md)")
+    fallback.add_argument("--auto-fallback", action="store_true",
+                          help="after calibrating, keep the fewest quantizer groups in higher precision so that the fake-quant top-1 drop "
+                          "against FP32 on held-out train images is within --max-drop; the checkpoint records them")
+    fallback.add_argument("--max-drop", type=float, default=_FALLBACK.max_drop, metavar="PT", help=f"top-1 budget in points (default {_FALLBACK.max_drop})")
+    fallback.add_argument("--fallback-images", type=positive_int, default=_FALLBACK.images, metavar="N",
+                          help=f"held-out train images (after those calibration used, in its seeded order; default {_FALLBACK.images})")
+    fallback.add_argument("--fallback-ranking-images", type=positive_int, default=_FALLBACK.ranking_images, metavar="N",
+                          help=f"the first N held-out images rank the groups by KL against FP32 (default {_FALLBACK.ranking_images})")
+    fallback.add_argument("--fallback-granularity", choices=GRANULARITIES, default=_FALLBACK.granularity,
+                          help=f"what is kept in higher precision together (default {_FALLBACK.granularity}: single quantizers)")
     add_run_args(parser)
     parser.set_defaults(run=run)
 
@@ -80,7 +93,11 @@ def run(args: argparse.Namespace) -> int:
         raise SwinTrtError("--resume is required: the FP checkpoint to calibrate")
     if not 0 < args.percentile <= 100:
         raise SwinTrtError(f"--percentile must be in (0, 100], got {args.percentile}")
+    if args.max_drop < 0:
+        raise SwinTrtError(f"--max-drop must be >= 0 points, got {args.max_drop}")
     check_writable(args.calib_output_path, "--calib-output-path", "folder")
+    fallback = FallbackRequest(max_drop=args.max_drop, images=args.fallback_images, ranking_images=args.fallback_ranking_images,
+                               granularity=args.fallback_granularity, batch_size=args.batch_size) if args.auto_fallback else None
     request = CalibrationRequest(
         int8_mode=args.int8_mode,
         calibrator=args.calibrator,
@@ -95,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         activation_bits=args.aprec,
     )
     with ddp.distributed(args.device) as context:
-        outcome = workflows.calibrate_checkpoint(args.model, args.cfg, args.resume, args.data_path, args.zip, request, args.calib_output_path, context, args.workers)
+        outcome = workflows.calibrate_checkpoint(args.model, args.cfg, args.resume, args.data_path, args.zip, request, args.calib_output_path, context, args.workers,
+                                                        fallback)
         result = None if args.skip_eval else workflows.evaluate_split(outcome.model, args.data_path, args.zip, args.batch_size, context, args.workers)
         if context.is_main:
             console.print_table(
@@ -108,5 +126,13 @@ def run(args: argparse.Namespace) -> int:
                        "weight_bits": request.weight_bits, "activation_bits": request.activation_bits}
             if result is not None:
                 payload["top1"] = result.top1
+            if outcome.fallback is not None:
+                chosen = outcome.meta["quantization"]["fallback"]
+                print(f"--auto-fallback: {len(chosen['groups'])} {args.fallback_granularity} group(s) in higher precision "
+                      f"({len(outcome.fallback.disabled)} quantizers): held-out top-1 {chosen['top1']:.2f} % vs FP32 {chosen['fp32_top1']:.2f} % "
+                      f"(drop {chosen['drop']:.2f} pt, all quantized {chosen['quant_top1']:.2f} %): {', '.join(chosen['groups']) or 'none needed'}")
+                payload.update(fallback_groups=chosen["groups"], fallback_disabled=outcome.fallback.disabled, fallback_drop=chosen["drop"],
+                               fallback_top1=chosen["top1"], fallback_fp32_top1=chosen["fp32_top1"], fallback_quant_top1=chosen["quant_top1"],
+                               fallback_images=chosen["held_out_images"])
             emit_json(args, payload)
     return 0

@@ -81,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
         payload["recipe_check"] = "failed" if mismatches else "passed"
         if details.get("int8_mode") is not None:
             mismatches += _precision_mismatches(details, weight_bits, activation_bits)
-        print(f"placement vs recipe {details.get('int8_mode') or 'fp32'}: " + ("; ".join(mismatches) if mismatches else "matches"))
+        kept = len(details.get("disabled") or ())
+        recipe = (details.get("int8_mode") or "fp32") + (f" with {kept} quantizers kept in higher precision" if kept else "")
+        print(f"placement vs recipe {recipe}: " + ("; ".join(mismatches) if mismatches else "matches"))
     else:
         print(f"no sidecar {sidecar}: recipe not checked")
     findings = onnx_tensorrt.lint(graph) if args.target == "tensorrt" else []

@@ -33,12 +33,14 @@ def run(args: argparse.Namespace) -> int:
     if not loaded.quantized:
         raise SwinTrtError(f"{args.resume} is not a calibrated checkpoint (no amax): run `swin-trt calibrate` first")
     rows, payload = [], {}
+    kept = set(loaded.model.disabled_quantizers)
     for name, quantizer in qmodel.named_quantizers(loaded.model):
         if args.enabled_only and not quantizer.enabled:
             continue
         amax = quantizer.amax
         shown = "-" if not quantizer.calibrated else (f"{float(amax):.4g}" if amax.ndim == 0 else f"{float(amax.min()):.3g}..{float(amax.max()):.3g} ({amax.numel()} ch)")
-        rows.append((name, "on" if quantizer.enabled else "off", "per-channel" if quantizer.per_channel else "per-tensor", shown))
+        state = "on" if quantizer.enabled else ("off (fallback)" if name in kept else "off")
+        rows.append((name, state, "per-channel" if quantizer.per_channel else "per-tensor", shown))
         payload[name] = amax.tolist() if quantizer.calibrated else None
     quant = loaded.meta["quantization"]
     console.print_table(
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         rows,
     )
     enabled = sum(1 for _, q in qmodel.named_quantizers(loaded.model) if q.enabled)
-    print(f"{enabled} enabled of {len(list(qmodel.named_quantizers(loaded.model)))} quantizers")
+    print(f"{enabled} enabled of {len(list(qmodel.named_quantizers(loaded.model)))} quantizers"
+          + (f"; {len(kept)} kept in higher precision by the mixed-precision fallback (quantization.disabled)" if kept else ""))
     emit_json(args, payload)
     return 0

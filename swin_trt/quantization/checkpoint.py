@@ -21,7 +21,7 @@ from swin_trt.errors import SwinTrtError
 from swin_trt.models.checkpoint import is_original_layout, load_state_dict, original_to_timm
 from swin_trt.models.resolve import check_architecture, resolve_config
 from swin_trt.models.swin import build_model
-from swin_trt.quantization.model import apply_recipe, quantize_model, set_precision, uncalibrated
+from swin_trt.quantization.model import apply_recipe, keep_in_higher_precision, quantize_model, set_precision, uncalibrated
 from swin_trt.quantization.quantizer import DEFAULT_BITS
 from swin_trt.quantization.recipes import RECIPES, Recipe, get_recipe
 from swin_trt.quantization.reference_layout import FORMAT, to_native
@@ -46,7 +46,8 @@ def quantized_from_state(
 
     Asking for another int8 mode works when the stored amax cover it (a mode-1 calibration
     covers mode 2) and is reported in the returned notice line; otherwise it is an error: an
-    enabled quantizer never runs without a calibrated amax.
+    enabled quantizer never runs without a calibrated amax. The quantizers a mixed-precision
+    fallback keeps in higher precision (``quantization.disabled``) stay off in every mode.
     """
     quant = meta["quantization"]
     config = resolve_config(model, cfg, meta)
@@ -66,6 +67,7 @@ def quantized_from_state(
             )
         apply_recipe(network, requested)
         notice = f"using --int8-mode {requested.name} with the amax of the --int8-mode {stored.name} calibration (it covers mode {requested.name})"
+    keep_in_higher_precision(network, list(quant.get("disabled", [])))
     missing = uncalibrated(network)
     if missing:
         raise SwinTrtError(f"{source}: {len(missing)} enabled quantizers have no amax (first: {missing[0]}): calibrate again")

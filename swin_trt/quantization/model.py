@@ -8,6 +8,7 @@ import torch
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock, WindowAttention
 from torch import nn
 
+from swin_trt.errors import SwinTrtError
 from swin_trt.quantization.modules import (
     QuantLinear,
     QuantSwinBlock,
@@ -66,6 +67,21 @@ def apply_recipe(model: nn.Module, recipe: Recipe) -> None:
     for name, quantizer in named_quantizers(model):
         quantizer.enabled = recipe.enables(*quantizer_kind(name))
     model.quant_recipe = recipe
+    model.disabled_quantizers = []
+
+
+def keep_in_higher_precision(model: nn.Module, names: list[str]) -> None:
+    """Disable ``names`` on top of the recipe (a mixed-precision fallback, e.g. the one
+    ``calibrate --auto-fallback`` chose); those the recipe enabled are recorded on the model
+    (``disabled_quantizers``), so that export describes the graph and inspect can count it."""
+    quantizers = dict(named_quantizers(model))
+    unknown = sorted(set(names) - set(quantizers))
+    if unknown:
+        raise SwinTrtError(f"{len(unknown)} quantizers to keep in higher precision do not exist in this model (first: {unknown[0]})")
+    switched = {name for name in names if quantizers[name].enabled}  # only what the recipe enables changes the graph
+    for name in switched:
+        quantizers[name].enabled = False
+    model.disabled_quantizers = sorted(set(model.disabled_quantizers) | switched)
 
 
 def enabled_quantizers(model: nn.Module) -> list[str]:

@@ -1,0 +1,132 @@
+"""``swin-trt report``: the page, opened in a real headless browser, shows every figure and only
+numbers that match the JSON files (and checkpoints) they came from."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+
+from swin_trt.report import write_report
+
+REPO = Path(__file__).resolve().parents[1]
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Dom(HTMLParser):
+    """The traced table cells (source, key, text) and the images' attributes of a DOM dump."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: list[tuple[str, str, str]] = []
+        self.images: list[dict[str, str]] = []
+        self.body: dict[str, str] = {}
+        self._open: tuple[str, str] | None = None
+        self._text = ""
+
+    def handle_starttag(self, tag, attrs):
+        attributes = {k: v or "" for k, v in attrs}
+        if tag == "td" and "data-source" in attributes:
+            self._open, self._text = (attributes["data-source"], attributes["data-key"]), ""
+        elif tag == "img":
+            self.images.append(attributes)
+        elif tag == "body":
+            self.body = attributes
+
+    def handle_data(self, data):
+        if self._open is not None:
+            self._text += data
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._open is not None:
+            self.cells.append((*self._open, self._text.strip()))
+            self._open = None
+
+
+def browser(*args: str, user_data: Path) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run", f"--user-data-dir={user_data}"]
+    return subprocess.run([BROWSER, *flags, *args], capture_output=True, text=True, timeout=120, check=True)
+
+
+def lookup(data, key: str):
+    for part in key.split("/"):
+        data = data[int(part)] if isinstance(data, list) else data[part]
+    return data
+
+
+def matches(text: str, value) -> bool:
+    """The displayed text is ``value`` rounded to the digits shown."""
+    if isinstance(value, bool):
+        return text == ("passed" if value else "FAILED")
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    return abs(float(text) - float(value)) <= 0.5 * 10.0 ** -decimals + 1e-9
+
+
+@pytest.fixture(scope="module")
+def workdir(trained_micro, digits_dir, tmp_path_factory):
+    """A workdir as a pipeline leaves it: train, calibrate (percentile: clipped amax) and sensitivity --json files."""
+    from swin_trt.cli import main
+
+    root = tmp_path_factory.mktemp("workdir")
+    (root / "train.json").write_text(json.dumps({"checkpoint": str(trained_micro.checkpoint), "top1": trained_micro.result.top1}))
+    common = ["--resume", str(trained_micro.checkpoint), "--data-path", str(digits_dir), "--workers", "0"]
+    assert main(["calibrate", *common, "--wprec", "4", "--aprec", "4", "--calib-output-path", str(root / "calib"),
+                 "--json", str(root / "calibrate_w4a4.json")]) == 0
+    checkpoint = json.loads((root / "calibrate_w4a4.json").read_text())["checkpoint"]
+    assert main(["sensitivity", "--resume", checkpoint, "--data-path", str(digits_dir), "--workers", "0", "--granularity", "block",
+                 "--max-batches", "1", "--batch-size", "64", "--json", str(root / "sensitivity_block.json")]) == 0
+    benchmarks = root / "benchmarks"
+    benchmarks.mkdir()
+    shutil.copy(REPO / "benchmarks" / "results" / "cpu_throughput.json", benchmarks)  # a measured file: images_per_s per runtime and batch
+    return root, benchmarks
+
+
+def test_report_holds_the_json_numbers(workdir):
+    root, benchmarks = workdir
+    page = write_report(root, benchmarks=benchmarks)
+    html = page.read_text()
+    for name in ("calibrate_w4a4.json", "sensitivity_block.json", "cpu_throughput.json", "train.json"):
+        assert f'data-source="{name}"' in html
+    assert sorted(p.name for p in root.glob("report_*.png")) == ["report_amax0.png", "report_sensitivity0.png", "report_throughput.png"]
+    assert html.count("<img ") == 3
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no chromium: `apt-get install chromium` (make test does where apt is available)")
+def test_report_in_a_headless_browser(workdir, tmp_path):
+    root, benchmarks = workdir
+    page = write_report(root, tmp_path / "page" / "report.html", benchmarks=benchmarks)
+    dump = browser("--dump-dom", page.as_uri(), user_data=tmp_path / "profile").stdout
+    dom = Dom()
+    dom.feed(dump)
+    assert dom.body.get("data-loaded") == "yes"  # the load event ran: every image was fetched and decoded (or failed)
+    assert len(dom.images) == 3 and all(int(image["data-natural-width"]) > 0 for image in dom.images)
+
+    sources = {path.name: json.loads(path.read_text()) for path in (*root.glob("*.json"), *benchmarks.glob("*.json"))}
+    checked = 0
+    for source, key, text in dom.cells:
+        if source.endswith(".pth"):
+            state = torch.load(root / source, weights_only=True)
+            quantizer, field = key.rsplit("/", 1)
+            value = float(state["model"][quantizer + ".amax"]) if field == "amax" else state["meta"]["quantization"]["observed_amax"][quantizer]
+        else:
+            value = lookup(sources[source], key)
+        assert matches(text, value), f"{source} {key}: page shows {text}, the file holds {value}"
+        checked += 1
+    sensitivity = sources["sensitivity_block.json"]
+    assert checked >= 4 * len(sensitivity["ranking"]) + 8 + 20  # sensitivity table, throughput rows, amax rows ...
+    assert {source for source, _, _ in dom.cells} >= {"train.json", "calibrate_w4a4.json", "sensitivity_block.json", "cpu_throughput.json"}
+
+    shot = tmp_path / "shot.png"
+    browser(f"--screenshot={shot}", "--window-size=1280,1800", page.as_uri(), user_data=tmp_path / "profile")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_refuses_a_missing_workdir(run_cli, tmp_path):
+    code, _, err = run_cli("report", "--workdir", tmp_path / "missing")
+    assert code == 2 and "is not a folder" in err
