@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_reduced_plan(trained_micro, digits_dir, tmp_path, monkeypatch, run_cli):
-    digits = dataclasses.replace(demo.DATASETS[0], settings=(("trt", 8, 4, 1),))
+    digits = dataclasses.replace(demo.DATASETS[0], settings=(("trt", 8, 4, 1),), sensitivity_tag=None)
     monkeypatch.setattr(demo, "DATASETS", (digits,))
     workdir = tmp_path / "demo"
     shutil.copytree(digits_dir, workdir / "data" / "digits")
@@ -39,6 +39,7 @@ def test_demo_reduced_plan(trained_micro, digits_dir, tmp_path, monkeypatch, run
     bench = json.loads((out_dir / "engines" / "bench_swin_micro_mode_trt_w8a4_qat.json").read_text())
     assert bench["passed"] is True and bench["provenance"] == "verified"
     assert json.loads((out_dir / "train.json").read_text())["top1"] == summary["top1"]
+    assert f"{summary['qat_mode_trt_w8a4_top1']:.2f}" in (workdir / "report.html").read_text()  # the demo ends with its report
     # a second run reuses the finished QAT runs: same figures
     code, _, err = run_cli("demo", "--workdir", workdir, "--json", tmp_path / "again.json")
     assert code == 0, err

@@ -40,6 +40,9 @@ fashion = lazy_import("swin_trt.data.fashion")
 bench_cli = lazy_import("swin_trt.cli.bench")
 ort_runtime = lazy_import("swin_trt.runtimes.onnxruntime")
 qat_workflow = lazy_import("swin_trt.qat_workflow")
+report = lazy_import("swin_trt.report")
+sensitivity = lazy_import("swin_trt.quantization.sensitivity")
+sensitivity_workflow = lazy_import("swin_trt.sensitivity_workflow")
 workflows = lazy_import("swin_trt.workflows")
 
 NAME = "demo"
@@ -58,6 +61,7 @@ class DemoDataset:
     settings: tuple[tuple[str, int, int, int], ...]  # (int8 mode, weight bits, activation bits, QAT epochs)
     layouts: tuple[str, ...]  # eval FP32 on these ("folder", "zip")
     bench_batches: int | None  # val batches (of 128) for the engine gate; None = all
+    sensitivity_tag: str | None = None  # the setting whose PTQ model gets a per-layer sensitivity table (its val images)
 
 
 def _write_fashion(root: Path) -> dict:
@@ -66,7 +70,7 @@ def _write_fashion(root: Path) -> dict:
 
 DATASETS = (
     DemoDataset("digits", "", MICRO.name, lambda root: digits.write_digits(root, overwrite=True), TrainRecipe(),
-                (("1", 8, 8, 1), ("2", 8, 8, 1), ("trt", 8, 8, 1), ("trt", 8, 4, 3)), ("folder", "zip"), None),
+                (("1", 8, 8, 1), ("2", 8, 8, 1), ("trt", 8, 8, 1), ("trt", 8, 4, 3)), ("folder", "zip"), None, "mode_trt_w8a4"),
     DemoDataset("fashion-mnist", "fashion_", MICRO_FASHION.name, _write_fashion, TrainRecipe(epochs=8),
                 (("trt", 8, 8, 1), ("trt", 8, 4, 1)), ("folder",), 16),
 )
@@ -168,6 +172,8 @@ def _run_dataset(dataset: DemoDataset, workdir: Path, retrain: bool, context: An
         write_json(calibrated.checkpoint.parent / "calibrate.json", {
             "checkpoint": str(calibrated.checkpoint), "int8_mode": mode, "calibrator": request.calibrator, "images": calibrated.images,
             "weight_bits": weight_bits, "activation_bits": activation_bits, "top1": ptq.top1})
+        if tag == dataset.sensitivity_tag:
+            _sensitivity(calibrated.model, root, out / f"sensitivity_{tag}.json", context, stages, label)
         stages.add(f"{label}: PTQ", f"{request.calibrator}, {calibrated.images} images: top-1 {ptq.top1:.2f} %", start)
 
         start = time.perf_counter()
@@ -196,6 +202,15 @@ def _run_dataset(dataset: DemoDataset, workdir: Path, retrain: bool, context: An
         })
     write_json(out / "demo.json", results)
     return results
+
+
+def _sensitivity(model: Any, root: Path, path: Path, context: Any, stages: Stages, label: str) -> None:
+    """`swin-trt sensitivity` (layer groups, all val images) of a PTQ model, for the report."""
+    start = time.perf_counter()
+    probe = sensitivity_workflow.split_probe(model, root, False, "val", None, 128, 0, context.device)
+    results = probe.measure(sensitivity.quantizer_groups(model, "layer"))
+    write_json(path, sensitivity_workflow.sensitivity_payload(probe, results, "layer"))
+    stages.add(f"{label}: sensitivity", f"{len(results)} layer groups, most sensitive {results[0].group.name}", start)
 
 
 def _json_keys(dataset: DemoDataset, results: dict[str, Any]) -> dict[str, Any]:
@@ -236,6 +251,8 @@ def run(args: argparse.Namespace) -> int:
     for dataset in DATASETS:
         if dataset.name in done:
             summary.update(_json_keys(dataset, done[dataset.name]))
+    page = report.write_report(args.workdir)
+    print(f"report: {page}")
     if "fashion-mnist" not in done:
         print("Fashion-MNIST was skipped: `apt-get install dataset-fashion-mnist` (or `make install` as root) adds it to the demo")
     emit_json(args, summary)

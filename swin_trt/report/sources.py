@@ -76,10 +76,10 @@ def collect(workdir: Path, benchmarks: Path | None) -> Sources:
         if kind is not None:
             sources.by_kind[kind].append(Source(path, path.relative_to(workdir).as_posix(), read_json(path)))
     if benchmarks is not None and benchmarks.is_dir():
-        for path in sorted(benchmarks.glob("*.json")):
+        for path in sorted(benchmarks.rglob("*.json")):
             data = read_json(path)
             if isinstance(data.get("images_per_s"), dict):
-                sources.benchmarks.append(Source(path, path.name, data))
+                sources.benchmarks.append(Source(path, path.relative_to(benchmarks).as_posix(), data))
     return sources
 
 
