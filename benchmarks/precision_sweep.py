@@ -14,7 +14,6 @@ Prints a table and saves benchmarks/results/precision_<name>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from swin_trt.cpu import read_cpu
 from swin_trt.data.datasets import build_dataset
 from swin_trt.data.transforms import eval_transform
 from swin_trt.distributed import DistContext
+from swin_trt.io import write_json
 from swin_trt.loops.evaluate import evaluate
 from swin_trt.provenance import package_versions
 from swin_trt.settings import CalibrationRequest
@@ -81,10 +81,7 @@ def main() -> None:
     table = [(r["int8_mode"], r["calibrator"], f"W{r['weight_bits']}A{r['activation_bits']}", r["top1"], r["top1"] - fp32.top1) for r in rows]
     print_table(f"PTQ top-1 vs bits: {args.name} ({fp32.images} val images, FP32 {fp32.top1:.2f} %)",
                 ("int8 mode", "calibrator", "precision", "top-1 %", "vs FP32 (pt)"), table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"precision_{args.name}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {path}")
+    print(f"saved {write_json(RESULTS / ('precision_' + args.name + '.json'), results)}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Prints a table and saves benchmarks/results/qat_recovery_<name>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ import torch
 from swin_trt.console import print_table
 from swin_trt.cpu import read_cpu
 from swin_trt.distributed import DistContext
+from swin_trt.io import write_json
 from swin_trt.provenance import package_versions
 from swin_trt.qat_workflow import qat_checkpoint
 from swin_trt.settings import CalibrationRequest, QatRecipe
@@ -88,10 +88,7 @@ def main() -> None:
               "-" if r["recovered"] is None else f"{100 * r['recovered']:.0f} %") for r in rows]
     print_table(f"QAT recovery: {args.name} ({args.epochs} epochs, qat-lr {args.qat_lr:g}, distillation{'' if args.mixup else ', no mixup'})",
                 ("int8 mode", "precision", "FP32 top-1 %", "PTQ top-1 %", "QAT top-1 %", "drop recovered"), table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"qat_recovery_{args.name}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {path}")
+    print(f"saved {write_json(RESULTS / ('qat_recovery_' + args.name + '.json'), results)}")
 
 
 if __name__ == "__main__":
