@@ -46,7 +46,7 @@ sensitivity_workflow = lazy_import("swin_trt.sensitivity_workflow")
 workflows = lazy_import("swin_trt.workflows")
 
 NAME = "demo"
-FASHION_TRAIN_IMAGES = 6000
+FASHION_TRAIN_IMAGES = 4000
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def _write_fashion(root: Path) -> dict:
 DATASETS = (
     DemoDataset("digits", "", MICRO.name, lambda root: digits.write_digits(root, overwrite=True), TrainRecipe(),
                 (("1", 8, 8, 1), ("2", 8, 8, 1), ("trt", 8, 8, 1), ("trt", 8, 4, 3)), ("folder", "zip"), None, "mode_trt_w8a4"),
-    DemoDataset("fashion-mnist", "fashion_", MICRO_FASHION.name, _write_fashion, TrainRecipe(epochs=8),
+    DemoDataset("fashion-mnist", "fashion_", MICRO_FASHION.name, _write_fashion, TrainRecipe(epochs=6),
                 (("trt", 8, 8, 1), ("trt", 8, 4, 1)), ("folder",), 16),
 )
 # QAT as `swin-trt qat --distill --qat-lr 1e-3 --no-mixup`: a micro model trained at lr 2e-3 needs a larger fine-tuning LR
