@@ -60,11 +60,12 @@ def amax_plot(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
 
 def throughput_plot(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """images/s against batch size, one line per runtime / engine."""
-    figure = mpl_figure.Figure(figsize=(8, 4.5), layout="constrained")
-    axes = figure.add_subplot()
     series: dict[str, list[tuple[int, float]]] = {}
     for row in rows:
         series.setdefault(row["runtime"], []).append((row["batch"], row["images_per_s"]))
+    # the legend goes below the axes and grows with the number of runtimes, so the axes keep their size
+    figure = mpl_figure.Figure(figsize=(8, 4.5 + 0.17 * len(series)), layout="constrained")
+    axes = figure.add_subplot()
     for label, points in series.items():
         points.sort()
         axes.plot([b for b, _ in points], [v for _, v in points], marker="o", label=label)
@@ -72,5 +73,5 @@ def throughput_plot(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path
     axes.set_xlabel("batch size")
     axes.set_yscale("log")  # models of very different sizes share the axes
     axes.set_ylabel("images/s")
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=1)
     return _save(figure, path)
