@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from swin_trt.cli.common import (
     add_data_args,
@@ -122,10 +123,7 @@ def run(args: argparse.Namespace) -> int:
                 [(outcome.checkpoint, request.int8_mode, precision_label(request.weight_bits, request.activation_bits), request.calibrator,
                   outcome.images, "-" if result is None else result.top1)],
             )
-            payload = {"checkpoint": str(outcome.checkpoint), "int8_mode": request.int8_mode, "calibrator": request.calibrator, "images": outcome.images,
-                       "weight_bits": request.weight_bits, "activation_bits": request.activation_bits}
-            if result is not None:
-                payload["top1"] = result.top1
+            payload = summary(outcome, request, None if result is None else result.top1)
             if outcome.fallback is not None:
                 chosen = outcome.meta["quantization"]["fallback"]
                 print(f"--auto-fallback: {len(chosen['groups'])} {args.fallback_granularity} group(s) in higher precision "
@@ -136,3 +134,13 @@ def run(args: argparse.Namespace) -> int:
                                fallback_images=chosen["held_out_images"])
             emit_json(args, payload)
     return 0
+
+
+def summary(outcome: Any, request: CalibrationRequest, top1: float | None) -> dict[str, Any]:
+    """The ``--json`` object of a calibration (before any fallback keys); the demo writes the same
+    object for each setting it calibrates."""
+    payload = {"checkpoint": str(outcome.checkpoint), "int8_mode": request.int8_mode, "calibrator": request.calibrator, "images": outcome.images,
+               "weight_bits": request.weight_bits, "activation_bits": request.activation_bits}
+    if top1 is not None:
+        payload["top1"] = top1
+    return payload

@@ -38,6 +38,7 @@ ddp = lazy_import("swin_trt.distributed")
 digits = lazy_import("swin_trt.data.digits")
 fashion = lazy_import("swin_trt.data.fashion")
 bench_cli = lazy_import("swin_trt.cli.bench")
+calibrate_cli = lazy_import("swin_trt.cli.calibrate")
 ort_runtime = lazy_import("swin_trt.runtimes.onnxruntime")
 qat_workflow = lazy_import("swin_trt.qat_workflow")
 report = lazy_import("swin_trt.report")
@@ -169,12 +170,10 @@ def _run_dataset(dataset: DemoDataset, workdir: Path, retrain: bool, context: An
         request = CalibrationRequest(int8_mode=mode, weight_bits=weight_bits, activation_bits=activation_bits)
         calibrated = workflows.calibrate_checkpoint(None, None, checkpoint, root, False, request, calibration_dir(workdir, tag, dataset.name), context, workers=0)
         ptq = workflows.evaluate_split(calibrated.model, root, False, 128, context, workers=0)
-        write_json(calibrated.checkpoint.parent / "calibrate.json", {
-            "checkpoint": str(calibrated.checkpoint), "int8_mode": mode, "calibrator": request.calibrator, "images": calibrated.images,
-            "weight_bits": weight_bits, "activation_bits": activation_bits, "top1": ptq.top1})
+        write_json(calibrated.checkpoint.parent / "calibrate.json", calibrate_cli.summary(calibrated, request, ptq.top1))
+        stages.add(f"{label}: PTQ", f"{request.calibrator}, {calibrated.images} images: top-1 {ptq.top1:.2f} %", start)
         if tag == dataset.sensitivity_tag:
             _sensitivity(calibrated.model, root, out / f"sensitivity_{tag}.json", context, stages, label)
-        stages.add(f"{label}: PTQ", f"{request.calibrator}, {calibrated.images} images: top-1 {ptq.top1:.2f} %", start)
 
         start = time.perf_counter()
         recipe = QatRecipe(epochs=epochs, qat_lr=QAT_LR, distill=True, mixup=False)
