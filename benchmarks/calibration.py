@@ -27,10 +27,10 @@ from swin_trt.cpu import read_cpu
 from swin_trt.distributed import DistContext
 from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import get_config
-from swin_trt.provenance import package_versions
 from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
 from swin_trt.quantization.model import quantize_model
 from swin_trt.quantization.recipes import CALIBRATORS, get_recipe
+from swin_trt.versions import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "calibration"
 

@@ -25,11 +25,13 @@ from machine import cpu_kind
 from swin_trt.console import print_table
 from swin_trt.cpu import read_cpu
 from swin_trt.distributed import DistContext
-from swin_trt.provenance import package_versions
+from swin_trt.pipelines.calibrate import calibrate_checkpoint
+from swin_trt.pipelines.deploy import bench_engine
+from swin_trt.pipelines.export import export_checkpoint
 from swin_trt.runtimes.onnxruntime import build
 from swin_trt.runtimes.openvino import build as openvino_build
 from swin_trt.settings import CalibrationRequest
-from swin_trt.workflows import bench_engine, calibrate_checkpoint, export_checkpoint
+from swin_trt.versions import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cpu_precision"
 

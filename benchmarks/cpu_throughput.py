@@ -42,16 +42,17 @@ except ImportError:
 from swin_trt.console import print_table
 from swin_trt.cpu import read_cpu
 from swin_trt.distributed import DistContext
+from swin_trt.io import sidecar_path
 from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import get_config
 from swin_trt.onnx.export import export_onnx, save_onnx, sidecar
 from swin_trt.parity.compare import quantile, relative_errors
 from swin_trt.parity.gate import Bounds
-from swin_trt.provenance import package_versions
 from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
 from swin_trt.quantization.model import quantize_model, set_precision
 from swin_trt.quantization.recipes import get_recipe
 from swin_trt.runtimes.onnxruntime import build, session_options
+from swin_trt.versions import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cpu_throughput"
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -161,7 +162,7 @@ def measure(folder: Path) -> None:
             with torch.no_grad():
                 fakequant = quantized(torch.from_numpy(parity_images)).numpy()
             graph = save_onnx(export_onnx(quantized), folder / f"int8_{recipe}_w{wbits}a{abits}.onnx")
-            graph.with_suffix(".json").write_text(json.dumps(sidecar(graph, quantized, None, "fp32")))
+            sidecar_path(graph).write_text(json.dumps(sidecar(graph, quantized, None, "fp32")))
             label = f"mode {recipe} W{wbits}A{abits}"
             if first:  # what swin-trt's fusion passes gain: the exporter's graph in plain onnxruntime fast mode
                 plain = save_onnx(export_onnx(quantized, fusions=False), folder / "int8_plain.onnx")

@@ -21,8 +21,8 @@ from machine import machine
 from swin_trt.api import load_model
 from swin_trt.console import print_table
 from swin_trt.distributed import DistContext
-from swin_trt.provenance import package_versions
-from swin_trt.workflows import evaluate_split
+from swin_trt.pipelines.evaluate import evaluate_split
+from swin_trt.versions import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cuda_eval.json"
 

@@ -41,10 +41,10 @@ from swin_trt.cpu import read_cpu
 from swin_trt.data.datasets import build_dataset
 from swin_trt.data.transforms import eval_transform
 from swin_trt.parity.compare import quantile, relative_errors
-from swin_trt.provenance import package_versions
+from swin_trt.pipelines.export import export_checkpoint
 from swin_trt.quantization.model import is_weight_quantizer, named_quantizers, set_scale_dtype
 from swin_trt.runtimes.onnxruntime import Engine, build, session_options
-from swin_trt.workflows import export_checkpoint
+from swin_trt.versions import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fp16_references.json"
 CHUNK = 60

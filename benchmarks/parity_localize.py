@@ -19,9 +19,10 @@ from swin_trt.cli import demo
 from swin_trt.console import print_table
 from swin_trt.cpu import read_cpu
 from swin_trt.parity.localize import perturb_scale
-from swin_trt.provenance import package_versions
+from swin_trt.pipelines.deploy import bench_engine
+from swin_trt.pipelines.export import export_checkpoint
 from swin_trt.runtimes.onnxruntime import build
-from swin_trt.workflows import bench_engine, export_checkpoint
+from swin_trt.versions import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "parity_localize.json"
 

@@ -30,11 +30,13 @@ from swin_trt.cpu import read_cpu
 from swin_trt.distributed import DistContext
 from swin_trt.parity.gate import BY_PRECISION
 from swin_trt.parity.localize import perturb_scale
-from swin_trt.provenance import package_versions
+from swin_trt.pipelines.calibrate import calibrate_checkpoint
+from swin_trt.pipelines.deploy import bench_engine
+from swin_trt.pipelines.export import export_checkpoint
 from swin_trt.quantization.recipes import RECIPES
 from swin_trt.runtimes.onnxruntime import MODES, build, choose_mode
 from swin_trt.settings import CalibrationRequest
-from swin_trt.workflows import bench_engine, calibrate_checkpoint, export_checkpoint
+from swin_trt.versions import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "parity_pairings.json"
 VARIANTS = {"trt-max": {"calibrator": "max"}, "trt-entropy": {"calibrator": "entropy"}, "trt-seed1": {"seed": 1}}

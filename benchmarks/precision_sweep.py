@@ -30,9 +30,9 @@ from swin_trt.data.transforms import eval_transform
 from swin_trt.distributed import DistContext
 from swin_trt.io import write_json
 from swin_trt.loops.evaluate import evaluate
-from swin_trt.provenance import package_versions
+from swin_trt.pipelines.calibrate import calibrate_checkpoint
 from swin_trt.settings import CalibrationRequest
-from swin_trt.workflows import calibrate_checkpoint
+from swin_trt.versions import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PRECISIONS = [(8, 8), (7, 8), (6, 8), (5, 8), (4, 8), (8, 6), (8, 5), (8, 4)]

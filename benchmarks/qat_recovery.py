@@ -2,8 +2,8 @@
 
 For each setting (int8 mode x ``--wprec``/``--aprec``): ``swin-trt calibrate`` (the default
 calibrator, per-channel weights, 10 x 8 train images) then ``swin-trt qat --distill`` from it with
-the FP checkpoint as teacher, exactly as the CLI runs them (``workflows.calibrate_checkpoint``,
-``qat_workflow.qat_checkpoint``). Top-1 on the whole val split: FP32, PTQ, QAT after each epoch.
+the FP checkpoint as teacher, exactly as the CLI runs them (``pipelines.calibrate.calibrate_checkpoint``,
+``pipelines.qat.qat_checkpoint``). Top-1 on the whole val split: FP32, PTQ, QAT after each epoch.
 ``recovered`` = (QAT - PTQ) / (FP32 - PTQ), the share of the PTQ drop won back (None when PTQ lost
 nothing).
 
@@ -27,10 +27,10 @@ from swin_trt.console import print_table
 from swin_trt.cpu import read_cpu
 from swin_trt.distributed import DistContext
 from swin_trt.io import write_json
-from swin_trt.provenance import package_versions
-from swin_trt.qat_workflow import qat_checkpoint
+from swin_trt.pipelines.calibrate import calibrate_checkpoint
+from swin_trt.pipelines.qat import qat_checkpoint
 from swin_trt.settings import CalibrationRequest, QatRecipe
-from swin_trt.workflows import calibrate_checkpoint
+from swin_trt.versions import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -34,10 +34,10 @@ from swin_trt.loops.distillation import DistillationLoss, StudentTeacherLoss
 from swin_trt.loops.train import optimizer_step, parameter_groups
 from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import get_config
-from swin_trt.provenance import package_versions
 from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
 from swin_trt.quantization.model import quantize_model, use_compiled_kernel
 from swin_trt.quantization.recipes import get_recipe
+from swin_trt.versions import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "qat_step.json"
 TARGET = 1.5

@@ -24,9 +24,10 @@ import torch
 
 from swin_trt.api import open_model
 from swin_trt.console import print_table
-from swin_trt.provenance import cpu_description, package_versions
+from swin_trt.cpu import cpu_description
+from swin_trt.pipelines.sensitivity import split_probe
 from swin_trt.quantization.sensitivity import quantizer_groups
-from swin_trt.sensitivity_workflow import split_probe
+from swin_trt.versions import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sensitivity_speed.json"
 

@@ -30,11 +30,12 @@ from swin_trt.errors import SwinTrtError
 from swin_trt.models.checkpoint import save_checkpoint
 from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import get_config
-from swin_trt.provenance import package_versions
+from swin_trt.pipelines.calibrate import calibrate_checkpoint
+from swin_trt.pipelines.export import export_checkpoint
 from swin_trt.runtimes import tensorrt as trt_runtime
 from swin_trt.runtimes.timing import DEFAULT_BATCHES, sweep
 from swin_trt.settings import CalibrationRequest
-from swin_trt.workflows import calibrate_checkpoint, export_checkpoint
+from swin_trt.versions import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tensorrt_throughput.json"
 

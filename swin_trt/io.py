@@ -1,7 +1,7 @@
 """Output files appear complete or not at all, and a destination that cannot take them is named
 before the work starts.
 
-Everything swin-trt writes (checkpoints, JSON results, datasets) goes to a temporary name in the
+Everything swin-trt writes (checkpoints, JSON results, sidecars, datasets) goes to a temporary name in the
 destination folder and is renamed into place only once complete, so an interrupted or failed run
 never leaves a half-written file that a later run would trust. :func:`check_writable` tries the
 destination first (the CLI calls it before calibrating or training for minutes), and any write
@@ -11,10 +11,12 @@ that still fails becomes an :class:`OutputError`: one line naming the path and t
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -217,3 +219,36 @@ def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return path
+
+
+def sidecar_path(artifact: str | Path) -> Path:
+    """The JSON sidecar of an exported graph or a built engine: the whole file name plus ``.json``
+    (``model.onnx.json``, ``model.plan.json``), so no two artifacts in one folder share one."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".json")
+
+
+def write_sidecar(artifact: str | Path, details: Mapping[str, Any]) -> Path:
+    return write_json(sidecar_path(artifact), details)
+
+
+@functools.lru_cache(maxsize=None)
+def _tell_once(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def read_sidecar(artifact: str | Path) -> dict[str, Any] | None:
+    """The sidecar of ``artifact``, or None when there is none. A sidecar under the name used
+    before 0.2 (``model.json`` beside ``model.onnx``) is still read, and the user told once to
+    rebuild: that name is shared by every artifact with the same stem."""
+    sidecar = sidecar_path(artifact)
+    if not sidecar.is_file():
+        legacy = sidecar_path(Path(artifact))
+        if legacy == Path(artifact) or not legacy.is_file():
+            return None
+        _tell_once(f"note: {legacy} is a sidecar under the old name; re-export / rebuild to get {sidecar.name}")
+        sidecar = legacy
+    try:
+        return json.loads(sidecar.read_text())
+    except json.JSONDecodeError as error:
+        raise SwinTrtError(f"{sidecar}: not valid JSON ({error.msg} at line {error.lineno}): rebuild the engine") from None

@@ -27,8 +27,8 @@ def trained_micro(digits_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     recipe and data match); CI leaves it unset and trains from scratch.
     """
     from swin_trt.distributed import DistContext
+    from swin_trt.pipelines.train import reuse_or_train
     from swin_trt.settings import TrainRecipe
-    from swin_trt.workflows import reuse_or_train
 
     output = os.environ.get("SWIN_TRT_TEST_CACHE") or tmp_path_factory.mktemp("micro")
     outcome, _ = reuse_or_train("swin_micro", digits_dir, output, TrainRecipe(), DistContext())

@@ -18,9 +18,10 @@ from swin_trt.distributed import DistContext
 from swin_trt.onnx.export import export_onnx, save_onnx
 from swin_trt.onnx.fuse import export_fusions, fold_bias_into_integer_matmuls
 from swin_trt.parity.compare import quantile, relative_errors
+from swin_trt.pipelines.calibrate import calibrate_checkpoint
+from swin_trt.pipelines.export import export_checkpoint
 from swin_trt.runtimes.onnxruntime import Engine, build, session_options
 from swin_trt.settings import CalibrationRequest
-from swin_trt.workflows import calibrate_checkpoint, export_checkpoint
 
 
 @pytest.fixture(scope="module")

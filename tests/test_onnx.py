@@ -12,12 +12,14 @@ import torch
 
 import swin_trt
 from swin_trt.distributed import DistContext
+from swin_trt.io import sidecar_path
 from swin_trt.onnx.graph import classify_dequantize
 from swin_trt.parity.localize import perturb_scale
+from swin_trt.pipelines.calibrate import calibrate_checkpoint
+from swin_trt.pipelines.export import export_checkpoint
 from swin_trt.quantization.recipes import RECIPES
 from swin_trt.runtimes.onnxruntime import Engine, build
 from swin_trt.settings import CalibrationRequest
-from swin_trt.workflows import calibrate_checkpoint, export_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,7 @@ def test_inspect_checks_placement_against_recipe(run_cli, exported, tmp_path):
     # the same graph claimed as mode 1 does not match
     lying = tmp_path / "lying.onnx"
     lying.write_bytes(Path(details["onnx"]).read_bytes())
-    lying.with_suffix(".json").write_text(json.dumps({**details, "int8_mode": "1"}))
+    sidecar_path(lying).write_text(json.dumps({**details, "int8_mode": "1"}))
     code, _, err = run_cli("inspect", lying)
     assert code == 2 and "placement does not match its recipe" in err
 

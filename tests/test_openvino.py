@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from swin_trt.distributed import DistContext
+from swin_trt.io import sidecar_path
+from swin_trt.pipelines.calibrate import calibrate_checkpoint
+from swin_trt.pipelines.export import export_checkpoint
 from swin_trt.settings import CalibrationRequest
-from swin_trt.workflows import calibrate_checkpoint, export_checkpoint
 
 pytest.importorskip("openvino")
 
@@ -29,7 +31,7 @@ def test_openvino_engine_passes_the_default_gate_and_localizes(run_cli, graph, d
     code, out, err = run_cli("build", "--onnx", details["onnx"], "--backend", "openvino", "--output", engine, "--json", tmp_path / "b.json")
     assert code == 0, err
     assert json.loads((tmp_path / "b.json").read_text()) == {"engine": str(engine), "backend": "openvino"}
-    sidecar = json.loads(engine.with_suffix(".json").read_text())
+    sidecar = json.loads(sidecar_path(engine).read_text())
     assert sidecar["inference_precision"] == "f32" and Path(sidecar["source_onnx"]) == Path(details["onnx"]).resolve() and sidecar["cpu"]["model"]
     code, out, err = run_cli("bench", "--reference", checkpoint, "--engine", engine, "--data-path", digits_dir, "--workers", "0",
                              "--localize", "--localize-images", "4", "--json", tmp_path / "bench.json")

@@ -15,6 +15,7 @@ import torch
 from swin_trt.cli.bench import bound
 from swin_trt.cpu import CpuInfo, parse_cpuinfo, read_cpu
 from swin_trt.errors import SwinTrtError
+from swin_trt.io import sidecar_path
 from swin_trt.onnx.hashing import file_sha256
 from swin_trt.parity.compare import ParityReport, compare, quantile, relative_errors
 from swin_trt.parity.gate import Bounds, default_bounds, judge
@@ -154,9 +155,9 @@ def chain(tmp_path: Path) -> dict[str, Path]:
     engine.parent.mkdir()
     checkpoint.write_bytes(b"calibrated weights")
     graph.write_bytes(b"graph")
-    graph.with_suffix(".json").write_text(json.dumps({"source_checkpoint": str(checkpoint), "source_sha256": file_sha256(checkpoint)}))
+    sidecar_path(graph).write_text(json.dumps({"source_checkpoint": str(checkpoint), "source_sha256": file_sha256(checkpoint)}))
     engine.write_bytes(b"engine")
-    engine.with_suffix(".json").write_text(json.dumps({"backend": "onnxruntime", "source_onnx": str(graph.resolve()), "source_onnx_sha256": file_sha256(graph)}))
+    sidecar_path(engine).write_text(json.dumps({"backend": "onnxruntime", "source_onnx": str(graph.resolve()), "source_onnx_sha256": file_sha256(graph)}))
     return {"checkpoint": checkpoint, "graph": graph, "engine": engine}
 
 
@@ -176,7 +177,7 @@ def _broken(chain, onnx=None) -> str:
 
 
 def test_engine_without_sidecar_is_foreign(chain):
-    chain["engine"].with_suffix(".json").unlink()
+    sidecar_path(chain["engine"]).unlink()
     assert "has no sidecar" in _broken(chain)
 
 
@@ -186,7 +187,7 @@ def test_graph_reexported_in_place_breaks_the_chain(chain):
 
 
 def test_graph_without_sidecar_is_foreign(chain):
-    chain["graph"].with_suffix(".json").unlink()
+    sidecar_path(chain["graph"]).unlink()
     assert "has no sidecar" in _broken(chain)
 
 
@@ -199,7 +200,7 @@ def test_moved_graph_found_with_onnx_and_checked(chain, tmp_path):
     moved = tmp_path / "moved.onnx"
     chain["graph"].rename(moved)
     assert "is not there" in _broken(chain)
-    chain["graph"].with_suffix(".json").rename(moved.with_suffix(".json"))
+    sidecar_path(chain["graph"]).rename(sidecar_path(moved))
     assert trace(chain["engine"], chain["checkpoint"], moved).verified
     other = tmp_path / "other.onnx"
     other.write_bytes(b"not it")
@@ -302,7 +303,7 @@ def test_sweep_reports_each_batch_and_refuses_batches_outside_the_profile():
 
 def test_bench_device_and_exact_float32():
     from swin_trt.parity.compare import exact_float32
-    from swin_trt.workflows import bench_device
+    from swin_trt.pipelines.deploy import bench_device
 
     engine = _StandInEngine(torch.ones(1, 1))
     assert bench_device("auto", engine) == engine.device and bench_device("cpu", engine) == torch.device("cpu")

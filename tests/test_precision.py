@@ -14,11 +14,13 @@ import torch
 import swin_trt
 from swin_trt.api import open_model
 from swin_trt.distributed import DistContext
+from swin_trt.io import sidecar_path
 from swin_trt.onnx.graph import classify_dequantize, integer_gemm_operand_bits, quantized_bits, signed_bits
+from swin_trt.pipelines.calibrate import calibrate_checkpoint
+from swin_trt.pipelines.export import export_checkpoint
 from swin_trt.quantization.model import is_weight_quantizer, named_quantizers
 from swin_trt.runtimes.onnxruntime import Engine, build
 from swin_trt.settings import CalibrationRequest
-from swin_trt.workflows import calibrate_checkpoint, export_checkpoint
 
 PRECISIONS = [("1", 4, 6, True), ("trt", 7, 8, True), ("2", 5, 5, False)]  # (int8 mode, wprec, aprec, per-channel weights)
 
@@ -121,7 +123,7 @@ def test_inspect_reports_and_checks_precision(run_cli, narrow, tmp_path):
     for claim, message in (({"activation_bits": 8}, "activations are 6-bit, the sidecar says 8"), ({"weight_bits": 3}, "weights need 4 bits, more than the 3")):
         lying = tmp_path / f"lying{len(claim)}{next(iter(claim))}.onnx"
         lying.write_bytes(Path(graphs["int8"]["onnx"]).read_bytes())
-        lying.with_suffix(".json").write_text(json.dumps({**graphs["int8"], **claim}))
+        sidecar_path(lying).write_text(json.dumps({**graphs["int8"], **claim}))
         code, out, err = run_cli("inspect", lying)
         assert code == 2 and message in out
 

@@ -24,11 +24,11 @@ from swin_trt.loops.distillation import DistillationLoss
 from swin_trt.loops.qat import lr_factor, make_criterion, make_optimizer
 from swin_trt.models.config import ModelConfig, TrainAugment, config_from_yaml
 from swin_trt.models.zoo import get_config
+from swin_trt.pipelines.calibrate import calibrate_checkpoint
 from swin_trt.quantization.model import learn_amax, quantize_model, use_compiled_kernel
 from swin_trt.quantization.quantizer import TensorQuantizer
 from swin_trt.quantization.recipes import get_recipe
 from swin_trt.settings import CalibrationRequest, QatRecipe
-from swin_trt.workflows import calibrate_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

@@ -16,12 +16,12 @@ from swin_trt.distributed import DistContext
 from swin_trt.errors import SwinTrtError
 from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import MICRO
+from swin_trt.pipelines.evaluate import evaluate_split
 from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
 from swin_trt.quantization.model import enabled_quantizers, named_quantizers, quantize_model
 from swin_trt.quantization.quantizer import UncalibratedError
 from swin_trt.quantization.recipes import CALIBRATORS, RECIPES, get_recipe
 from swin_trt.seeding import seed_all
-from swin_trt.workflows import evaluate_split
 
 REPO = Path(__file__).resolve().parent.parent
 

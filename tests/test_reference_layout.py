@@ -16,9 +16,9 @@ from swin_trt.distributed import DistContext
 from swin_trt.errors import SwinTrtError
 from swin_trt.models.checkpoint import read_checkpoint
 from swin_trt.models.zoo import MICRO
+from swin_trt.pipelines.calibrate import calibrate_checkpoint
 from swin_trt.quantization.model import named_quantizers
 from swin_trt.settings import CalibrationRequest
-from swin_trt.workflows import calibrate_checkpoint
 
 
 def _calibrate_all(checkpoint, digits_dir, out, per_channel):

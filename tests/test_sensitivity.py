@@ -12,11 +12,12 @@ import torch
 from swin_trt.api import open_model
 from swin_trt.distributed import DistContext
 from swin_trt.onnx.placement import expected_placement
+from swin_trt.pipelines.calibrate import calibrate_checkpoint
+from swin_trt.pipelines.export import export_checkpoint
+from swin_trt.pipelines.sensitivity import held_out_indices, split_probe
 from swin_trt.quantization.model import named_quantizers
 from swin_trt.quantization.sensitivity import SensitivityProbe, group_key, quantizer_groups
-from swin_trt.sensitivity_workflow import held_out_indices, split_probe
 from swin_trt.settings import CalibrationRequest, FallbackRequest
-from swin_trt.workflows import calibrate_checkpoint, export_checkpoint
 
 # W4A4 with max calibration: PTQ loses >= 1 pt on digits in mode 1 (96.94 vs FP32 98.33 %), mode 2 recovers (98.06 %)
 LOSSY = CalibrationRequest(int8_mode="1", calibrator="max", weight_bits=4, activation_bits=4)

@@ -19,19 +19,21 @@ from onnx import TensorProto, helper, numpy_helper
 
 import swin_trt
 from swin_trt.distributed import DistContext
-from swin_trt.engine_inspect import parse_engine_information, summarize, tensor_precision
 from swin_trt.errors import SwinTrtError
+from swin_trt.io import sidecar_path
 from swin_trt.lazy import lazy_import
 from swin_trt.onnx.graph import unquantized_matmuls
 from swin_trt.onnx.tensorrt import hoist_transposes_above_qdq, lint
 from swin_trt.parity.localize import perturb_scale
+from swin_trt.pipelines.calibrate import calibrate_checkpoint
+from swin_trt.pipelines.export import export_checkpoint
 from swin_trt.quantization.model import named_quantizers, set_scale_dtype
 from swin_trt.quantization.quantizer import TensorQuantizer
 from swin_trt.runtimes import onnxruntime as ort_runtime
 from swin_trt.runtimes import open_engine, source_record
 from swin_trt.runtimes import tensorrt as trt_runtime
+from swin_trt.runtimes.engine_layers import parse_engine_information, summarize, tensor_precision
 from swin_trt.settings import CalibrationRequest
-from swin_trt.workflows import calibrate_checkpoint, export_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 F16 = TensorProto.FLOAT16
@@ -511,7 +513,7 @@ def test_build_plumbing_with_stand_ins(stand_in_tensorrt, tmp_path):
     source = tmp_path / "m.onnx"
     onnx.save(_model([helper.make_node("Relu", ["images"], ["logits"])], [("images", TensorProto.FLOAT, ["batch", 3, 8, 8])],
                      [("logits", TensorProto.FLOAT, ["batch", 3, 8, 8])], []), source)
-    source.with_suffix(".json").write_text(json.dumps({"model": "swin_micro", "int8_mode": "trt", "precision": "fp16"}))
+    sidecar_path(source).write_text(json.dumps({"model": "swin_micro", "int8_mode": "trt", "precision": "fp16"}))
     details = trt_runtime.build(source, tmp_path / "out" / "m.plan", max_batch=16, timing_cache=tmp_path / "t.cache", workspace_mib=512)
     calls = stand_in_tensorrt.calls
     assert calls["network"] == (str(source), True)
@@ -618,10 +620,10 @@ def test_failed_build_is_one_line_and_leaves_no_file(stand_in_tensorrt, run_cli,
 def test_engine_load_refuses_other_versions_and_unreadable_plans(stand_in_tensorrt, tmp_path):
     plan = tmp_path / "e.plan"
     plan.write_bytes(b"plan")
-    plan.with_suffix(".json").write_text(json.dumps({"backend": "tensorrt", "tensorrt_version": "10.13.3", "gpu": {"compute_capability": "9.0"}}))
+    sidecar_path(plan).write_text(json.dumps({"backend": "tensorrt", "tensorrt_version": "10.13.3", "gpu": {"compute_capability": "9.0"}}))
     with pytest.raises(SwinTrtError, match=r"e.plan was built by TensorRT 10.13.3, this is TensorRT 11.1.0: rebuild it"):
         open_engine(plan)
-    plan.with_suffix(".json").unlink()  # no sidecar: the .plan suffix still picks TensorRT, which cannot read it
+    sidecar_path(plan).unlink()  # no sidecar: the .plan suffix still picks TensorRT, which cannot read it
     with pytest.raises(SwinTrtError, match="TensorRT 11.1.0 cannot deserialize it on Stand-in GPU"):
         open_engine(plan)
 
@@ -739,7 +741,7 @@ def test_engine_sidecar_and_timing_cache(trt_engine, trt_export):
     assert {"engine", "backend", "source_onnx", "source_onnx_sha256", "model", "int8_mode", "versions", "tensorrt_version", "gpu", "build"} <= set(trt_engine)
     assert trt_engine["backend"] == "tensorrt" and Path(trt_engine["source_onnx"]) == Path(graph["onnx"]).resolve() and trt_engine["gpu"]["compute_capability"]
     assert trt_engine["build"]["strongly_typed"] and Path(trt_engine["build"]["timing_cache"]).stat().st_size > 0
-    assert json.loads(Path(trt_engine["engine"]).with_suffix(".json").read_text()) == trt_engine
+    assert json.loads(sidecar_path(trt_engine["engine"]).read_text()) == trt_engine
 
 
 @pytest.mark.tensorrt
@@ -772,7 +774,7 @@ def test_engine_from_another_tensorrt_is_refused(trt_engine, tmp_path):
     engine = Path(trt_engine["engine"])
     copy = tmp_path / "old.plan"
     copy.write_bytes(engine.read_bytes())
-    copy.with_suffix(".json").write_text(json.dumps({**trt_engine, "tensorrt_version": "10.0.0.6"}))
+    sidecar_path(copy).write_text(json.dumps({**trt_engine, "tensorrt_version": "10.0.0.6"}))
     with pytest.raises(SwinTrtError, match="was built by TensorRT 10.0.0.6"):
         open_engine(copy)
 
@@ -792,6 +794,6 @@ def test_cuda_evaluator_gates_localizes_and_sweeps_a_tensorrt_engine(run_cli, tr
     assert len(result["localize"]) == trt_export[1]["dq_nodes"] + 1
     assert [row["batch"] for row in result["sweep"]] == [1, 8, 32] and all(row["speedup"] > 0 for row in result["sweep"])
     with pytest.raises(SwinTrtError, match="--sweep batch 64 is outside"):
-        from swin_trt.workflows import bench_engine
+        from swin_trt.pipelines.deploy import bench_engine
 
         bench_engine(checkpoint, trt_engine["engine"], digits_dir, workers=0, max_batches=1, sweep_batches=(1, 64))

@@ -15,7 +15,7 @@ from swin_trt.runtimes.timing import DEFAULT_BATCHES
 
 console = lazy_import("swin_trt.console")
 localize = lazy_import("swin_trt.parity.localize")
-workflows = lazy_import("swin_trt.workflows")
+deploy_stage = lazy_import("swin_trt.pipelines.deploy")
 
 NAME = "bench"
 BOUND_FLAGS = (
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise SwinTrtError("--baseline-engine is timed by --sweep: add --sweep [BATCH ...]")
     overrides = {name: getattr(args, name) for name, *_ in BOUND_FLAGS if hasattr(args, name)}
     localize_images = args.localize_images if args.localize or args.localize_plot else 0
-    outcome = workflows.bench_engine(args.reference, args.engine, args.data_path, args.zip, args.batch_size, args.workers, args.max_batches,
+    outcome = deploy_stage.bench_engine(args.reference, args.engine, args.data_path, args.zip, args.batch_size, args.workers, args.max_batches,
                                      not args.no_gate, overrides, args.onnx, args.allow_foreign_engine, localize_images, args.device,
                                      None if args.sweep is None else tuple(args.sweep or DEFAULT_BATCHES), args.baseline_engine)
     report, details, verdict = outcome.report, outcome.engine.details, outcome.verdict
@@ -156,7 +156,7 @@ def _report_localization(localization, plot_path: Path | None) -> dict:
 
 
 def summary(outcome: Any) -> dict[str, Any]:
-    """The ``--json`` object of a ``workflows.BenchOutcome`` (a public interface: keys are only
+    """The ``--json`` object of a ``deploy_stage.BenchOutcome`` (a public interface: keys are only
     ever added); the demo writes the same object for each engine it gates."""
     report, details = outcome.report, outcome.engine.details
     return {

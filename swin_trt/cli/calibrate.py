@@ -22,7 +22,8 @@ from swin_trt.settings import HISTOGRAMS, CalibrationRequest, FallbackRequest
 
 console = lazy_import("swin_trt.console")
 ddp = lazy_import("swin_trt.distributed")
-workflows = lazy_import("swin_trt.workflows")
+calibrate_stage = lazy_import("swin_trt.pipelines.calibrate")
+evaluate_stage = lazy_import("swin_trt.pipelines.evaluate")
 
 NAME = "calibrate"
 _DEFAULTS = CalibrationRequest()
@@ -113,9 +114,9 @@ def run(args: argparse.Namespace) -> int:
         activation_bits=args.aprec,
     )
     with ddp.distributed(args.device) as context:
-        outcome = workflows.calibrate_checkpoint(args.model, args.cfg, args.resume, args.data_path, args.zip, request, args.calib_output_path, context, args.workers,
+        outcome = calibrate_stage.calibrate_checkpoint(args.model, args.cfg, args.resume, args.data_path, args.zip, request, args.calib_output_path, context, args.workers,
                                                         fallback)
-        result = None if args.skip_eval else workflows.evaluate_split(outcome.model, args.data_path, args.zip, args.batch_size, context, args.workers)
+        result = None if args.skip_eval else evaluate_stage.evaluate_split(outcome.model, args.data_path, args.zip, args.batch_size, context, args.workers)
         if context.is_main:
             console.print_table(
                 f"calibrate {outcome.meta['config']['name']}",

@@ -40,11 +40,15 @@ fashion = lazy_import("swin_trt.data.fashion")
 bench_cli = lazy_import("swin_trt.cli.bench")
 calibrate_cli = lazy_import("swin_trt.cli.calibrate")
 ort_runtime = lazy_import("swin_trt.runtimes.onnxruntime")
-qat_workflow = lazy_import("swin_trt.qat_workflow")
 report = lazy_import("swin_trt.report")
 sensitivity = lazy_import("swin_trt.quantization.sensitivity")
-sensitivity_workflow = lazy_import("swin_trt.sensitivity_workflow")
-workflows = lazy_import("swin_trt.workflows")
+calibrate_stage = lazy_import("swin_trt.pipelines.calibrate")
+deploy_stage = lazy_import("swin_trt.pipelines.deploy")
+evaluate_stage = lazy_import("swin_trt.pipelines.evaluate")
+export_stage = lazy_import("swin_trt.pipelines.export")
+qat_stage = lazy_import("swin_trt.pipelines.qat")
+sensitivity_stage = lazy_import("swin_trt.pipelines.sensitivity")
+train_stage = lazy_import("swin_trt.pipelines.train")
 
 NAME = "demo"
 FASHION_TRAIN_IMAGES = 4000
@@ -149,7 +153,7 @@ def _run_dataset(dataset: DemoDataset, workdir: Path, retrain: bool, context: An
         return None
     start = time.perf_counter()
     print(f"{dataset.name}: training {dataset.model} for {dataset.train.epochs} epochs (minutes on 2 CPU cores) unless {workdir} has it ...", flush=True)
-    trained, reused = workflows.reuse_or_train(dataset.model, root, out, dataset.train, context, retrain=retrain)
+    trained, reused = train_stage.reuse_or_train(dataset.model, root, out, dataset.train, context, retrain=retrain)
     checkpoint = trained.checkpoint
     stages.add(f"{dataset.name}: train", f"reused {checkpoint}" if reused else f"{dataset.train.epochs} epochs, final loss {trained.losses[-1]:.3f}", start)
     write_json(out / "train.json", {"checkpoint": str(checkpoint), "top1": trained.result.top1})
@@ -158,7 +162,7 @@ def _run_dataset(dataset: DemoDataset, workdir: Path, retrain: bool, context: An
     fp32 = {}
     for layout in dataset.layouts:
         start = time.perf_counter()
-        fp32[layout] = workflows.evaluate_split(fp_model, root, layout == "zip", 128, context, workers=0)
+        fp32[layout] = evaluate_stage.evaluate_split(fp_model, root, layout == "zip", 128, context, workers=0)
         stages.add(f"{dataset.name}: eval FP32 ({layout})", f"top-1 {fp32[layout].top1:.2f} %  ({fp32[layout].images} images)", start)
     fp_top1 = fp32["folder"].top1
     results: dict[str, Any] = {"checkpoint": str(checkpoint), **fp32["folder"].as_json(), "settings": []}
@@ -168,8 +172,8 @@ def _run_dataset(dataset: DemoDataset, workdir: Path, retrain: bool, context: An
         label = f"{dataset.name} mode {mode} W{weight_bits}A{activation_bits}"
         start = time.perf_counter()
         request = CalibrationRequest(int8_mode=mode, weight_bits=weight_bits, activation_bits=activation_bits)
-        calibrated = workflows.calibrate_checkpoint(None, None, checkpoint, root, False, request, calibration_dir(workdir, tag, dataset.name), context, workers=0)
-        ptq = workflows.evaluate_split(calibrated.model, root, False, 128, context, workers=0)
+        calibrated = calibrate_stage.calibrate_checkpoint(None, None, checkpoint, root, False, request, calibration_dir(workdir, tag, dataset.name), context, workers=0)
+        ptq = evaluate_stage.evaluate_split(calibrated.model, root, False, 128, context, workers=0)
         write_json(calibrated.checkpoint.parent / "calibrate.json", calibrate_cli.summary(calibrated, request, ptq.top1))
         stages.add(f"{label}: PTQ", f"{request.calibrator}, {calibrated.images} images: top-1 {ptq.top1:.2f} %", start)
         if tag == dataset.sensitivity_tag:
@@ -177,17 +181,17 @@ def _run_dataset(dataset: DemoDataset, workdir: Path, retrain: bool, context: An
 
         start = time.perf_counter()
         recipe = QatRecipe(epochs=epochs, qat_lr=QAT_LR, distill=True, mixup=False)
-        qat = qat_workflow.qat_checkpoint(None, None, calibrated.checkpoint, root, False, recipe, out / "qat" / tag, context,
+        qat = qat_stage.qat_checkpoint(None, None, calibrated.checkpoint, root, False, recipe, out / "qat" / tag, context,
                                           teacher=checkpoint, restart=retrain, workers=0, baseline={"fp_top1": fp_top1, "ptq_top1": ptq.top1})
         write_json(qat.checkpoint.parent / "qat.json", {"checkpoint": str(qat.checkpoint), "top1": qat.top1, "ptq_top1": ptq.top1, "fp_top1": fp_top1})
         stages.add(f"{label}: QAT", f"{recipe.epochs} epoch(s) with distillation: top-1 {qat.top1:.2f} %", start)
 
         start = time.perf_counter()
         stem = f"{dataset.model}_{tag}_qat"
-        graph = workflows.export_checkpoint(qat.checkpoint, out / "export" / f"{stem}.onnx")
+        graph = export_stage.export_checkpoint(qat.checkpoint, out / "export" / f"{stem}.onnx")
         engine_path = out / "engines" / f"{stem}.ort.onnx"
         built = ort_runtime.build(graph["onnx"], engine_path, "auto")
-        bench = workflows.bench_engine(qat.checkpoint, engine_path, root, workers=0, max_batches=dataset.bench_batches)
+        bench = deploy_stage.bench_engine(qat.checkpoint, engine_path, root, workers=0, max_batches=dataset.bench_batches)
         report = bench.report
         write_json(engine_path.parent / f"bench_{stem}.json", bench_cli.summary(bench))
         stages.add(f"{label}: export + build + gate", f"{graph['q_nodes']} Q/DQ pairs, ort {built['ort_mode']}: "
@@ -206,9 +210,9 @@ def _run_dataset(dataset: DemoDataset, workdir: Path, retrain: bool, context: An
 def _sensitivity(model: Any, root: Path, path: Path, context: Any, stages: Stages, label: str) -> None:
     """`swin-trt sensitivity` (layer groups, all val images) of a PTQ model, for the report."""
     start = time.perf_counter()
-    probe = sensitivity_workflow.split_probe(model, root, False, "val", None, 128, 0, context.device)
+    probe = sensitivity_stage.split_probe(model, root, False, "val", None, 128, 0, context.device)
     results = probe.measure(sensitivity.quantizer_groups(model, "layer"))
-    write_json(path, sensitivity_workflow.sensitivity_payload(probe, results, "layer"))
+    write_json(path, sensitivity_stage.sensitivity_payload(probe, results, "layer"))
     stages.add(f"{label}: sensitivity", f"{len(results)} layer groups, most sensitive {results[0].group.name}", start)
 
 

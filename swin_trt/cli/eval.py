@@ -18,7 +18,7 @@ from swin_trt.lazy import lazy_import
 api = lazy_import("swin_trt.api")
 console = lazy_import("swin_trt.console")
 ddp = lazy_import("swin_trt.distributed")
-workflows = lazy_import("swin_trt.workflows")
+evaluate_stage = lazy_import("swin_trt.pipelines.evaluate")
 
 NAME = "eval"
 
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         config = loaded.model.swin_trt_config
 
         def run_on(model):
-            return workflows.evaluate_split(model, args.data_path, args.zip, args.batch_size, context, args.workers, args.split, args.max_batches)
+            return evaluate_stage.evaluate_split(model, args.data_path, args.zip, args.batch_size, context, args.workers, args.split, args.max_batches)
 
         result = run_on(loaded.model)
         fp_result = run_on(loaded.fp_model()) if args.compare_fp else None

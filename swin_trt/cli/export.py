@@ -12,7 +12,7 @@ from swin_trt.io import check_writable
 from swin_trt.lazy import lazy_import
 
 console = lazy_import("swin_trt.console")
-workflows = lazy_import("swin_trt.workflows")
+export_stage = lazy_import("swin_trt.pipelines.export")
 
 NAME = "export"
 
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise SwinTrtError("--resume is required: the calibrated checkpoint to export")
     if args.output:
         check_writable(args.output, "--output")
-    details = workflows.export_checkpoint(args.resume, args.output, args.model, args.cfg, args.int8_mode, args.weights, args.no_quant, args.precision,
+    details = export_stage.export_checkpoint(args.resume, args.output, args.model, args.cfg, args.int8_mode, args.weights, args.no_quant, args.precision,
                                           args.target)
     console.print_table("export", ("onnx", "int8 mode", "QuantizeLinear", "DequantizeLinear", "weights", "MB"),
                 [(details["onnx"], details["int8_mode"] or "-", details["q_nodes"], details["dq_nodes"], details["weights"], details["bytes"] / 1e6)])

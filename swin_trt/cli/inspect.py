@@ -11,6 +11,7 @@ from pathlib import Path
 from swin_trt.cli.calibrate import precision_label
 from swin_trt.cli.common import emit_json
 from swin_trt.errors import SwinTrtError
+from swin_trt.io import sidecar_path
 from swin_trt.lazy import lazy_import
 from swin_trt.onnx.placement import expected_placement
 
@@ -18,7 +19,7 @@ onnx = lazy_import("onnx")
 console = lazy_import("swin_trt.console")
 onnx_graph = lazy_import("swin_trt.onnx.graph")
 onnx_tensorrt = lazy_import("swin_trt.onnx.tensorrt")
-engine_inspect = lazy_import("swin_trt.engine_inspect")
+engine_layers = lazy_import("swin_trt.runtimes.engine_layers")
 trt_runtime = lazy_import("swin_trt.runtimes.tensorrt")
 
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         payload["weight_bits"] = weight_bits
         payload["activation_bits"] = activation_bits[0] if len(activation_bits) == 1 else activation_bits
 
-    sidecar = args.onnx.with_suffix(".json")
+    sidecar = sidecar_path(args.onnx)
     mismatches: list[str] = []
     if sidecar.is_file():
         details = json.loads(sidecar.read_text())
@@ -113,16 +114,16 @@ def _inspect_engine(args: argparse.Namespace) -> int:
         engine = trt_runtime.Engine(args.onnx)
         information = engine.layer_information()
         source = args.graph or engine.details.get("source_onnx")
-    layers = engine_inspect.parse_engine_information(information)
+    layers = engine_layers.parse_engine_information(information)
     graph = onnx.load(str(source), load_external_data=False) if source and Path(source).is_file() else None
-    summary = engine_inspect.summarize(layers, graph)
+    summary = engine_layers.summarize(layers, graph)
     if args.layers:
         console.print_table(f"layers of {args.onnx}", ("layer", "type", "precision", "tactic", "fused ONNX nodes"),
                             [(layer.name, layer.layer_type, layer.precision, layer.tactic, ", ".join(layer.onnx_nodes)) for layer in layers])
     console.print_table(f"GEMM precision in {args.onnx} ({len(layers)} layers; roles from {source if graph is not None else 'kernel names'})",
-                        ("matmuls", *engine_inspect.FLOAT_PRECISIONS, "other"),
-                        [(role, *(summary.counts[role].get(p, 0) for p in engine_inspect.FLOAT_PRECISIONS),
-                          sum(n for p, n in summary.counts[role].items() if p not in engine_inspect.FLOAT_PRECISIONS)) for role in engine_inspect.ROLES])
+                        ("matmuls", *engine_layers.FLOAT_PRECISIONS, "other"),
+                        [(role, *(summary.counts[role].get(p, 0) for p in engine_layers.FLOAT_PRECISIONS),
+                          sum(n for p, n in summary.counts[role].items() if p not in engine_layers.FLOAT_PRECISIONS)) for role in engine_layers.ROLES])
     for fallback in summary.fallbacks:
         print(f"not INT8: {fallback.role} {fallback.onnx_node} runs {fallback.precision} in layer {fallback.layer}")
     if summary.standalone_qdq:

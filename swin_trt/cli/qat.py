@@ -22,8 +22,8 @@ from swin_trt.settings import QatRecipe
 
 console = lazy_import("swin_trt.console")
 ddp = lazy_import("swin_trt.distributed")
-qat_workflow = lazy_import("swin_trt.qat_workflow")
 qat_loop = lazy_import("swin_trt.loops.qat")
+qat_stage = lazy_import("swin_trt.pipelines.qat")
 
 NAME = "qat"
 _DEFAULTS = QatRecipe()
@@ -56,9 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--compile-fake-quant", action="store_true",
                        help="fake-quantize in one compiled pass (torch.compile; needs a C++ compiler, ~1 min to compile; the same values)")
     group.add_argument("--seed", type=non_negative_int, default=_DEFAULTS.seed)
-    resume = group.add_mutually_exclusive_group()
-    resume.add_argument("--auto-resume", action="store_true", default=True, help="continue the run saved in --output (default)")
-    resume.add_argument("--restart", action="store_true", help="start over, ignoring a saved run in --output")
+    group.add_argument("--restart", action="store_true", help="start over, ignoring a saved run in --output (by default the same command continues it)")
     group.add_argument("--quant-mode", metavar="MODE", help=argparse.SUPPRESS)  # the seed's; the reference ignores it too
     distill = parser.add_argument_group("distillation")
     distill.add_argument("--distill", action="store_true", help="add KL divergence to the FP teacher's softened outputs to the loss")
@@ -96,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         if args.quant_mode is not None and context.is_main:
             print(f"note: --quant-mode {args.quant_mode} is ignored (the reference ignores it too; the placement is --int8-mode)")
         try:
-            outcome = qat_workflow.qat_checkpoint(
+            outcome = qat_stage.qat_checkpoint(
                 args.model, args.cfg, args.resume, args.data_path, args.zip, recipe, args.output, context,
                 int8_mode=args.int8_mode, teacher=args.teacher, restart=args.restart, workers=args.workers,
                 compile_kernel=args.compile_fake_quant,

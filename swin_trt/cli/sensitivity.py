@@ -17,7 +17,7 @@ console = lazy_import("swin_trt.console")
 ddp = lazy_import("swin_trt.distributed")
 plots = lazy_import("swin_trt.report.plots")
 sensitivity = lazy_import("swin_trt.quantization.sensitivity")
-sensitivity_workflow = lazy_import("swin_trt.sensitivity_workflow")
+sensitivity_stage = lazy_import("swin_trt.pipelines.sensitivity")
 
 NAME = "sensitivity"
 
@@ -54,12 +54,12 @@ def run(args: argparse.Namespace) -> int:
         raise SwinTrtError(f"{args.resume} is not a calibrated checkpoint (no amax): run `swin-trt calibrate` first")
     device = ddp.resolve_device(args.device)
     start = time.perf_counter()
-    probe = sensitivity_workflow.split_probe(loaded.model, args.data_path, args.zip, args.split, args.max_batches * args.batch_size,
+    probe = sensitivity_stage.split_probe(loaded.model, args.data_path, args.zip, args.split, args.max_batches * args.batch_size,
                                              args.batch_size, args.workers, device)
     groups = sensitivity.quantizer_groups(loaded.model, args.granularity)
     results = probe.measure(groups)
     seconds = time.perf_counter() - start
-    payload = sensitivity_workflow.sensitivity_payload(probe, results, args.granularity)
+    payload = sensitivity_stage.sensitivity_payload(probe, results, args.granularity)
     payload["seconds"] = seconds
     console.print_table(
         f"sensitivity of {args.resume} ({len(groups)} {args.granularity} groups, {payload['images']} {args.split} images; "

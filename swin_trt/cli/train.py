@@ -18,7 +18,7 @@ from swin_trt.settings import TrainRecipe
 
 console = lazy_import("swin_trt.console")
 ddp = lazy_import("swin_trt.distributed")
-workflows = lazy_import("swin_trt.workflows")
+train_stage = lazy_import("swin_trt.pipelines.train")
 
 _DEFAULTS = TrainRecipe()
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     with ddp.distributed(args.device) as context:
-        outcome = workflows.train_reference(
+        outcome = train_stage.train_reference(
             args.model, args.cfg, args.resume, args.data_path, args.zip, args.output, recipe, context, workers=args.workers
         )
         if context.is_main:

@@ -24,9 +24,9 @@ from swin_trt.io import atomic_path
 from swin_trt.onnx.fuse import export_fusions
 from swin_trt.onnx.graph import drop_int8_clips, fold_weight_clips
 from swin_trt.onnx.hashing import file_sha256
-from swin_trt.provenance import package_versions
 from swin_trt.quantization.model import named_quantizers, uncalibrated
 from swin_trt.quantization.quantizer import UncalibratedError
+from swin_trt.versions import package_versions
 
 OPSET = 19
 INPUT_NAME, OUTPUT_NAME = "images", "logits"

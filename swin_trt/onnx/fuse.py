@@ -27,7 +27,7 @@ import onnx
 from onnx import numpy_helper
 
 from swin_trt.lazy import lazy_import
-from swin_trt.onnx.graph import _consumers, _producers, _prune_initializers, _rename_input
+from swin_trt.onnx.graph import consumer_map, producer_map, prune_initializers, rename_input
 
 transformers_optimizer = lazy_import("onnxruntime.transformers.optimizer")
 fusion_options = lazy_import("onnxruntime.transformers.fusion_options")
@@ -42,12 +42,12 @@ class _Index(NamedTuple):
 
 
 def _index(graph: onnx.GraphProto) -> _Index:
-    return _Index({init.name: init for init in graph.initializer}, _producers(graph), _consumers(graph))
+    return _Index({init.name: init for init in graph.initializer}, producer_map(graph), consumer_map(graph))
 
 
 def _bypass(graph: onnx.GraphProto, node: onnx.NodeProto, replacement: str) -> None:
     """Feed ``node``'s consumers from ``replacement`` and remove ``node`` (refused for a graph output)."""
-    _rename_input(graph, node.output[0], replacement)
+    rename_input(graph, node.output[0], replacement)
     graph.node.remove(node)
 
 
@@ -63,7 +63,7 @@ def drop_noop_pads(model: onnx.ModelProto) -> int:
         if not np.any(numpy_helper.to_array(initializers[node.input[1]])):
             _bypass(graph, node, node.input[0])
             dropped += 1
-    _prune_initializers(graph)
+    prune_initializers(graph)
     return dropped
 
 
@@ -100,7 +100,7 @@ def combine_attention_biases(model: onnx.ModelProto) -> int:
         mask_add.input[list(mask_add.input).index(mask_name)] = name
         _bypass(graph, bias_add, activation)
         combined += 1
-    _prune_initializers(graph)
+    prune_initializers(graph)
     return combined
 
 

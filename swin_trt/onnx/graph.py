@@ -6,6 +6,7 @@ onnxruntime outputs.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections import Counter, defaultdict
 
@@ -15,9 +16,14 @@ from onnx import numpy_helper
 from onnxconverter_common import float16
 
 INT8_RANGE = (-128, 127)
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+# ops that only reshape or reorder data: a tensor seen through them is still the same values
+LAYOUT_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Split", "Gather", "Identity")
+# ops that only move, cast or rescale data: TensorRT does not fuse a DequantizeLinear through them into the GEMM behind
+DETOURS = (*LAYOUT_OPS, "Cast", "Mul", "Div", "Expand", "Concat", "Pad")
 
 
-def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
+def constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
     for initializer in graph.initializer:
         if initializer.name == name:
             return numpy_helper.to_array(initializer)
@@ -27,11 +33,11 @@ def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
     return None
 
 
-def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+def producer_map(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     return {output: node for node in graph.node for output in node.output}
 
 
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+def consumer_map(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
     for node in graph.node:
         for name in node.input:
@@ -39,7 +45,7 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     return consumers
 
 
-def _rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:
+def rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:
     for node in graph.node:
         for index, name in enumerate(node.input):
             if name == old:
@@ -49,23 +55,80 @@ def _rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:
             raise ValueError(f"cannot bypass graph output {old}")
 
 
+class GraphIndex:
+    """Lookups over one ``GraphProto``: producers, consumers, constants, element types, shapes; the
+    one index that the graph passes, the TensorRT lint and the engine-layer summary share."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.graph = model.graph
+        self.producers = producer_map(self.graph)
+        self.consumers = consumer_map(self.graph)
+        self.initializers = {init.name: init for init in self.graph.initializer}
+        self.model = model
+
+    @functools.cached_property
+    def values(self) -> dict[str, onnx.TypeProto.Tensor]:
+        """Element types and shapes of every tensor (shape inference runs on first use only)."""
+        inferred = onnx.shape_inference.infer_shapes(self.model)
+        values = {v.name: v.type.tensor_type for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
+        for init in self.graph.initializer:
+            values.setdefault(init.name, onnx.TypeProto.Tensor(elem_type=init.data_type))
+        return values
+
+    def name(self, node: onnx.NodeProto) -> str:
+        return node.name or f"{node.op_type}({node.output[0]})"
+
+    def elem_type(self, tensor: str) -> int | None:
+        value = self.values.get(tensor)
+        return value.elem_type if value is not None and value.elem_type else None
+
+    def shape(self, tensor: str) -> list[int | None] | None:
+        value = self.values.get(tensor)
+        if value is None or not value.HasField("shape"):
+            return None
+        return [d.dim_value if d.HasField("dim_value") else None for d in value.shape.dim]
+
+    def is_constant(self, tensor: str) -> bool:
+        """An initializer or Constant, possibly behind its own Q/DQ, reshape or transpose."""
+        if tensor in self.initializers:
+            return True
+        producer = self.producers.get(tensor)
+        if producer is None:
+            return False
+        if producer.op_type == "Constant":
+            return True
+        return producer.op_type in (*QDQ_OPS, *DETOURS) and bool(producer.input) and self.is_constant(producer.input[0])
+
+    def dequantized_weight(self, node: onnx.NodeProto) -> bool:
+        return node.op_type == "DequantizeLinear" and self.is_constant(node.input[0])
+
+    def source(self, tensor: str) -> onnx.NodeProto | None:
+        """The node that computes ``tensor``, looking back through data-movement ops (None for a
+        graph input or an initializer)."""
+        return source_node(tensor, self.producers, DETOURS)
+
+    def is_activation_matmul(self, node: onnx.NodeProto) -> bool:
+        """A MatMul of two computed tensors (q @ k^T, attn @ v), as opposed to a linear layer's."""
+        return node.op_type == "MatMul" and not any(self.is_constant(tensor) for tensor in node.input[:2])
+
+
 def drop_int8_clips(model: onnx.ModelProto) -> int:
     """Remove the no-op ``Clip(-128, 127)`` the exporter puts between QuantizeLinear and
     DequantizeLinear (torch's quantize op clamps explicitly): TensorRT and onnxruntime fuse only
     adjacent Q -> DQ pairs. Returns how many were removed."""
     graph = model.graph
-    producers = _producers(graph)
+    producers = producer_map(graph)
     removed = []
     for node in graph.node:
         if node.op_type != "Clip" or node.input[0] not in producers or producers[node.input[0]].op_type != "QuantizeLinear":
             continue
-        bounds = [_constant(graph, name) for name in node.input[1:3]]
+        bounds = [constant(graph, name) for name in node.input[1:3]]
         if len(bounds) == 2 and all(b is not None for b in bounds) and (int(bounds[0]), int(bounds[1])) == INT8_RANGE:
-            _rename_input(graph, node.output[0], node.input[0])
+            rename_input(graph, node.output[0], node.input[0])
             removed.append(node)
     for node in removed:
         graph.node.remove(node)
-    _prune_initializers(graph)
+    prune_initializers(graph)
     return len(removed)
 
 
@@ -81,33 +144,33 @@ def fold_weight_clips(model: onnx.ModelProto) -> int:
     ``Clip -> QuantizeLinear``. Returns how many weights were folded."""
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
-    producers = _producers(graph)
-    consumers = _consumers(graph)
+    producers = producer_map(graph)
+    consumers = consumer_map(graph)
     folded = []
     for node in list(graph.node):
         if node.op_type != "Clip":
             continue
         source = producers.get(node.input[0])
-        bounds = [_constant(graph, name) for name in node.input[1:3]]
+        bounds = [constant(graph, name) for name in node.input[1:3]]
         if len(bounds) != 2 or any(b is None for b in bounds):
             continue
         if node.input[0] in initializers and all(c.op_type == "QuantizeLinear" for c in consumers[node.output[0]]):
             weight = numpy_helper.to_array(initializers[node.input[0]])
             clamped = np.clip(weight, bounds[0].astype(weight.dtype), bounds[1].astype(weight.dtype))
-            _rename_input(graph, node.output[0], _add_initializer(graph, clamped, f"{node.input[0]}_clamped"))
+            rename_input(graph, node.output[0], _add_initializer(graph, clamped, f"{node.input[0]}_clamped"))
         elif source is not None and source.op_type == "QuantizeLinear" and source.input[0] in initializers:
             weight = numpy_helper.to_array(initializers[source.input[0]])
             scale = _broadcast_scale(graph, source, weight.ndim).astype(weight.dtype)
             low, high = (np.asarray(b).astype(weight.dtype) for b in bounds)
             clamped = np.clip(weight, low * scale, high * scale)
             source.input[0] = _add_initializer(graph, clamped, f"{source.input[0]}_clamped")
-            _rename_input(graph, node.output[0], node.input[0])
+            rename_input(graph, node.output[0], node.input[0])
         else:
             continue
         folded.append(node)
     for node in folded:
         graph.node.remove(node)
-    _prune_initializers(graph)
+    prune_initializers(graph)
     return len(folded)
 
 
@@ -123,7 +186,7 @@ def _integers(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 def _broadcast_scale(graph: onnx.GraphProto, quantize: onnx.NodeProto, ndim: int) -> np.ndarray:
     """The scale of a Q/DQ node, shaped to broadcast against its input (per channel along ``axis``)."""
-    scale = _constant(graph, quantize.input[1])
+    scale = constant(graph, quantize.input[1])
     if scale.ndim == 1 and scale.size > 1:
         axis = next((a.i for a in quantize.attribute if a.name == "axis"), 1)
         shape = [1] * ndim
@@ -146,15 +209,15 @@ def store_int8_weights(model: onnx.ModelProto) -> int:
         quantized = _integers(weight, _broadcast_scale(graph, node, weight.ndim).astype(np.float32))
         name = f"{node.input[0]}_int8"
         graph.initializer.append(numpy_helper.from_array(quantized, name))
-        _rename_input(graph, node.output[0], name)
+        rename_input(graph, node.output[0], name)
         converted.append(node)
     for node in converted:
         graph.node.remove(node)
-    _prune_initializers(graph)
+    prune_initializers(graph)
     return len(converted)
 
 
-def _prune_initializers(graph: onnx.GraphProto) -> None:
+def prune_initializers(graph: onnx.GraphProto) -> None:
     used = {name for node in graph.node for name in node.input}
     for initializer in [init for init in graph.initializer if init.name not in used]:
         graph.initializer.remove(initializer)
@@ -164,10 +227,9 @@ def classify_dequantize(model: onnx.ModelProto) -> dict[str, int]:
     """Count DequantizeLinear nodes by role, each once: GEMM weight, GEMM activation input,
     attention batched-matmul input, GEMM output (its Q reads a MatMul/Gemm result), residual-add
     operand, other."""
-    graph = model.graph
-    producers = _producers(graph)
-    consumers = _consumers(graph)
-    initializers = {init.name for init in graph.initializer}
+    index = GraphIndex(model)
+    graph, producers, consumers = model.graph, index.producers, index.consumers
+    initializers = set(index.initializers)
     counts: Counter[str] = Counter()
     for node in graph.node:
         if node.op_type != "DequantizeLinear":
@@ -176,11 +238,11 @@ def classify_dequantize(model: onnx.ModelProto) -> dict[str, int]:
         if node.input[0] in initializers or (quantize is not None and quantize.input[0] in initializers):
             counts["gemm_weight"] += 1
             continue
-        reached = _through_layout_ops(node.output[0], consumers)
+        reached = through_layout_ops(node.output[0], consumers)
         matmuls = [c for c in reached if c.op_type in ("MatMul", "Gemm")]
-        source = _source(_unclipped(quantize.input[0], producers), producers) if quantize is not None else None
+        source = source_node(_unclipped(quantize.input[0], producers), producers) if quantize is not None else None
         if matmuls:
-            counts["attention_matmul" if _is_activation_matmul(matmuls[0], producers, initializers) else "gemm_input"] += 1
+            counts["attention_matmul" if index.is_activation_matmul(matmuls[0]) else "gemm_input"] += 1
         elif source is not None and source.op_type in ("MatMul", "Gemm"):
             counts["gemm_output"] += 1
         elif any(c.op_type == "Add" for c in reached):
@@ -211,7 +273,7 @@ def quantized_bits(model: onnx.ModelProto) -> dict[str, list[int]]:
     input (the form :func:`fold_weight_clips` leaves narrow activation ranges in)."""
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
-    producers = _producers(graph)
+    producers = producer_map(graph)
     bits: dict[str, list[int]] = {"weight": [], "activation": []}
     for node in graph.node:
         if node.op_type == "DequantizeLinear" and node.input[0] in initializers:
@@ -239,12 +301,12 @@ def integer_gemm_operand_bits(model: onnx.ModelProto) -> int | None:
     graph's numbers: integer weights' ranges, and the Clip bounds of narrow activation ranges."""
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
-    producers = _producers(graph)
+    producers = producer_map(graph)
     widest = None
     for node in graph.node:
         if node.op_type not in ("MatMul", "Gemm"):
             continue
-        sources = [_source(name, producers) for name in node.input[:2]]
+        sources = [source_node(name, producers) for name in node.input[:2]]
         if not all(s is not None and s.op_type == "DequantizeLinear" for s in sources):
             continue
         bits = _dequantized_bits(graph, sources[1], initializers, producers)
@@ -271,19 +333,19 @@ def _dequantized_bits(graph: onnx.GraphProto, dequantize: onnx.NodeProto, initia
 
 def _activation_bits(graph: onnx.GraphProto, quantize: onnx.NodeProto, producers: dict[str, onnx.NodeProto]) -> int:
     clip = producers.get(quantize.input[0])
-    bounds = [_constant(graph, name) for name in clip.input[1:3]] if clip is not None and clip.op_type == "Clip" else []
+    bounds = [constant(graph, name) for name in clip.input[1:3]] if clip is not None and clip.op_type == "Clip" else []
     if len(bounds) != 2 or any(b is None for b in bounds):
         return 8
-    scale = float(_constant(graph, quantize.input[1]))
+    scale = float(constant(graph, quantize.input[1]))
     return min(8, signed_bits(round(float(bounds[0]) / scale), round(float(bounds[1]) / scale)))
 
 
-def _through_layout_ops(name: str, consumers: dict[str, list[onnx.NodeProto]]) -> list[onnx.NodeProto]:
-    """The compute nodes reached from ``name`` through shape-only ops (Reshape, Transpose, ...)."""
+def through_layout_ops(name: str, consumers: dict[str, list[onnx.NodeProto]]) -> list[onnx.NodeProto]:
+    """The compute nodes reached from ``name`` through :data:`LAYOUT_OPS`."""
     found, stack = [], list(consumers.get(name, []))
     while stack:
         node = stack.pop()
-        if node.op_type in ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Split", "Gather", "Identity"):
+        if node.op_type in LAYOUT_OPS:
             for output in node.output:
                 stack.extend(consumers.get(output, []))
         else:
@@ -291,34 +353,24 @@ def _through_layout_ops(name: str, consumers: dict[str, list[onnx.NodeProto]]) -
     return found
 
 
-def _source(name: str, producers: dict[str, onnx.NodeProto]) -> onnx.NodeProto | None:
+def source_node(name: str, producers: dict[str, onnx.NodeProto], through: tuple[str, ...] = LAYOUT_OPS) -> onnx.NodeProto | None:
+    """The node that computes ``name``, looking back through the ``through`` ops (None for a graph
+    input or an initializer)."""
     node = producers.get(name)
-    while node is not None and node.op_type in ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Split", "Gather", "Identity"):
+    while node is not None and node.op_type in through and node.input:
         node = producers.get(node.input[0])
     return node
-
-
-def _is_activation_matmul(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto], initializers: set[str]) -> bool:
-    """Both MatMul inputs are computed activations (q @ k^T, attn @ v), not a weight."""
-    for name in node.input[:2]:
-        source = _source(name, producers)
-        if source is None or name in initializers:
-            return False
-        if source.op_type == "DequantizeLinear" and (source.input[0] in initializers or (
-                source.input[0] in producers and producers[source.input[0]].input[0] in initializers)):
-            return False
-    return True
 
 
 def unquantized_matmuls(model: onnx.ModelProto) -> list[str]:
     """MatMul/Gemm nodes with an input that does not come from a DequantizeLinear."""
     graph = model.graph
-    producers = _producers(graph)
+    producers = producer_map(graph)
     left = []
     for node in graph.node:
         if node.op_type not in ("MatMul", "Gemm"):
             continue
-        sources = [_source(name, producers) for name in node.input[:2]]
+        sources = [source_node(name, producers) for name in node.input[:2]]
         if not all(s is not None and s.op_type == "DequantizeLinear" for s in sources):
             left.append(node.name)
     return left

@@ -28,13 +28,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from swin_trt.onnx.graph import _constant, _consumers, _producers
+from swin_trt.onnx.graph import DETOURS, QDQ_OPS, GraphIndex, constant
 
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 GEMM_OPS = ("MatMul", "Gemm")
-# ops that only move, cast or rescale data: a DQ followed by one of these does not fuse into the GEMM behind it
-DETOURS = ("Cast", "Mul", "Div", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Gather", "Identity",
-           "Expand", "Concat", "Split", "Pad")
 FUSED_MHA_HEAD_SIZES = (16, 32, 64)
 FUSED_MHA_MAX_TOKENS = 512
 
@@ -73,59 +69,6 @@ class Finding:
         return {"rule": self.rule, "severity": self.severity, "nodes": list(self.nodes), "detail": self.detail}
 
 
-class GraphIndex:
-    """Lookups over one ``GraphProto``: producers, consumers, constants, element types, shapes."""
-
-    def __init__(self, model: onnx.ModelProto):
-        self.graph = model.graph
-        self.producers = _producers(self.graph)
-        self.consumers = _consumers(self.graph)
-        self.initializers = {init.name: init for init in self.graph.initializer}
-        inferred = onnx.shape_inference.infer_shapes(model)
-        self.values = {v.name: v.type.tensor_type for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
-        for init in self.graph.initializer:
-            self.values.setdefault(init.name, onnx.TypeProto.Tensor(elem_type=init.data_type))
-
-    def name(self, node: onnx.NodeProto) -> str:
-        return node.name or f"{node.op_type}({node.output[0]})"
-
-    def elem_type(self, tensor: str) -> int | None:
-        value = self.values.get(tensor)
-        return value.elem_type if value is not None and value.elem_type else None
-
-    def shape(self, tensor: str) -> list[int | None] | None:
-        value = self.values.get(tensor)
-        if value is None or not value.HasField("shape"):
-            return None
-        return [d.dim_value if d.HasField("dim_value") else None for d in value.shape.dim]
-
-    def is_constant(self, tensor: str) -> bool:
-        """An initializer or Constant, possibly behind its own Q/DQ, reshape or transpose."""
-        if tensor in self.initializers:
-            return True
-        producer = self.producers.get(tensor)
-        if producer is None:
-            return False
-        if producer.op_type == "Constant":
-            return True
-        return producer.op_type in (*QDQ_OPS, *DETOURS) and bool(producer.input) and self.is_constant(producer.input[0])
-
-    def dequantized_weight(self, node: onnx.NodeProto) -> bool:
-        return node.op_type == "DequantizeLinear" and self.is_constant(node.input[0])
-
-    def source(self, tensor: str) -> onnx.NodeProto | None:
-        """The node that computes ``tensor``, looking back through data-movement ops (None for a
-        graph input or an initializer)."""
-        node = self.producers.get(tensor)
-        while node is not None and node.op_type in DETOURS and node.input:
-            node = self.producers.get(node.input[0])
-        return node
-
-    def is_activation_matmul(self, node: onnx.NodeProto) -> bool:
-        """A MatMul of two computed tensors (q @ k^T, attn @ v), as opposed to a linear layer's."""
-        return node.op_type == "MatMul" and not any(self.is_constant(tensor) for tensor in node.input[:2])
-
-
 # ---------------------------------------------------------------------------------------------
 # passes
 
@@ -142,12 +85,12 @@ def hoist_transposes_above_qdq(model: onnx.ModelProto) -> int:
         if transpose.op_type != "Transpose":
             continue
         dequantize = graph.producers.get(transpose.input[0])
-        if dequantize is None or dequantize.op_type != "DequantizeLinear" or graph.is_constant(dequantize.input[0]):
+        if dequantize is None or dequantize.op_type != "DequantizeLinear" or graph.isconstant(dequantize.input[0]):
             continue
         quantize = graph.producers.get(dequantize.input[0])
         if quantize is None or quantize.op_type != "QuantizeLinear":
             continue
-        scale = _constant(model.graph, quantize.input[1])
+        scale = constant(model.graph, quantize.input[1])
         single_use = len(graph.consumers[dequantize.output[0]]) == 1 and len(graph.consumers[quantize.output[0]]) == 1
         if not single_use or scale is None or scale.size != 1:
             continue
@@ -263,11 +206,11 @@ def _per_channel_axis(graph: GraphIndex) -> Iterable[Finding]:
     for node in graph.graph.node:
         if node.op_type != "DequantizeLinear":
             continue
-        scale = _constant(graph.graph, node.input[1])
+        scale = constant(graph.graph, node.input[1])
         if scale is None or scale.size <= 1:
             continue
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        if not graph.is_constant(node.input[0]):
+        if not graph.isconstant(node.input[0]):
             yield Finding("per-channel-axis", (graph.name(node),), "per-channel scale on an activation: TensorRT quantizes activations per tensor")
             continue
         rank = len(graph.shape(node.input[0]) or []) or 2
@@ -307,7 +250,7 @@ def _zero_points(graph: GraphIndex) -> Iterable[Finding]:
     for node in graph.graph.node:
         if node.op_type not in QDQ_OPS or len(node.input) < 3 or not node.input[2]:
             continue
-        zero = _constant(graph.graph, node.input[2])
+        zero = constant(graph.graph, node.input[2])
         if zero is None:
             continue
         if zero.dtype != np.int8:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from swin_trt.lazy import lazy_import
-from swin_trt.onnx.graph import _constant
+from swin_trt.onnx.graph import constant
 from swin_trt.quantization.model import is_weight_quantizer, named_quantizers
 from swin_trt.quantization.quantizer import TensorQuantizer
 
@@ -47,8 +47,8 @@ def graph_quantizers(onnx_path: str | Path) -> dict[str, GraphQuantizer]:
     for node in graph.node:
         if node.op_type == "DequantizeLinear" and node.name.endswith(DEQUANTIZE):
             source = producers.get(node.input[0])
-            weight = _constant(graph, source.input[0] if source is not None and source.op_type == "QuantizeLinear" else node.input[0])
-            found[node.name[: -len(DEQUANTIZE)]] = GraphQuantizer(_constant(graph, node.input[1]), weight)
+            weight = constant(graph, source.input[0] if source is not None and source.op_type == "QuantizeLinear" else node.input[0])
+            found[node.name[: -len(DEQUANTIZE)]] = GraphQuantizer(constant(graph, node.input[1]), weight)
     return found
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from swin_trt.errors import SwinTrtError
-from swin_trt.io import atomic_path
+from swin_trt.io import atomic_path, sidecar_path
 from swin_trt.lazy import lazy_import
 from swin_trt.parity.compare import quantile, relative_errors
 from swin_trt.parity.conformance import DEQUANTIZE
@@ -166,8 +166,8 @@ def perturb_scale(source: str | Path, target: str | Path, quantizer: str, factor
         node.input[1] = name
     with atomic_path(target) as tmp:
         onnx.save(model, str(tmp))
-    with atomic_path(target.with_suffix(".json")) as tmp:
-        tmp.write_bytes(source.with_suffix(".json").read_bytes())
+    with atomic_path(sidecar_path(target)) as tmp:
+        tmp.write_bytes(sidecar_path(source).read_bytes())
     return target
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swin_trt.errors import SwinTrtError
+from swin_trt.io import read_sidecar
 from swin_trt.onnx.hashing import file_sha256
-from swin_trt.runtimes import read_sidecar
 
 
 class ForeignEngineError(SwinTrtError):

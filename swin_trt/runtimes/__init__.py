@@ -20,12 +20,12 @@ here and one entry in :data:`BACKENDS`.
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from swin_trt.errors import SwinTrtError
+from swin_trt.io import read_sidecar
 from swin_trt.onnx.hashing import file_sha256
 
 BACKENDS: dict[str, str] = {
@@ -39,17 +39,6 @@ def backend_module(name: str) -> ModuleType:
     if name not in BACKENDS:
         raise SwinTrtError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
     return importlib.import_module(BACKENDS[name])
-
-
-def read_sidecar(path: str | Path) -> dict[str, Any] | None:
-    """The JSON sidecar beside an exported graph or a built engine, or None when there is none."""
-    sidecar = Path(path).with_suffix(".json")
-    if not sidecar.is_file():
-        return None
-    try:
-        return json.loads(sidecar.read_text())
-    except json.JSONDecodeError as error:
-        raise SwinTrtError(f"{sidecar}: not valid JSON ({error.msg} at line {error.lineno}): rebuild the engine") from None
 
 
 def source_record(onnx_path: str | Path) -> dict[str, Any]:

@@ -17,10 +17,10 @@ import numpy as np
 
 from swin_trt.cpu import CpuInfo, read_cpu
 from swin_trt.errors import SwinTrtError
-from swin_trt.io import atomic_path, write_json
+from swin_trt.io import atomic_path, read_sidecar, write_sidecar
 from swin_trt.lazy import lazy_import
-from swin_trt.provenance import package_versions
-from swin_trt.runtimes import read_sidecar, source_record
+from swin_trt.runtimes import source_record
+from swin_trt.versions import package_versions
 
 ort = lazy_import("onnxruntime")
 onnx = lazy_import("onnx")
@@ -131,7 +131,7 @@ def build(onnx_path: str | Path, engine_path: str | Path, mode: str = "auto") ->
         **source_record(onnx_path),
         "versions": package_versions(),
     }
-    write_json(engine_path.with_suffix(".json"), details)
+    write_sidecar(engine_path, details)
     return details
 
 

@@ -20,10 +20,10 @@ import numpy as np
 
 from swin_trt.cpu import read_cpu
 from swin_trt.errors import SwinTrtError
-from swin_trt.io import atomic_path, write_json
+from swin_trt.io import atomic_path, read_sidecar, write_sidecar
 from swin_trt.lazy import lazy_import
-from swin_trt.provenance import package_versions
-from swin_trt.runtimes import read_sidecar, source_record
+from swin_trt.runtimes import source_record
+from swin_trt.versions import package_versions
 
 openvino = lazy_import("openvino")
 torch = lazy_import("torch")
@@ -72,7 +72,7 @@ def build(onnx_path: str | Path, engine_path: str | Path) -> dict[str, Any]:
         **source_record(onnx_path),
         "versions": {**package_versions(), "openvino": openvino.__version__},
     }
-    write_json(engine_path.with_suffix(".json"), details)
+    write_sidecar(engine_path, details)
     return details
 
 

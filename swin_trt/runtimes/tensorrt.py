@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 
 from swin_trt.errors import SwinTrtError
-from swin_trt.io import atomic_path, write_json
+from swin_trt.io import atomic_path, read_sidecar, write_sidecar
 from swin_trt.lazy import lazy_import
-from swin_trt.provenance import package_versions
-from swin_trt.runtimes import read_sidecar, source_record
+from swin_trt.runtimes import source_record
+from swin_trt.versions import package_versions
 
 tensorrt = lazy_import("tensorrt")
 torch = lazy_import("torch")
@@ -217,7 +217,7 @@ def build(
         },
         "versions": package_versions(),
     }
-    write_json(engine_path.with_suffix(".json"), details)
+    write_sidecar(engine_path, details)
     return details
 
 

@@ -1,5 +1,6 @@
-"""Pipelines of ``swin-trt sensitivity`` and ``calibrate --auto-fallback``: which images, held in
-memory, and the JSON they report."""
+"""Stage ``sensitivity``: which images the probes hold in memory (a val prefix, or the held-out
+train images after calibration's, for ``calibrate --auto-fallback`` and QAT's model selection),
+and the JSON ``swin-trt sensitivity`` reports."""
 
 from __future__ import annotations
 
@@ -13,10 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from swin_trt.data.datasets import build_dataset
 from swin_trt.data.transforms import eval_transform
 from swin_trt.errors import SwinTrtError
-from swin_trt.quantization.fallback import Fallback, choose_fallback
-from swin_trt.quantization.model import keep_in_higher_precision
-from swin_trt.quantization.sensitivity import GroupSensitivity, SensitivityProbe, quantizer_groups
-from swin_trt.settings import FallbackRequest
+from swin_trt.quantization.sensitivity import GroupSensitivity, SensitivityProbe
 
 
 def load_images(dataset: Dataset, batch_size: int, workers: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,17 +58,3 @@ def held_out_indices(length: int, calibration_images: int, seed: int, count: int
         raise SwinTrtError(f"--auto-fallback needs train images that calibration did not use, and calibration used all {length}: "
                            "lower --num-calib-batch or --calib-batchsz")
     return held_out
-
-
-def auto_fallback(model: nn.Module, train_set: Dataset, calibration_images: int, seed: int, request: FallbackRequest,
-                  workers: int, device: torch.device) -> Fallback:
-    """Choose the groups to keep in higher precision on held-out train images (never val, which
-    the accuracy is reported on) and disable them in ``model``."""
-    indices = held_out_indices(len(train_set), calibration_images, seed, request.images)
-    images, labels = load_images(Subset(train_set, indices), request.batch_size, workers, device)
-    probe = SensitivityProbe(model, images, labels, batch_size=request.batch_size)
-    ranking = request.ranking_images
-    ranking_probe = SensitivityProbe(model, images[:ranking], labels[:ranking], batch_size=request.batch_size) if ranking < len(labels) else probe
-    chosen = choose_fallback(probe, quantizer_groups(model, request.granularity), request.max_drop, ranking_probe)
-    keep_in_higher_precision(model, chosen.disabled)
-    return chosen

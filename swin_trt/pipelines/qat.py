@@ -35,9 +35,9 @@ from swin_trt.models.config import ModelConfig
 from swin_trt.models.resolve import check_architecture
 from swin_trt.models.swin import build_model
 from swin_trt.onnx.hashing import file_sha256
-from swin_trt.provenance import package_versions
 from swin_trt.quantization.model import learn_amax, set_precision, use_compiled_kernel
 from swin_trt.settings import QatRecipe
+from swin_trt.versions import package_versions
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 import onnx
 
 from swin_trt.errors import SwinTrtError
-from swin_trt.onnx.tensorrt import GraphIndex
+from swin_trt.onnx.graph import GraphIndex
 
 # substrings of TensorRT's format/datatype strings, most specific first ("Row major linear FP16
 # format (kLINEAR)", "Thirty-two wide channel vectorized row major Int8 format", "Half", "Float")
