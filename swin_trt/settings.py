@@ -10,6 +10,10 @@ from dataclasses import asdict, dataclass
 # How activation statistics are collected and read (``calibrate --histogram``): swin-trt's own
 # batch-independent histogram, or a reproduction of pytorch-quantization's HistogramCalibrator.
 HISTOGRAMS = ("native", "pytorch-quantization")
+# What a quantizer rounds to (``calibrate/qat --format``): signed integers, or FP8 E4M3
+# (swin_trt.quantization.quantizer.FORMATS; repeated here to keep the CLI free of torch).
+FORMATS = ("int8", "fp8")
+FP8_DEFAULT_CALIBRATOR = "max"  # what FP8 recipes (NVIDIA Model Optimizer's among them) use; see docs/fp8.md
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class CalibrationRequest:
     seed: int = 0
     weight_bits: int = 8  # --wprec: fake-quant weights to [-2**(n-1), 2**(n-1) - 1]
     activation_bits: int = 8  # --aprec
+    format: str = "int8"  # --format: int8 or fp8 (E4M3, scale = amax / 448)
 
 
 @dataclass(frozen=True)

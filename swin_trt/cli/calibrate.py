@@ -18,7 +18,7 @@ from swin_trt.errors import SwinTrtError
 from swin_trt.io import check_writable
 from swin_trt.lazy import lazy_import
 from swin_trt.quantization.recipes import CALIBRATORS
-from swin_trt.settings import HISTOGRAMS, CalibrationRequest, FallbackRequest
+from swin_trt.settings import FORMATS, FP8_DEFAULT_CALIBRATOR, HISTOGRAMS, CalibrationRequest, FallbackRequest
 
 console = lazy_import("swin_trt.console")
 ddp = lazy_import("swin_trt.distributed")
@@ -40,6 +40,23 @@ def add_int8_mode(parser: argparse.ArgumentParser, default: str | None) -> None:
     )
 
 
+def add_format(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=default,
+        help="what the quantizers round to: int8 (signed integers, scale = amax/127) or fp8 (E4M3, scale = amax/448; "
+        "TensorRT runs it on compute capability 8.9+: L4, L40S, H100, H200). Recorded in the checkpoint; export, build and bench follow it "
+        "(docs/fp8.md)" + ("" if default else "; default: the checkpoint's"),
+    )
+
+
+def check_format_precision(quant_format: str | None, weight_bits: int | None, activation_bits: int | None) -> None:
+    """--wprec/--aprec narrow the integer range: FP8 E4M3 has one width."""
+    if quant_format == "fp8" and any(bits not in (None, 8) for bits in (weight_bits, activation_bits)):
+        raise SwinTrtError("--wprec/--aprec apply to --format int8 only (FP8 E4M3 is 8 bits); drop them or use --format int8")
+
+
 def precision_label(weight_bits: int, activation_bits: int) -> str:
     """``W8A8``-style label; fewer than 8 bits run as int8 restricted to the narrower range."""
     return f"W{weight_bits}A{activation_bits}"
@@ -56,9 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(parser, resume_help="FP checkpoint to calibrate (required)")
     add_data_args(parser, batch_size=128)
     add_int8_mode(parser, _DEFAULTS.int8_mode)
+    add_format(parser, _DEFAULTS.format)
     parser.add_argument("--num-calib-batch", type=positive_int, default=_DEFAULTS.num_calib_batch, help="calibration batches (exactly this many)")
     parser.add_argument("--calib-batchsz", type=positive_int, default=_DEFAULTS.calib_batchsz, help="images per calibration batch")
-    parser.add_argument("--calibrator", choices=CALIBRATORS, default=_DEFAULTS.calibrator, help="how activation amax is chosen (default percentile)")
+    parser.add_argument("--calibrator", choices=CALIBRATORS, default=None,
+                        help=f"how activation amax is chosen (default {_DEFAULTS.calibrator}; {FP8_DEFAULT_CALIBRATOR} with --format fp8, "
+                        "which takes max, percentile or mse)")
     parser.add_argument("--percentile", type=float, default=_DEFAULTS.percentile, help="for --calibrator percentile (default 99.99)")
     parser.add_argument(
         "--histogram",
@@ -97,12 +117,19 @@ def run(args: argparse.Namespace) -> int:
         raise SwinTrtError(f"--percentile must be in (0, 100], got {args.percentile}")
     if args.max_drop < 0:
         raise SwinTrtError(f"--max-drop must be >= 0 points, got {args.max_drop}")
+    check_format_precision(args.format, args.wprec, args.aprec)
+    fp8 = args.format == "fp8"
+    calibrator = args.calibrator or (FP8_DEFAULT_CALIBRATOR if fp8 else _DEFAULTS.calibrator)
+    if fp8 and calibrator == "entropy":
+        raise SwinTrtError("--calibrator entropy does not apply to --format fp8 (its KL target is int8's 128 uniform levels): use max, percentile or mse")
+    if fp8 and args.histogram == "pytorch-quantization":
+        raise SwinTrtError("--histogram pytorch-quantization reproduces an int8-only calibrator: use --histogram native with --format fp8")
     check_writable(args.calib_output_path, "--calib-output-path", "folder")
     fallback = FallbackRequest(max_drop=args.max_drop, images=args.fallback_images, ranking_images=args.fallback_ranking_images,
                                granularity=args.fallback_granularity, batch_size=args.batch_size) if args.auto_fallback else None
     request = CalibrationRequest(
         int8_mode=args.int8_mode,
-        calibrator=args.calibrator,
+        calibrator=calibrator,
         percentile=args.percentile,
         histogram=args.histogram,
         per_channel_weights=not args.per_tensor_weights,
@@ -112,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         weight_bits=args.wprec,
         activation_bits=args.aprec,
+        format=args.format,
     )
     with ddp.distributed(args.device) as context:
         outcome = calibrate_stage.calibrate_checkpoint(args.model, args.cfg, args.resume, args.data_path, args.zip, request, args.calib_output_path, context, args.workers,
@@ -121,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
             console.print_table(
                 f"calibrate {outcome.meta['config']['name']}",
                 ("checkpoint", "int8 mode", "precision", "calibrator", "images", "fake-quant top-1 %"),
-                [(outcome.checkpoint, request.int8_mode, precision_label(request.weight_bits, request.activation_bits), request.calibrator,
+                [(outcome.checkpoint, request.int8_mode, "FP8 E4M3" if fp8 else precision_label(request.weight_bits, request.activation_bits), request.calibrator,
                   outcome.images, "-" if result is None else result.top1)],
             )
             payload = summary(outcome, request, None if result is None else result.top1)
@@ -141,7 +169,7 @@ def summary(outcome: Any, request: CalibrationRequest, top1: float | None) -> di
     """The ``--json`` object of a calibration (before any fallback keys); the demo writes the same
     object for each setting it calibrates."""
     payload = {"checkpoint": str(outcome.checkpoint), "int8_mode": request.int8_mode, "calibrator": request.calibrator, "images": outcome.images,
-               "weight_bits": request.weight_bits, "activation_bits": request.activation_bits}
+               "weight_bits": request.weight_bits, "activation_bits": request.activation_bits, "format": request.format}
     if top1 is not None:
         payload["top1"] = top1
     return payload

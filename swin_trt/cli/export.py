@@ -32,8 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--target", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
                         help="tensorrt: the graph a strongly typed TensorRT engine needs (FP16 outside Q/DQ, INT8 weights, each DequantizeLinear "
                         "feeding its MatMul; --int8-mode trt only); see docs/tensorrt.md")
-    parser.add_argument("--weights", choices=("fp32", "int8"), default=None,
-                        help="int8: store weights as INT8 initializers behind DequantizeLinear (default fp32; int8 with --target tensorrt)")
+    parser.add_argument("--weights", choices=("fp32", "int8", "fp8"), default=None,
+                        help="int8 / fp8: store weights as INT8 (or, for an FP8 checkpoint, float8e4m3fn) initializers behind "
+                        "DequantizeLinear (default fp32; the checkpoint's format with --target tensorrt)")
     parser.add_argument("--precision", choices=("fp32", "fp16"), default=None,
                         help="precision of the non-quantized parts, inputs and logits stay float32 (default fp32; fp16 with --target tensorrt)")
     parser.add_argument("--no-quant", action="store_true", help="export the FP weights without quantizers")
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.output, "--output")
     details = export_stage.export_checkpoint(args.resume, args.output, args.model, args.cfg, args.int8_mode, args.weights, args.no_quant, args.precision,
                                           args.target)
-    console.print_table("export", ("onnx", "int8 mode", "QuantizeLinear", "DequantizeLinear", "weights", "MB"),
-                [(details["onnx"], details["int8_mode"] or "-", details["q_nodes"], details["dq_nodes"], details["weights"], details["bytes"] / 1e6)])
+    console.print_table("export", ("onnx", "int8 mode", "format", "QuantizeLinear", "DequantizeLinear", "weights", "MB"),
+                [(details["onnx"], details["int8_mode"] or "-", details["format"] or "-", details["q_nodes"], details["dq_nodes"], details["weights"], details["bytes"] / 1e6)])
     emit_json(args, {k: details[k] for k in ("onnx", "q_nodes", "dq_nodes", "bytes")})
     return 0

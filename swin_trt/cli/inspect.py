@@ -63,7 +63,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"QuantizeLinear {ops.count('QuantizeLinear')}, DequantizeLinear {ops.count('DequantizeLinear')}; "
           f"MatMul/Gemm without Q/DQ on both inputs: {len(left)}" + (f" ({', '.join(left[:5])}{' ...' if len(left) > 5 else ''})" if left else ""))
     payload = {"q_nodes": ops.count("QuantizeLinear"), "dq_nodes": ops.count("DequantizeLinear"), **counts, "unquantized_matmuls": left}
-    used = onnx_graph.quantized_bits(graph)
+    formats = sorted(onnx_graph.qdq_formats(graph))
+    graph_format = "/".join(formats) if formats else None
+    if graph_format:
+        print(f"Q/DQ format in the graph (zero-point types): {graph_format}")
+        payload["format"] = graph_format
+    used = onnx_graph.quantized_bits(graph) if "fp8" not in formats else {"weight": [], "activation": []}
     weight_bits, activation_bits = max(used["weight"], default=None), sorted(set(used["activation"]))
     if used["weight"] or used["activation"]:
         print(f"precision in the graph: weights need up to {weight_bits} bits, activations {'/'.join(map(str, activation_bits)) or '-'}-bit "
@@ -81,7 +86,11 @@ def run(args: argparse.Namespace) -> int:
                 mismatches.append(f"{key} {payload.get(key, 0)} != {value} expected for int8-mode {details.get('int8_mode')}")
         payload["recipe_check"] = "failed" if mismatches else "passed"
         if details.get("int8_mode") is not None:
-            mismatches += _precision_mismatches(details, weight_bits, activation_bits)
+            declared = details.get("format") or "int8"  # sidecars from before FP8 are int8
+            if graph_format != declared:
+                mismatches.append(f"the graph's Q/DQ are {graph_format}, the sidecar says format {declared}")
+            if declared == "int8":
+                mismatches += _precision_mismatches(details, weight_bits, activation_bits)
         kept = len(details.get("disabled") or ())
         recipe = (details.get("int8_mode") or "fp32") + (f" with {kept} quantizers kept in higher precision" if kept else "")
         print(f"placement vs recipe {recipe}: " + ("; ".join(mismatches) if mismatches else "matches"))

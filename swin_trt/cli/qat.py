@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from swin_trt.cli.calibrate import add_int8_mode
+from swin_trt.cli.calibrate import add_format, add_int8_mode, check_format_precision
 from swin_trt.cli.common import (
     add_data_args,
     add_model_args,
@@ -44,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(parser, resume_help="calibrated checkpoint to fine-tune (from `swin-trt calibrate`; required)")
     add_data_args(parser, batch_size=_DEFAULTS.batch_size)
     add_int8_mode(parser, None)
+    add_format(parser, None)
     group = parser.add_argument_group("training")
     group.add_argument("--output", type=Path, default=Path("qat-output"), metavar="DIR", help="folder for <model>_qat.pth and the resumable state (default qat-output)")
     group.add_argument("--num-epochs", type=positive_int, default=_DEFAULTS.epochs, help=f"epochs (default {_DEFAULTS.epochs})")
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         raise SwinTrtError("--resume is required: the calibrated checkpoint to fine-tune (from `swin-trt calibrate`)")
     if args.qat_lr <= 0 or args.temperature <= 0 or args.distillation_loss_scale < 0:
         raise SwinTrtError("--qat-lr and --temperature must be positive and --distillation-loss-scale non-negative")
+    check_format_precision(args.format, args.wprec, args.aprec)
     recipe = QatRecipe(
         epochs=args.num_epochs,
         batch_size=args.batch_size,
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             outcome = qat_stage.qat_checkpoint(
                 args.model, args.cfg, args.resume, args.data_path, args.zip, recipe, args.output, context,
                 int8_mode=args.int8_mode, teacher=args.teacher, restart=args.restart, workers=args.workers,
-                compile_kernel=args.compile_fake_quant,
+                compile_kernel=args.compile_fake_quant, quant_format=args.format,
             )
         except qat_loop.TrainingInterrupted as stopped:
             if context.is_main:
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             baseline, history = outcome.progress.baseline, outcome.progress.history
             console.print_table(
                 f"qat {outcome.meta['config']['name']} (int8 mode {outcome.meta['quantization']['int8_mode']}, "
-                f"W{outcome.recipe.weight_bits}A{outcome.recipe.activation_bits})",
+                + ("FP8 E4M3)" if outcome.meta["quantization"].get("format") == "fp8" else f"W{outcome.recipe.weight_bits}A{outcome.recipe.activation_bits})"),
                 ("epoch", "train loss", "val top-1 %", "lr"),
                 [(h["epoch"], h["loss"], h["top1"], f"{h['lr']:.2e}") for h in history],
             )

@@ -123,6 +123,7 @@ def sidecar(onnx_path: Path, model: nn.Module, source: str | Path | None, weight
         "onnx": str(onnx_path),
         "model": config.name,
         "int8_mode": recipe.name if recipe is not None else None,
+        "format": getattr(model, "quant_format", "int8") if recipe is not None else None,
         "per_channel_weights": getattr(model, "per_channel_weights", None),
         "weight_bits": getattr(model, "weight_bits", None) if recipe is not None else None,
         "activation_bits": getattr(model, "activation_bits", None) if recipe is not None else None,

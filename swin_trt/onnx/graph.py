@@ -16,6 +16,9 @@ from onnx import numpy_helper
 from onnxconverter_common import float16
 
 INT8_RANGE = (-128, 127)
+FP8_RANGE = (-448, 448)  # float8e4m3fn: the exporter's Clip after an FP8 QuantizeLinear
+# Q/DQ formats by the ONNX type of their zero point (the type QuantizeLinear produces)
+QDQ_FORMATS = {onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.FLOAT8E4M3FN: "fp8"}
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # ops that only reshape or reorder data: a tensor seen through them is still the same values
 LAYOUT_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Split", "Gather", "Identity")
@@ -114,8 +117,9 @@ class GraphIndex:
 
 def drop_int8_clips(model: onnx.ModelProto) -> int:
     """Remove the no-op ``Clip(-128, 127)`` the exporter puts between QuantizeLinear and
-    DequantizeLinear (torch's quantize op clamps explicitly): TensorRT and onnxruntime fuse only
-    adjacent Q -> DQ pairs. Returns how many were removed."""
+    DequantizeLinear (torch's quantize op clamps explicitly; ``Clip(-448, 448)`` after an FP8
+    QuantizeLinear): TensorRT and onnxruntime fuse only adjacent Q -> DQ pairs. Returns how many
+    were removed."""
     graph = model.graph
     producers = producer_map(graph)
     removed = []
@@ -123,7 +127,7 @@ def drop_int8_clips(model: onnx.ModelProto) -> int:
         if node.op_type != "Clip" or node.input[0] not in producers or producers[node.input[0]].op_type != "QuantizeLinear":
             continue
         bounds = [constant(graph, name) for name in node.input[1:3]]
-        if len(bounds) == 2 and all(b is not None for b in bounds) and (int(bounds[0]), int(bounds[1])) == INT8_RANGE:
+        if len(bounds) == 2 and all(b is not None for b in bounds) and (float(bounds[0]), float(bounds[1])) in (INT8_RANGE, FP8_RANGE):
             rename_input(graph, node.output[0], node.input[0])
             removed.append(node)
     for node in removed:
@@ -215,6 +219,61 @@ def store_int8_weights(model: onnx.ModelProto) -> int:
         graph.node.remove(node)
     prune_initializers(graph)
     return len(converted)
+
+
+def fp8_tensor(values: np.ndarray, name: str) -> onnx.TensorProto:
+    """A float8e4m3fn initializer holding ``values`` rounded as QuantizeLinear rounds them
+    (nearest even, saturated at +-448: torch's cast after a clamp, tested bit for bit against
+    onnxruntime)."""
+    import torch  # the graph passes stay torch-free unless FP8 weights are stored
+
+    scaled = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).clamp(*FP8_RANGE)
+    raw = scaled.to(torch.float8_e4m3fn).view(torch.uint8).numpy()
+    tensor = onnx.TensorProto(name=name, data_type=onnx.TensorProto.FLOAT8E4M3FN, dims=list(values.shape))
+    tensor.raw_data = raw.tobytes()
+    return tensor
+
+
+def store_fp8_weights(model: onnx.ModelProto) -> int:
+    """Replace ``QuantizeLinear(float weight)`` with an FP8 zero point by the float8e4m3fn weight it
+    computes, feeding its DequantizeLinear directly (4x smaller than FP32 weights, the same values).
+    Returns how many weights were converted."""
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    converted = []
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] not in initializers or qdq_format_of(graph, node) != "fp8":
+            continue
+        weight = numpy_helper.to_array(initializers[node.input[0]]).astype(np.float32)
+        name = f"{node.input[0]}_fp8"
+        graph.initializer.append(fp8_tensor(weight / _broadcast_scale(graph, node, weight.ndim).astype(np.float32), name))
+        rename_input(graph, node.output[0], name)
+        converted.append(node)
+    for node in converted:
+        graph.node.remove(node)
+    prune_initializers(graph)
+    return len(converted)
+
+
+def qdq_format_of(graph: onnx.GraphProto, node: onnx.NodeProto) -> str | None:
+    """``int8``, ``uint8`` or ``fp8`` for a QuantizeLinear/DequantizeLinear, from its zero point's
+    type (or, for a DequantizeLinear without one, its stored input's); None when not a constant."""
+    initializers = {init.name: init for init in graph.initializer}
+    for name in (node.input[2] if len(node.input) > 2 else "", node.input[0] if node.op_type == "DequantizeLinear" else ""):
+        if name in initializers:
+            return QDQ_FORMATS.get(initializers[name].data_type, onnx.TensorProto.DataType.Name(initializers[name].data_type).lower())
+        for constant_node in graph.node:
+            if name and constant_node.op_type == "Constant" and constant_node.output[0] == name:
+                data_type = constant_node.attribute[0].t.data_type
+                return QDQ_FORMATS.get(data_type, onnx.TensorProto.DataType.Name(data_type).lower())
+    return None
+
+
+def qdq_formats(model: onnx.ModelProto) -> set[str]:
+    """The Q/DQ formats a graph uses, read from its zero-point types (empty: no Q/DQ). An FP8
+    graph is ``{"fp8"}``; what decides the gate's bounds and the engines' FP8 rules."""
+    graph = model.graph
+    return {fmt for node in graph.node if node.op_type in QDQ_OPS for fmt in [qdq_format_of(graph, node)] if fmt is not None}
 
 
 def prune_initializers(graph: onnx.GraphProto) -> None:

@@ -49,5 +49,5 @@ def expected_placement(sidecar: dict[str, Any]) -> dict[str, int]:
     for role, count in role_counts(sidecar.get("disabled") or ()).items():
         expected[role] -= count
     expected["dq_nodes"] = sum(expected.values())
-    expected["q_nodes"] = expected["dq_nodes"] - (expected["gemm_weight"] if sidecar.get("weights") == "int8" else 0)
+    expected["q_nodes"] = expected["dq_nodes"] - (expected["gemm_weight"] if sidecar.get("weights") in ("int8", "fp8") else 0)
     return expected

@@ -14,6 +14,16 @@ only when (from NVIDIA's TensorRT 10->11 migration guide and its Q/DQ placement 
 - both attention batched matmuls have Q/DQ inputs and softmax's output is quantized (fused INT8
   MHA, for head sizes 16/32/64 and at most 512 tokens).
 
+FP8 (E4M3) Q/DQ graphs follow the same rules, with FP8's own (docs/fp8.md has the sources):
+- zero points are float8e4m3fn zeros; engines need compute capability 8.9+ (Ada, Hopper);
+- TensorRT runs FP8 only in GEMMs (MatMul/Gemm/Conv) and fused attention: a FP8 DequantizeLinear
+  that feeds anything else (the ``trt`` recipe's residual-add operand) is a standalone FP8 ->
+  FP16 conversion, not an epilogue fusion;
+- fused FP8 MHA takes head sizes up to 64 and up to 3072 tokens (TensorRT 10.6 release notes);
+- per-channel FP8 weight scales are supported from TensorRT 10.6 on Hopper (same notes); Ada may
+  need per-tensor weights (``calibrate --per-tensor-weights``);
+- one format per graph: an INT8 and FP8 mix is legal ONNX but not what swin-trt exports.
+
 :func:`prepare_for_tensorrt` makes an exported graph follow these rules; :func:`lint` checks any
 Q/DQ graph against them, one :class:`Finding` per offending node. Both are plain ``onnx``
 protobuf code (no onnxruntime, no TensorRT), so they run and are tested everywhere.
@@ -28,11 +38,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from swin_trt.onnx.graph import DETOURS, QDQ_OPS, GraphIndex, constant
+from swin_trt.onnx.graph import DETOURS, QDQ_OPS, GraphIndex, constant, qdq_format_of, qdq_formats
 
 GEMM_OPS = ("MatMul", "Gemm")
 FUSED_MHA_HEAD_SIZES = (16, 32, 64)
 FUSED_MHA_MAX_TOKENS = 512
+FP8_FUSED_MHA_MAX_HEAD = 64  # TensorRT 10.6 release notes: FP8 MHA fusion, head sizes up to 64, sequences up to 3072
+FP8_FUSED_MHA_MAX_TOKENS = 3072
+FP8_GEMM_OPS = ("MatMul", "Gemm", "Conv")
 
 RULES = {
     "dq-not-direct": "a DequantizeLinear reaches its consumer through a Cast/Mul/Reshape/Transpose/...: TensorRT cannot fuse it",
@@ -41,12 +54,19 @@ RULES = {
     "fp32-island": "float32 compute inside a float16 graph: runs in FP32 in a strongly typed engine",
     "fp32-graph": "the graph computes in float32: a strongly typed engine runs every non-quantized layer in FP32",
     "per-channel-axis": "a per-channel scale not on the weight's output channel (or on an activation)",
-    "zero-point": "a non-zero or unsigned zero point: TensorRT takes symmetric int8 only",
+    "zero-point": "a non-zero or unsigned zero point: TensorRT takes symmetric int8 or float8e4m3fn zero points only",
     "attention-not-quantized": "an attention batched matmul input without Q/DQ: fused INT8 MHA needs both inputs and the softmax output quantized",
-    "fused-mha-limits": f"attention head size outside {FUSED_MHA_HEAD_SIZES} or more than {FUSED_MHA_MAX_TOKENS} tokens: no fused MHA kernel",
+    "fused-mha-limits": f"attention head size outside {FUSED_MHA_HEAD_SIZES} or more than {FUSED_MHA_MAX_TOKENS} tokens (FP8: head size "
+                        f"above {FP8_FUSED_MHA_MAX_HEAD} or more than {FP8_FUSED_MHA_MAX_TOKENS} tokens): no fused MHA kernel",
+    "fp8-outside-gemm": "an FP8 DequantizeLinear feeds neither a GEMM nor an attention matmul: TensorRT runs FP8 only in GEMMs and fused MHA, "
+                        "so this is a standalone FP8 -> FP16 conversion (a kernel and FP8 rounding for nothing)",
+    "fp8-per-channel-weights": "per-channel FP8 weight scales: TensorRT supports them from 10.6 on Hopper; on Ada (sm 8.9) calibrate with "
+                               "--per-tensor-weights",
+    "mixed-formats": "INT8 and FP8 Q/DQ in one graph: swin-trt exports one format per graph",
 }
 ERROR, WARNING = "error", "warning"
-SEVERITY = {rule: WARNING if rule in ("fp32-graph", "attention-not-quantized", "fused-mha-limits") else ERROR for rule in RULES}
+SEVERITY = {rule: WARNING if rule in ("fp32-graph", "attention-not-quantized", "fused-mha-limits", "fp8-outside-gemm", "fp8-per-channel-weights")
+            else ERROR for rule in RULES}
 
 
 @dataclass(frozen=True)
@@ -85,7 +105,7 @@ def hoist_transposes_above_qdq(model: onnx.ModelProto) -> int:
         if transpose.op_type != "Transpose":
             continue
         dequantize = graph.producers.get(transpose.input[0])
-        if dequantize is None or dequantize.op_type != "DequantizeLinear" or graph.isconstant(dequantize.input[0]):
+        if dequantize is None or dequantize.op_type != "DequantizeLinear" or graph.is_constant(dequantize.input[0]):
             continue
         quantize = graph.producers.get(dequantize.input[0])
         if quantize is None or quantize.op_type != "QuantizeLinear":
@@ -149,7 +169,7 @@ def lint(model: onnx.ModelProto) -> list[Finding]:
     graph = GraphIndex(model)
     findings: list[Finding] = []
     for check in (_dq_not_direct, _qdq_on_gemm_output, _quantized_layernorm_input, _float_precision, _per_channel_axis, _zero_points,
-                  _attention):
+                  _attention, _fp8):
         findings.extend(check(graph))
     return findings
 
@@ -210,7 +230,7 @@ def _per_channel_axis(graph: GraphIndex) -> Iterable[Finding]:
         if scale is None or scale.size <= 1:
             continue
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        if not graph.isconstant(node.input[0]):
+        if not graph.is_constant(node.input[0]):
             yield Finding("per-channel-axis", (graph.name(node),), "per-channel scale on an activation: TensorRT quantizes activations per tensor")
             continue
         rank = len(graph.shape(node.input[0]) or []) or 2
@@ -253,8 +273,12 @@ def _zero_points(graph: GraphIndex) -> Iterable[Finding]:
         zero = constant(graph.graph, node.input[2])
         if zero is None:
             continue
+        if qdq_format_of(graph.graph, node) == "fp8":
+            if np.any(zero.astype(np.float32) != 0):
+                yield Finding("zero-point", (graph.name(node),), "non-zero float8e4m3fn zero point (TensorRT needs 0)")
+            continue
         if zero.dtype != np.int8:
-            yield Finding("zero-point", (graph.name(node),), f"{zero.dtype} zero point (TensorRT needs int8)")
+            yield Finding("zero-point", (graph.name(node),), f"{zero.dtype} zero point (TensorRT needs int8 or float8e4m3fn)")
         elif np.any(zero != 0):
             yield Finding("zero-point", (graph.name(node),), f"zero point {int(zero.flat[np.flatnonzero(zero)[0]])} (TensorRT needs 0)")
 
@@ -263,6 +287,7 @@ def _attention(graph: GraphIndex) -> Iterable[Finding]:
     """Attention matmuls: Q/DQ on both inputs (the second one's first input is softmax's output),
     and shapes within the fused-MHA kernels' limits where the graph's shapes say."""
     quantized_graph = any(n.op_type == "DequantizeLinear" for n in graph.graph.node)
+    fp8 = "fp8" in qdq_formats(graph.model)
     for node in graph.graph.node:
         if not graph.is_activation_matmul(node):
             continue
@@ -277,8 +302,34 @@ def _attention(graph: GraphIndex) -> Iterable[Finding]:
             continue
         first = _feeds_softmax(graph, node)
         tokens, head = (shape[-2], shape[-1]) if first else (shape[-1], (graph.shape(node.input[1]) or [None])[-1])
-        if tokens > FUSED_MHA_MAX_TOKENS or (head is not None and head not in FUSED_MHA_HEAD_SIZES):
-            yield Finding("fused-mha-limits", (graph.name(node),), f"{tokens} tokens, head size {head}")
+        if fp8:
+            outside = tokens > FP8_FUSED_MHA_MAX_TOKENS or (head is not None and head > FP8_FUSED_MHA_MAX_HEAD)
+        else:
+            outside = tokens > FUSED_MHA_MAX_TOKENS or (head is not None and head not in FUSED_MHA_HEAD_SIZES)
+        if outside:
+            yield Finding("fused-mha-limits", (graph.name(node),), f"{tokens} tokens, head size {head}" + (" (FP8)" if fp8 else ""))
+
+
+def _fp8(graph: GraphIndex) -> Iterable[Finding]:
+    """FP8's own rules (see the module notes): one format per graph, FP8 only into GEMMs and
+    attention matmuls, per-channel FP8 weights only where TensorRT supports them."""
+    formats = qdq_formats(graph.model)
+    if "fp8" not in formats:
+        return
+    if formats & {"int8", "uint8"}:
+        yield Finding("mixed-formats", (graph.graph.name or "graph",), f"Q/DQ formats {', '.join(sorted(formats))}")
+    for node in graph.graph.node:
+        if node.op_type != "DequantizeLinear" or qdq_format_of(graph.graph, node) != "fp8":
+            continue
+        consumers = graph.consumers.get(node.output[0], [])
+        reached = [c for c in consumers if c.op_type not in FP8_GEMM_OPS]
+        # a weight's DQ -> Transpose -> MatMul is folded at build time (see _dq_not_direct)
+        reached = [c for c in reached if not (c.op_type == "Transpose" and all(n.op_type in FP8_GEMM_OPS for n in graph.consumers.get(c.output[0], [])))]
+        if reached:
+            yield Finding("fp8-outside-gemm", (graph.name(node), graph.name(reached[0])), f"FP8 DequantizeLinear -> {reached[0].op_type}")
+        scale = constant(graph.graph, node.input[1])
+        if scale is not None and scale.size > 1 and graph.is_constant(node.input[0]):
+            yield Finding("fp8-per-channel-weights", (graph.name(node),), f"{scale.size} FP8 weight scales")
 
 
 def _feeds_softmax(graph: GraphIndex, node: onnx.NodeProto) -> bool:

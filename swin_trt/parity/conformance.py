@@ -26,7 +26,7 @@ import torch
 from swin_trt.lazy import lazy_import
 from swin_trt.onnx.graph import constant
 from swin_trt.quantization.model import is_weight_quantizer, named_quantizers
-from swin_trt.quantization.quantizer import TensorQuantizer
+from swin_trt.quantization.quantizer import TensorQuantizer, fp8_levels
 
 onnx = lazy_import("onnx")
 
@@ -67,7 +67,8 @@ def _differs(label: str, got: np.ndarray, expected: np.ndarray) -> str | None:
 
 def _reference_weight(quantizer: TensorQuantizer, weight: torch.Tensor, stored: np.ndarray) -> np.ndarray:
     """The reference's weight as the graph stores it: INT8 values ``clamp(round(w / s))`` (as
-    export computes them), or the float weight in the graph's type."""
+    export computes them), FP8 values ``fp8(clamp(w / s, -448, 448))``, or the float weight in the
+    graph's type."""
     weight = weight.detach().float().cpu()
     scale = quantizer.scale().detach().float().cpu()
     if quantizer.per_channel:
@@ -78,6 +79,8 @@ def _reference_weight(quantizer: TensorQuantizer, weight: torch.Tensor, stored: 
 
     if stored.dtype == np.int8:
         return integers(weight)
+    if stored.dtype.name == "float8_e4m3fn":  # FP8 weights (ml_dtypes): what QuantizeLinear stores, saturated at +-448
+        return fp8_levels(weight / scale).numpy().astype(stored.dtype)
     if quantizer.num_bits < 8 and np.array_equal(integers(torch.from_numpy(stored.astype(np.float32))), integers(weight)):
         return stored  # export clamps a narrow-range float weight to [qmin*s, qmax*s] (fold_weight_clips): the same integers
     return weight.numpy().astype(stored.dtype)

@@ -59,7 +59,19 @@ class Bounds:
 
 DEFAULTS = Bounds().as_json()
 FP16_BOUNDS = Bounds(max_rel_error=FP16_MAX_REL_ERROR, max_rel_error_p95=FP16_MAX_REL_ERROR_P95)
-BY_PRECISION = {"fp32": Bounds(), "fp16": FP16_BOUNDS}
+# FP8 (E4M3) Q/DQ in an FP32 graph: measured in docs/fp8.md (benchmarks/fp8_accuracy.py)
+FP8_MAX_REL_ERROR = 0.5
+FP8_MAX_REL_ERROR_P95 = 1.2
+FP8_BOUNDS = Bounds(max_rel_error=FP8_MAX_REL_ERROR, max_rel_error_p95=FP8_MAX_REL_ERROR_P95)
+BY_PRECISION = {"fp32": Bounds(), "fp16": FP16_BOUNDS, "fp8": FP8_BOUNDS}
+
+
+def bound_family(precision: str, qdq_formats: set[str]) -> str:
+    """The key of :data:`BY_PRECISION` for a graph that computes in ``precision`` outside Q/DQ and
+    whose Q/DQ have the formats ``qdq_formats`` (read from the graph's zero-point types,
+    :func:`swin_trt.onnx.graph.qdq_formats`, not from any label): FP8 Q/DQ in an FP32 graph get
+    the FP8 family; an FP16 graph keeps the FP16 family, whose float16 rounding dominates."""
+    return "fp8" if "fp8" in qdq_formats and precision == "fp32" else precision
 
 
 def default_bounds(precision: str) -> Bounds:

@@ -21,7 +21,7 @@ from swin_trt.models.checkpoint import save_checkpoint
 from swin_trt.pipelines.sensitivity import held_out_indices, load_images
 from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
 from swin_trt.quantization.fallback import Fallback, choose_fallback
-from swin_trt.quantization.model import keep_in_higher_precision, quantize_model, set_precision
+from swin_trt.quantization.model import keep_in_higher_precision, quantize_model, set_format, set_precision
 from swin_trt.quantization.recipes import get_recipe
 from swin_trt.quantization.sensitivity import SensitivityProbe, quantizer_groups
 from swin_trt.seeding import seed_all
@@ -71,6 +71,7 @@ def calibrate_checkpoint(
     if needed > len(dataset):
         raise SwinTrtError(f"--num-calib-batch {request.num_calib_batch} x --calib-batchsz {request.calib_batchsz} needs {needed} images, the train split has {len(dataset)}")
     quantize_model(network, recipe, per_channel_weights=request.per_channel_weights)
+    set_format(network, request.format)  # before amax: mse's error model is the format's grid
     set_precision(network, request.weight_bits, request.activation_bits)  # before amax: entropy and mse depend on it
     network.to(context.device)
     seed_all(request.seed + context.rank)  # augmentation

@@ -17,14 +17,18 @@ from swin_trt.data.loader import build_loader
 from swin_trt.distributed import DistContext
 from swin_trt.errors import SwinTrtError
 from swin_trt.io import read_sidecar
+from swin_trt.lazy import lazy_import
 from swin_trt.parity.compare import ParityReport, compare, exact_float32
 from swin_trt.parity.conformance import mismatches
-from swin_trt.parity.gate import DEFAULT_MAX_REL_ERROR, Bounds, Verdict, default_bounds, judge
+from swin_trt.parity.gate import DEFAULT_MAX_REL_ERROR, Bounds, Verdict, bound_family, default_bounds, judge
 from swin_trt.parity.localize import Localization, localize
 from swin_trt.parity.provenance import Provenance, require, trace
 from swin_trt.quantization.model import set_scale_dtype
 from swin_trt.runtimes import open_engine
 from swin_trt.runtimes.timing import SweepPoint, check_batches, sweep
+
+onnx = lazy_import("onnx")
+onnx_graph = lazy_import("swin_trt.onnx.graph")
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ def bench_engine(
     if source.get("scale_dtype") == "float16":
         set_scale_dtype(loaded.model, torch.float16)  # the engine's graph holds float16 scales: so does its reference
     precision = engine.details.get("precision") or source.get("precision") or "fp32"
+    if graph is not None:  # the bound family from the graph's own Q/DQ types (FP8 or not)
+        precision = bound_family(precision, onnx_graph.qdq_formats(onnx.load(str(graph), load_external_data=False)))
     bounds = replace(default_bounds(precision), **(bound_overrides or {})) if gate else None
     where = bench_device(device, engine)
     config = loaded.model.swin_trt_config

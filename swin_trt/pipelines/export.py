@@ -33,16 +33,23 @@ def export_checkpoint(
     parts (fp16 halves them; inputs and logits stay float32), and an fp16 graph's scales are
     float16, so the model rounds its scales the same way before export. ``target="tensorrt"``
     gives the graph TensorRT should get (``swin_trt.onnx.tensorrt``): fp16 and INT8 weights by
-    default, and only for recipes without GEMM-output quantizers. Without ``output`` the graph goes
-    to ``export/<model>_<int8-modeN or fp32>[_wXaY][_w8][_fp16][_trt].onnx`` (``_wXaY`` when a
-    precision is below 8 bits)."""
+    default, and only for recipes without GEMM-output quantizers. An FP8 checkpoint exports FP8
+    Q/DQ (``float8e4m3fn`` zero points); its stored weights are ``fp8`` (``int8`` is refused).
+    Without ``output`` the graph goes to ``export/<model>_<int8-modeN or fp32>[_fp8][_wXaY][_w8]
+    [_fp16][_trt].onnx`` (``_wXaY`` when a precision is below 8 bits; ``_w8`` for weights stored
+    in 8 bits, INT8 or FP8)."""
 
     loaded = open_model(model, cfg, checkpoint, int8_mode)
     quantized = loaded.quantized and not no_quant
-    weights = weights or ("int8" if target == "tensorrt" and quantized else "fp32")
+    fp8 = quantized and loaded.model.quant_format == "fp8"
+    stored = "fp8" if fp8 else "int8"
+    weights = weights or (stored if target == "tensorrt" and quantized else "fp32")
     precision = precision or ("fp16" if target == "tensorrt" else "fp32")
-    if weights == "int8" and not quantized:
-        raise SwinTrtError("--weights int8 needs quantized weights: export a calibrated checkpoint without --no-quant")
+    if weights in ("int8", "fp8") and not quantized:
+        raise SwinTrtError(f"--weights {weights} needs quantized weights: export a calibrated checkpoint without --no-quant")
+    if quantized and weights not in ("fp32", stored):
+        raise SwinTrtError(f"--weights {weights}: {checkpoint} is calibrated for {loaded.model.quant_format}, so its weights are stored as "
+                           f"{stored} (or fp32)")
     network = loaded.model if quantized else loaded.fp_model()
     if target == "tensorrt" and quantized and network.quant_recipe.gemm_outputs:
         raise SwinTrtError(
@@ -52,14 +59,16 @@ def export_checkpoint(
     if quantized:
         set_scale_dtype(network, torch.float16 if precision == "fp16" else None)
     if output is None:
-        tag = f"int8-mode{network.quant_recipe.name}" if quantized else "fp32"
+        tag = f"int8-mode{network.quant_recipe.name}" + ("_fp8" if fp8 else "") if quantized else "fp32"
         if quantized and (network.weight_bits, network.activation_bits) != (8, 8):
             tag += f"_w{network.weight_bits}a{network.activation_bits}"
-        suffix = ("_w8" if weights == "int8" else "") + ("_fp16" if precision == "fp16" else "") + ("_trt" if target == "tensorrt" else "")
+        suffix = ("_w8" if weights in ("int8", "fp8") else "") + ("_fp16" if precision == "fp16" else "") + ("_trt" if target == "tensorrt" else "")
         output = Path("export") / f"{network.swin_trt_config.name}_{tag}{suffix}.onnx"
     proto = onnx_export.export_onnx(network, fusions=precision == "fp32")  # FP16: see docs/onnx.md (fusion passes)
     if weights == "int8":
         onnx_graph.store_int8_weights(proto)
+    elif weights == "fp8":
+        onnx_graph.store_fp8_weights(proto)
     if precision == "fp16":
         proto = onnx_graph.to_float16(proto)
     if target == "tensorrt":

@@ -35,6 +35,7 @@ from swin_trt.models.config import ModelConfig
 from swin_trt.models.resolve import check_architecture
 from swin_trt.models.swin import build_model
 from swin_trt.onnx.hashing import file_sha256
+from swin_trt.quantization.checkpoint import check_format
 from swin_trt.quantization.model import learn_amax, set_precision, use_compiled_kernel
 from swin_trt.settings import QatRecipe
 from swin_trt.versions import package_versions
@@ -92,17 +93,20 @@ def qat_checkpoint(
     workers: int = 2,
     compile_kernel: bool = False,
     baseline: dict[str, float] | None = None,
+    quant_format: str | None = None,
 ) -> QatOutcome:
     """Fine-tune the calibrated ``checkpoint`` with ``recipe`` (DDP under torchrun) and save
     ``<output_dir>/<name>_qat.pth``; resumes from ``<output_dir>/<name>_qat_last.pth`` unless
     ``restart``. ``compile_kernel`` trains with the compiled fake-quant kernel (the same
     values, fewer passes over memory), when ``torch.compile`` works here. ``baseline``
     (``{"fp_top1", "ptq_top1"}`` on this val split) spares a caller that has just measured them
-    two evaluations."""
+    two evaluations. ``quant_format`` (int8 or fp8; None: the checkpoint's) must be the
+    checkpoint's format: QAT keeps the calibrated scales, which belong to one format."""
     loaded = open_model(model, cfg, checkpoint, int8_mode)
     if not loaded.quantized:
         raise SwinTrtError(f"{checkpoint} is not a calibrated checkpoint: QAT fine-tunes a calibrated model; "
                            f"run `swin-trt calibrate --resume {checkpoint}` first and pass its *_calib.pth to --resume")
+    check_format(loaded.meta, quant_format, str(checkpoint))
     def note(line: str) -> None:
         if context.is_main:
             print(f"note: {line}", flush=True)

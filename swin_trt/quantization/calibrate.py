@@ -100,4 +100,4 @@ def load_calib_amax(model: nn.Module, histograms: dict[str, Statistics], method:
                 seen = "only zeros" if histogram.zeros > 0 else "no values"
                 raise CalibrationError(f"quantizer {name} saw {seen} during calibration, so it has no range: "
                                        "check that the calibration data reaches it (more --num-calib-batch?)")
-            quantizer.set_amax(histogram.amax(method, percentile, quantizer.num_bits))
+            quantizer.set_amax(histogram.amax(method, percentile, quantizer.num_bits, quantizer.quant_format))

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from swin_trt.quantization.quantizer import DEFAULT_BITS, integer_range
+from swin_trt.errors import SwinTrtError
+from swin_trt.quantization.quantizer import DEFAULT_BITS, FP8_MAX, integer_range
 from swin_trt.quantization.recipes import CALIBRATORS
 
 QUANT_BINS = 128  # positive levels of signed 8-bit: the KL target resolution (TensorRT's algorithm)
@@ -45,8 +46,8 @@ class Histogram:
         counts[0] = (counts[0] - self.zeros).clamp(min=0.0)
         return counts
 
-    def amax(self, method: str, percentile: float = 99.99, num_bits: int = DEFAULT_BITS) -> float:
-        return compute_amax(self, method, percentile, num_bits)
+    def amax(self, method: str, percentile: float = 99.99, num_bits: int = DEFAULT_BITS, quant_format: str = "int8") -> float:
+        return compute_amax(self, method, percentile, num_bits, quant_format)
 
 
 def amax_max(hist: Histogram) -> float:
@@ -166,9 +167,52 @@ def amax_mse(hist: Histogram, num_bits: int = DEFAULT_BITS) -> float:
     return min(float(candidates[int(torch.argmin(errors))]), hist.max)
 
 
-def compute_amax(hist: Histogram, method: str, percentile: float = 99.99, num_bits: int = DEFAULT_BITS) -> float:
+FP8_MANTISSA_BITS = 3
+FP8_MIN_EXPONENT = -6  # of the smallest normal E4M3 number, 2**-6; below it the step stays 2**-9 (subnormals)
+FP8_CALIBRATORS = ("max", "percentile", "mse")  # entropy's KL target is a uniform grid of 2**(bits-1) levels: an integer notion
+
+
+def fp8_steps(values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The E4M3 grid spacing at ``values`` (>= 0) for each ``scale``: s * 2**(e - 3) with e the
+    exponent of value / s, at least -6 (the subnormal range has the spacing of the smallest binade)."""
+    exponent = torch.floor(torch.log2((values / scale).clamp(min=2.0**FP8_MIN_EXPONENT)))
+    return scale * torch.exp2(exponent - FP8_MANTISSA_BITS)
+
+
+def fp8_mse_errors(hist: Histogram, start_bin: int = START_BIN, block: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expected squared error of FP8 E4M3 fake quantization for amax = each bin's upper edge.
+
+    Like :func:`mse_errors`, with FP8's rounding noise: a value below amax costs step(x)**2 / 12
+    where the step grows with the value's binade (:func:`fp8_steps`, scale = amax / 448) instead of
+    one step for every value; above amax, the clipping error (x - amax)**2. Values at bin centres,
+    exact zeros left out. The noise depends on each value's binade, so it is a (candidates x bins)
+    sum, done in blocks of ``block`` candidates. Returns (candidate amax values, errors)."""
+    counts = hist.without_zeros().double()
+    n = len(counts)
+    centres = (torch.arange(n, dtype=torch.float64) + 0.5) * hist.width
+    candidates = torch.arange(min(start_bin, n), n + 1).double() * hist.width
+    errors = []
+    for chunk in candidates.split(block):
+        amax = chunk[:, None]
+        inside = centres[None, :] <= amax
+        noise = torch.where(inside, fp8_steps(centres[None, :], amax / FP8_MAX) ** 2 / 12.0, (centres[None, :] - amax) ** 2)
+        errors.append((noise * counts[None, :]).sum(1))
+    return candidates, torch.cat(errors) / counts.sum().clamp(min=1.0)
+
+
+def amax_fp8_mse(hist: Histogram) -> float:
+    candidates, errors = fp8_mse_errors(hist)
+    return min(float(candidates[int(torch.argmin(errors))]), hist.max)
+
+
+def compute_amax(hist: Histogram, method: str, percentile: float = 99.99, num_bits: int = DEFAULT_BITS, quant_format: str = "int8") -> float:
     if hist.max <= 0:
         return 0.0
+    if quant_format == "fp8":
+        if method not in FP8_CALIBRATORS:
+            raise SwinTrtError(f"--calibrator {method} does not apply to --format fp8; choose one of {', '.join(FP8_CALIBRATORS)}")
+        if method == "mse":
+            return amax_fp8_mse(hist)
     if method == "max":
         return amax_max(hist)
     if method == "percentile":

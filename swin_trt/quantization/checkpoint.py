@@ -21,10 +21,28 @@ from swin_trt.errors import SwinTrtError
 from swin_trt.models.checkpoint import is_original_layout, load_state_dict, original_to_timm
 from swin_trt.models.resolve import check_architecture, resolve_config
 from swin_trt.models.swin import build_model
-from swin_trt.quantization.model import apply_recipe, keep_in_higher_precision, quantize_model, set_precision, uncalibrated
+from swin_trt.quantization.model import apply_recipe, keep_in_higher_precision, quantize_model, set_format, set_precision, uncalibrated
 from swin_trt.quantization.quantizer import DEFAULT_BITS
 from swin_trt.quantization.recipes import RECIPES, Recipe, get_recipe
 from swin_trt.quantization.reference_layout import FORMAT, to_native
+
+# ``quantization.format`` of a checkpoint: how its amax were calibrated (absent: int8, from before FP8)
+DEFAULT_FORMAT = "int8"
+
+
+def checkpoint_format(meta: dict[str, Any]) -> str:
+    return meta["quantization"].get("format", DEFAULT_FORMAT)
+
+
+def check_format(meta: dict[str, Any], requested: str | None, source: str) -> None:
+    """Refuse a calibrated checkpoint whose format is not ``requested`` (None: any). Its amax were
+    chosen for that format's grid (a reference-toolkit checkpoint's always for int8), and a QAT run
+    keeps them: switching formats means calibrating again."""
+    stored = checkpoint_format(meta)
+    if requested is not None and requested != stored:
+        what = "a reference-toolkit checkpoint (int8 only)" if meta["quantization"].get("source_format") == FORMAT else f"calibrated for {stored}"
+        raise SwinTrtError(f"{source} is {what}, not --format {requested}: calibrate the FP checkpoint with --format {requested} "
+                           f"(or drop --format to keep {stored})")
 
 AMAX_SUFFIX = "_quantizer.amax"
 
@@ -55,6 +73,7 @@ def quantized_from_state(
     stored = get_recipe(quant["int8_mode"])
     network = quantize_model(build_model(config), stored, per_channel_weights=quant["per_channel_weights"])
     load_state_dict(network, state, source=source)
+    set_format(network, checkpoint_format(meta))
     set_precision(network, quant.get("weight_bits", DEFAULT_BITS), quant.get("activation_bits", DEFAULT_BITS))
 
     notice = None
@@ -107,6 +126,7 @@ def quantized_from_reference(
         "config": config.to_dict(),
         "quantization": {
             "int8_mode": recipe.name,
+            "format": "int8",  # the reference toolkit predates FP8: its amax are for amax / 127 scales
             "per_channel_weights": converted.per_channel_weights,
             "weight_bits": DEFAULT_BITS,
             "activation_bits": DEFAULT_BITS,

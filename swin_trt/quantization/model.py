@@ -42,7 +42,18 @@ def quantize_model(model: nn.Module, recipe: Recipe, per_channel_weights: bool =
     apply_recipe(model, recipe)
     model.per_channel_weights = per_channel_weights
     model.weight_bits = model.activation_bits = DEFAULT_BITS
+    model.quant_format = "int8"
     return model
+
+
+def set_format(model: nn.Module, quant_format: str) -> None:
+    """Quantize every tensor as ``int8`` or ``fp8`` (E4M3, scale = amax / 448). One format per
+    model: TensorRT and ONNX Q/DQ allow mixing, but a checkpoint, its graph and its engine record
+    one format and every later command follows it. Resets the precision to 8 bits."""
+    for _, quantizer in named_quantizers(model):
+        quantizer.quant_format = quant_format
+    model.quant_format = quant_format
+    model.weight_bits = model.activation_bits = DEFAULT_BITS
 
 
 def quantizer_kind(name: str) -> tuple[str, str]:
@@ -141,6 +152,8 @@ def use_compiled_kernel(model: nn.Module) -> str | None:
     """Train ``model``'s quantizers with the compiled one-pass kernel; returns why not when
     ``torch.compile`` does not work here (no C++ compiler, unsupported platform), leaving the
     eager kernel, which computes the same values."""
+    if getattr(model, "quant_format", "int8") == "fp8":
+        return "the compiled kernel rounds to integers, not to FP8"
     probe = torch.linspace(-3, 3, 64)
     try:
         for x, amax in ((probe, torch.tensor(2.0)), (probe.reshape(8, 8), torch.full((8, 1), 2.0))):

@@ -53,7 +53,9 @@ class HistcHistogram:
     edges: np.ndarray  # float32; len(counts) + 1, or one more when torch.arange overshoots after growth (as upstream)
     max: float  # exact max |x|, for the max calibrator
 
-    def amax(self, method: str, percentile: float = 99.99, num_bits: int = DEFAULT_BITS) -> float:
+    def amax(self, method: str, percentile: float = 99.99, num_bits: int = DEFAULT_BITS, quant_format: str = "int8") -> float:
+        if quant_format != "int8":
+            raise ValueError("pytorch-quantization's histograms calibrate int8 only (it has no FP8)")
         if method == "max":
             return self.max
         if method == "percentile":

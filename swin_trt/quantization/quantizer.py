@@ -1,4 +1,5 @@
-"""The fake-quantizer: signed, symmetric, ``num_bits`` wide (8 by default), scale = amax / qmax.
+"""The fake-quantizer: signed, symmetric, ``num_bits`` wide (8 by default), scale = amax / qmax;
+or FP8 E4M3 (``quant_format = "fp8"``), scale = amax / 448.
 
 It has three states. Disabled: identity. Collecting: identity, and feeds the values it sees to a
 statistics collector (calibration). Quantizing: ``x -> clamp(round(x / s), qmin, qmax) * s``
@@ -7,6 +8,11 @@ with qmin = -2**(n-1), qmax = 2**(n-1) - 1, and the straight-through estimator c
 QuantizeLinear/DequantizeLinear. Fewer than 8 bits are a subset of int8, so they export as int8
 Q/DQ with the narrower range. For QAT, amax can also be learned (``set_learn_amax``): it then
 becomes a parameter under the same name, so checkpoints keep one format.
+
+FP8 (E4M3, the ``float8e4m3fn`` of ONNX and ``torch.float8_e4m3fn``) replaces the integer grid by
+the FP8 one: ``x -> fp8(clamp(x / s, -448, 448)) * s``, round to nearest even through torch's own
+cast, saturating at +-448 as ONNX QuantizeLinear does with ``saturate=1`` (NaN stays NaN). The
+straight-through estimator, the learned amax and export follow the same code paths.
 
 ``amax`` is a buffer of fixed shape (a scalar, or one value per channel) that holds NaN until
 calibrated, so checkpoints load strictly and an uncalibrated quantizer can never run silently
@@ -24,6 +30,9 @@ from swin_trt.errors import SwinTrtError
 
 DEFAULT_BITS = 8
 MIN_BITS, MAX_BITS = 4, 8
+FORMATS = ("int8", "fp8")  # calibrate/qat --format: signed integers, or FP8 E4M3 (float8e4m3fn)
+FP8_MAX = 448.0  # the largest finite float8e4m3fn: an FP8 quantizer's scale is amax / 448
+FP8_DTYPE = torch.float8_e4m3fn
 AMAX_FLOOR = 1e-8  # the smallest amax kept: any positive scale is exact for an all-zero channel
 
 
@@ -40,6 +49,17 @@ def integer_range(num_bits: int) -> tuple[int, int]:
     if not MIN_BITS <= num_bits <= MAX_BITS:
         raise SwinTrtError(f"precision must be {MIN_BITS} to {MAX_BITS} bits, got {num_bits}")
     return -(1 << (num_bits - 1)), (1 << (num_bits - 1)) - 1
+
+
+def fp8_levels(scaled: torch.Tensor) -> torch.Tensor:
+    """``scaled`` rounded to float8e4m3fn (nearest even, subnormals kept) and widened back, saturated
+    at +-448 first: ONNX QuantizeLinear's ``saturate=1`` (inf -> +-448, NaN -> NaN)."""
+    return scaled.clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE).to(scaled.dtype)
+
+
+def quantize_levels(scaled: torch.Tensor, qmin: float, qmax: float, fp8: bool) -> torch.Tensor:
+    """The grid value of ``x / s``: an integer in [qmin, qmax], or an FP8 E4M3 number."""
+    return fp8_levels(scaled) if fp8 else scaled.round_().clamp_(qmin, qmax)
 
 
 def _quantize_with_mask(x: torch.Tensor, scale: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,14 +96,15 @@ class _FakeQuantize(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int, fused: bool = False) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int, fused: bool = False,
+                fp8: bool = False) -> torch.Tensor:
         if not ctx.needs_input_grad[0]:  # evaluation: no mask (nothing will ask for the gradient)
-            return (x / scale).round_().clamp_(qmin, qmax).mul_(scale)
-        if fused:
+            return quantize_levels(x / scale, qmin, qmax, fp8).mul_(scale)
+        if fused and not fp8:  # the compiled kernel is the integer one
             values, inside = _fused_forward(x, scale, amax, qmin, qmax)
         else:
             inside = x.abs() <= amax
-            values = (x / scale).round_().clamp_(qmin, qmax).mul_(scale)
+            values = quantize_levels(x / scale, qmin, qmax, fp8).mul_(scale)
         ctx.save_for_backward(inside)
         return values
 
@@ -91,7 +112,7 @@ class _FakeQuantize(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         (inside,) = ctx.saved_tensors
         # where, not grad * inside: multiplying by a bool mask first copies it to float on the CPU
-        return torch.where(inside, grad, 0.0), None, None, None, None, None
+        return torch.where(inside, grad, 0.0), None, None, None, None, None, None
 
 
 class _FakeQuantizeLearnedAmax(torch.autograd.Function):
@@ -107,11 +128,11 @@ class _FakeQuantizeLearnedAmax(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int, examples: int) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int, examples: int, fp8: bool = False) -> torch.Tensor:
         scale = amax / qmax
         ctx.save_for_backward(x, amax)
-        ctx.qmin, ctx.qmax, ctx.examples = qmin, qmax, examples
-        return (x / scale).round_().clamp_(qmin, qmax).mul_(scale)
+        ctx.qmin, ctx.qmax, ctx.examples, ctx.fp8 = qmin, qmax, examples, fp8
+        return quantize_levels(x / scale, qmin, qmax, fp8).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -119,10 +140,10 @@ class _FakeQuantizeLearnedAmax(torch.autograd.Function):
         scale = amax / ctx.qmax
         inside = x.abs() <= amax
         scaled = x / scale
-        level = torch.round(scaled).clamp_(ctx.qmin, ctx.qmax)
+        level = quantize_levels(scaled.clone(), ctx.qmin, ctx.qmax, ctx.fp8)
         lsq_scale = (x.numel() / ctx.examples / amax.numel() * ctx.qmax) ** -0.5
         grad_amax = (grad * (level - scaled * inside)).sum_to_size(amax.shape) * (lsq_scale / ctx.qmax)
-        return torch.where(inside, grad, 0.0), grad_amax, None, None, None
+        return torch.where(inside, grad, 0.0), grad_amax, None, None, None, None
 
 
 class TensorQuantizer(nn.Module):
@@ -133,6 +154,7 @@ class TensorQuantizer(nn.Module):
         if (channels is None) != (axis is None):
             raise ValueError("per-channel quantizers need both channels and axis")
         self.axis = axis
+        self._quant_format = "int8"
         self.num_bits = num_bits
         self.enabled = False
         self.collector = None  # set while calibrating
@@ -152,8 +174,26 @@ class TensorQuantizer(nn.Module):
 
     @num_bits.setter
     def num_bits(self, value: int) -> None:
-        self.qmin, self.qmax = integer_range(value)
+        if self.fp8 and value != DEFAULT_BITS:
+            raise SwinTrtError(f"quantizer {self._name()}: FP8 E4M3 has no {value}-bit variant (--wprec/--aprec apply to int8 only)")
+        self.qmin, self.qmax = (-FP8_MAX, FP8_MAX) if self.fp8 else integer_range(value)
         self._num_bits = value
+
+    @property
+    def quant_format(self) -> str:
+        """``int8`` (signed integers, ``num_bits`` wide) or ``fp8`` (E4M3)."""
+        return self._quant_format
+
+    @quant_format.setter
+    def quant_format(self, value: str) -> None:
+        if value not in FORMATS:
+            raise SwinTrtError(f"unknown quantization format {value!r}; choose one of {', '.join(FORMATS)}")
+        self._quant_format = value
+        self.num_bits = DEFAULT_BITS  # resets qmin/qmax to the format's range
+
+    @property
+    def fp8(self) -> bool:
+        return self._quant_format == "fp8"
 
     @property
     def calibrated(self) -> bool:
@@ -218,11 +258,11 @@ class TensorQuantizer(nn.Module):
             amax = amax.reshape(shape)
         if self.learn_amax and torch.is_grad_enabled():
             examples = 1 if isinstance(x, nn.Parameter) else x.shape[0]  # a weight is one example; activations lead with the batch
-            return _FakeQuantizeLearnedAmax.apply(x, amax, self.qmin, self.qmax, examples)
+            return _FakeQuantizeLearnedAmax.apply(x, amax, self.qmin, self.qmax, examples, self.fp8)
         scale = self.scale().to(x.device)
         if self.axis is not None:
             scale = scale.reshape(amax.shape)
-        return _FakeQuantize.apply(x, scale, amax, self.qmin, self.qmax, self.fused)
+        return _FakeQuantize.apply(x, scale, amax, self.qmin, self.qmax, self.fused, self.fp8)
 
     def _quantize_dequantize(self, x: torch.Tensor) -> torch.Tensor:
         """The same arithmetic as explicit quantize + dequantize ops, which ``torch.onnx``'s
@@ -230,20 +270,23 @@ class TensorQuantizer(nn.Module):
         through ``torch.export``). Per-tensor scales must be Python floats here: a scale read from
         a buffer would be data-dependent during export."""
         ops = torch.ops.quantized_decomposed
+        # FP8: the same ops with dtype float8_e4m3fn, exported as Q/DQ with a float8e4m3fn zero point
+        low, high, dtype = (-int(FP8_MAX), int(FP8_MAX), FP8_DTYPE) if self.fp8 else (-128, 127, torch.int8)
         if self.axis is None:
             scale = self.export_scale
-            if self.num_bits < MAX_BITS:
+            if self.num_bits < MAX_BITS and not self.fp8:
                 # torch.onnx drops quantize_per_tensor's quant_min/quant_max (a bare int8 QuantizeLinear
                 # follows), so a narrower range is an explicit clamp at qmin*s, qmax*s before it: exact, since
                 # round(clamp(x, qmin*s, qmax*s) / s) == clamp(round(x / s), qmin, qmax)
                 x = x.clamp(self.qmin * scale, self.qmax * scale)
-            quantized = ops.quantize_per_tensor(x, scale, 0, -128, 127, torch.int8)
-            return ops.dequantize_per_tensor(quantized, scale, 0, -128, 127, torch.int8)
+            quantized = ops.quantize_per_tensor(x, scale, 0, low, high, dtype)
+            return ops.dequantize_per_tensor(quantized, scale, 0, low, high, dtype)
         scale = self.scale().to(x.device)
         zero = torch.zeros(scale.shape, dtype=torch.int64, device=x.device)
         axis = self.axis % x.ndim
-        quantized = ops.quantize_per_channel(x, scale, zero, axis, self.qmin, self.qmax, torch.int8)
-        return ops.dequantize_per_channel(quantized, scale, zero, axis, self.qmin, self.qmax, torch.int8)
+        qmin, qmax = (low, high) if self.fp8 else (self.qmin, self.qmax)
+        quantized = ops.quantize_per_channel(x, scale, zero, axis, qmin, qmax, dtype)
+        return ops.dequantize_per_channel(quantized, scale, zero, axis, qmin, qmax, dtype)
 
     def _name(self) -> str:
         return getattr(self, "qualified_name", "?")
@@ -251,4 +294,5 @@ class TensorQuantizer(nn.Module):
     def extra_repr(self) -> str:
         state = "collecting" if self.collector is not None else ("on" if self.enabled else "off")
         kind = f"per-channel axis={self.axis}" if self.per_channel else "per-tensor"
-        return f"{self.num_bits}-bit {kind}, {state}, calibrated={self.calibrated}"
+        width = "fp8 e4m3" if self.fp8 else f"{self.num_bits}-bit"
+        return f"{width} {kind}, {state}, calibrated={self.calibrated}"

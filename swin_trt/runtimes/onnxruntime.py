@@ -90,6 +90,9 @@ def resolve_mode(onnx_path: str | Path, mode: str) -> tuple[str, str]:
         return mode, "chosen with --ort-mode"
     graph = read_sidecar(onnx_path) or {}
     quantized = graph["q_nodes"] > 0 if "q_nodes" in graph else _has_qdq(onnx_path)
+    if quantized and "fp8" in onnx_graph.qdq_formats(onnx.load(str(onnx_path), load_external_data=False)):
+        return "exact", ("FP8 Q/DQ: onnxruntime has no fused FP8 kernels on the CPU, and exact keeps its float fusions out, "
+                         "so the graph runs as the fake-quant reference computes it (docs/fp8.md)")
     cpu = read_cpu()
     if not quantized or cpu.int8_dot_product:
         return choose_mode(cpu, quantized)

@@ -41,11 +41,13 @@ from swin_trt.versions import package_versions
 tensorrt = lazy_import("tensorrt")
 torch = lazy_import("torch")
 onnx = lazy_import("onnx")
+onnx_graph = lazy_import("swin_trt.onnx.graph")
 polygraphy_trt = lazy_import("polygraphy.backend.trt")
 polygraphy_exception = lazy_import("polygraphy.exception")
 
 MISSING = "TensorRT is not installed: install swin-trt[tensorrt] or use the NGC container (see docker/README.md)"
 MIN_MAJOR = 10
+FP8_MIN_CAPABILITY = (8, 9)  # FP8 tensor cores: Ada (8.9: L4, L40S) and Hopper (9.0: H100, H200) and newer
 DEFAULT_BATCHES = (1, 32, 128)  # min, opt, max: the bench sweep runs 1, 8, 32, 128
 TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32", "INT64": "int64", "BOOL": "bool",
                 "UINT8": "uint8"}
@@ -75,6 +77,18 @@ def require_cuda() -> tuple[str, str]:
     device = torch.cuda.current_device()
     major, minor = torch.cuda.get_device_capability(device)
     return torch.cuda.get_device_name(device), f"{major}.{minor}"
+
+
+def check_fp8_capability(onnx_path: str | Path, gpu_name: str, capability: str) -> None:
+    """Refuse, before a long build, an FP8 Q/DQ graph on a GPU without FP8 tensor cores
+    (compute capability below 8.9). The format is read from the graph's zero-point types."""
+    major, minor = (int(part) for part in capability.split(".")[:2])
+    if (major, minor) >= FP8_MIN_CAPABILITY:
+        return
+    graph = onnx.load(str(onnx_path), load_external_data=False)
+    if "fp8" in onnx_graph.qdq_formats(graph):
+        raise SwinTrtError(f"{onnx_path} has FP8 Q/DQ, and {gpu_name} (compute capability {capability}) has no FP8 tensor cores: FP8 engines need "
+                           f"{FP8_MIN_CAPABILITY[0]}.{FP8_MIN_CAPABILITY[1]}+ (L4, L40S, H100, H200); calibrate with --format int8 for this GPU")
 
 
 def network_flags(trt: Any) -> dict[str, bool]:
@@ -193,6 +207,7 @@ def build(
         raise SwinTrtError(f"ONNX file not found: {onnx_path} (make one with `swin-trt export --target tensorrt`)")
     trt = require_tensorrt()
     gpu_name, capability = require_cuda()
+    check_fp8_capability(onnx_path, gpu_name, capability)
     input_name, dims = graph_input(onnx_path)
     shapes = profile_shapes(dims, min_batch, opt_batch, max_batch)
     flags = network_flags(trt)
