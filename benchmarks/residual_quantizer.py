@@ -34,8 +34,8 @@ from swin_trt.data.loader import build_loader
 from swin_trt.distributed import DistContext
 from swin_trt.float32 import exact_float32
 from swin_trt.io import write_json
-from swin_trt.provenance import package_versions
 from swin_trt.quantization.model import named_quantizers
+from swin_trt.versions import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "residual_quantizer.json"
 RESIDUAL = "mlp_residual_quantizer"

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from swin_trt.console import progress
-from swin_trt.float32 import exact_float32  # noqa: F401 (also imported from here by the bench workflow)
+from swin_trt.float32 import exact_float32
 
 
 def relative_errors(engine, reference, fp32) -> np.ndarray:
