@@ -302,7 +302,7 @@ def test_sweep_reports_each_batch_and_refuses_batches_outside_the_profile():
 
 
 def test_bench_device_and_exact_float32():
-    from swin_trt.parity.compare import exact_float32
+    from swin_trt.float32 import exact_float32
     from swin_trt.pipelines.deploy import bench_device
 
     engine = _StandInEngine(torch.ones(1, 1))

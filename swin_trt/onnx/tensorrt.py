@@ -85,7 +85,7 @@ def hoist_transposes_above_qdq(model: onnx.ModelProto) -> int:
         if transpose.op_type != "Transpose":
             continue
         dequantize = graph.producers.get(transpose.input[0])
-        if dequantize is None or dequantize.op_type != "DequantizeLinear" or graph.isconstant(dequantize.input[0]):
+        if dequantize is None or dequantize.op_type != "DequantizeLinear" or graph.is_constant(dequantize.input[0]):
             continue
         quantize = graph.producers.get(dequantize.input[0])
         if quantize is None or quantize.op_type != "QuantizeLinear":
@@ -210,7 +210,7 @@ def _per_channel_axis(graph: GraphIndex) -> Iterable[Finding]:
         if scale is None or scale.size <= 1:
             continue
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        if not graph.isconstant(node.input[0]):
+        if not graph.is_constant(node.input[0]):
             yield Finding("per-channel-axis", (graph.name(node),), "per-channel scale on an activation: TensorRT quantizes activations per tensor")
             continue
         rank = len(graph.shape(node.input[0]) or []) or 2

@@ -16,8 +16,9 @@ from swin_trt.data.device_transforms import Normalize, uint8_eval_transform
 from swin_trt.data.loader import build_loader
 from swin_trt.distributed import DistContext
 from swin_trt.errors import SwinTrtError
+from swin_trt.float32 import exact_float32
 from swin_trt.io import read_sidecar
-from swin_trt.parity.compare import ParityReport, compare, exact_float32
+from swin_trt.parity.compare import ParityReport, compare
 from swin_trt.parity.conformance import mismatches
 from swin_trt.parity.gate import DEFAULT_MAX_REL_ERROR, Bounds, Verdict, default_bounds, judge
 from swin_trt.parity.localize import Localization, localize
