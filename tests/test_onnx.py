@@ -169,7 +169,7 @@ def test_build_auto_mode_records_choice_cpu_and_source(run_cli, exported, tmp_pa
     mode, reason = choose_mode(read_cpu(), quantized=True)
     assert f"onnxruntime mode: {mode} ({reason})" in out
     assert json.loads((tmp_path / "b.json").read_text()) == {"engine": str(tmp_path / "e.onnx"), "backend": "onnxruntime", "ort_mode": mode}
-    sidecar = json.loads((tmp_path / "e.json").read_text())
+    sidecar = json.loads((tmp_path / "e.onnx.json").read_text())
     assert sidecar["ort_mode_requested"] == "auto" and sidecar["ort_mode_reason"] == reason and sidecar["cpu"] == read_cpu().as_json()
     assert Path(sidecar["source_onnx"]).is_absolute() and Path(sidecar["source_onnx"]) == Path(details["onnx"]).resolve()
 

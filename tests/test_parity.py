@@ -126,8 +126,8 @@ def test_graph_mismatches_fail_the_gate_and_an_unreachable_graph_is_not_a_pass()
     good = _report([0.0] * 20)
     wrong = judge(good, Bounds(), ["a.input_quantizer: scale 0.5 in the graph, 0.25 in the reference", "b: quantized in the graph, not in the reference"])
     assert wrong.failed == ("max_graph_mismatches",)
-    assert wrong.failures[0] == ("2 quantizers of the engine's graph differ from the reference's (first: a.input_quantizer: scale 0.5 in the graph, 0.25 in "
-                                 "the reference) (--max-graph-mismatches 0)")
+    assert wrong.failures[0] == ("2 differences between the engine's graph and a fresh export of the reference (first: a.input_quantizer: scale 0.5 in "
+                                 "the graph, 0.25 in the reference) (--max-graph-mismatches 0)")
     unseen = judge(good, Bounds(), None)
     assert unseen.failed == ("max_graph_mismatches",) and "could not be compared" in unseen.failures[0]
     assert judge(good, Bounds(max_graph_mismatches=None), None).passed is True

@@ -122,6 +122,16 @@ class _Tally:
         )
 
 
+def score(fp32, fakequant, engine, targets, engine_seconds: float = 0.0) -> ParityReport:
+    """The report :func:`compare` gives, from logits already computed (numpy arrays or tensors,
+    one row per image, in the same order as ``targets``): for scoring many engine x reference
+    pairings from logits computed once each (``benchmarks/parity_pairings.py``)."""
+    logits = {name: torch.as_tensor(values).to(torch.float32) for name, values in (("fp32", fp32), ("fakequant", fakequant), ("engine", engine))}
+    tally = _Tally(torch.device("cpu"))
+    tally.add(logits, torch.as_tensor(targets))
+    return tally.report(engine_seconds)
+
+
 def wait_for(tensor: torch.Tensor) -> torch.Tensor:
     """Block until the work producing ``tensor`` is done (CUDA runs asynchronously: a timer
     stopped before this would time the launch, not the inference)."""
