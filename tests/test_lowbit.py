@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import onnx
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from swin_trt.api import open_model
 from swin_trt.distributed import DistContext
 from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import MICRO
+from swin_trt.onnx.tensorrt import ERROR, lint
 from swin_trt.pipelines.calibrate import calibrate_checkpoint
 from swin_trt.pipelines.export import export_checkpoint
 from swin_trt.pipelines.sensitivity import split_probe
@@ -141,7 +143,9 @@ def test_combined_checkpoint_reloads_bit_identically_and_exports_conformant(cali
     assert stored["ptq_methods"] == list(PTQ_METHODS) and set(stored["ptq"]["seconds"]) >= {"adaround", "qwt", "bias-correction"}
     reloaded = open_model(checkpoint=outcome.checkpoint).model
     original = outcome.model.state_dict()
-    assert all(torch.equal(value, original[key]) for key, value in reloaded.state_dict().items())
+    assert reloaded.state_dict().keys() == original.keys()
+    for key, value in reloaded.state_dict().items():  # disabled quantizers hold NaN amax
+        torch.testing.assert_close(value, original[key], rtol=0, atol=0, equal_nan=True, msg=key)
     x = images(4)
     with torch.no_grad():
         assert torch.equal(reloaded(x), outcome.model(x))
@@ -150,6 +154,8 @@ def test_combined_checkpoint_reloads_bit_identically_and_exports_conformant(cali
     code, out, err = run_cli("inspect", graph["onnx"], "--json", tmp_path / "inspect.json")
     assert code == 0, err
     assert json.loads((tmp_path / "inspect.json").read_text())["recipe_check"] == "passed"
+    trt = export_checkpoint(outcome.checkpoint, tmp_path / "lowbit_trt.onnx", target="tensorrt")  # export lints it and raises on an error
+    assert not [f for f in lint(onnx.load(trt["onnx"])) if f.severity == ERROR]
 
 
 @pytest.mark.parametrize("method", PTQ_METHODS)
