@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--ptq-iters", type=int, default=200)
     parser.add_argument("--val-images", type=int, default=None, help="first N val images (default all)")
     parser.add_argument("--rank-images", type=int, default=None,
-                        help="rank calibrators and methods on the first N val images, then evaluate the best calibrator and the best "
+                        help="rank calibrators and methods on N val images (a seeded random subset), then evaluate the best calibrator and the best "
                         "method of each setting on all of them (default: every run on all)")
     parser.add_argument("--no-engine", action="store_true")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/lowbit/cache"))
@@ -126,6 +126,8 @@ def main() -> None:
     output = RESULTS / f"lowbit_{args.name}.json"
     rows, results = [], []
     config = open_model(checkpoint=args.checkpoint).model.swin_trt_config
+    # a seeded random subset: the val folders are sorted by class, so a prefix would hold one or two classes
+    subset = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:args.rank_images] if args.rank_images else torch.arange(len(labels))
 
     def save() -> None:
         write_json(output, {
@@ -146,10 +148,10 @@ def main() -> None:
             where = scratch / f"{recipe}_W{weight_bits}A{activation_bits}_{calibrator}_{'+'.join(methods) or 'none'}"
             outcome = calibrate_checkpoint(None, None, args.checkpoint, args.data_path, False, request, where, DistContext(), workers=0)
             wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-            ranked = args.rank_images or len(labels)
-            quant = top1(predict(outcome.model, images[:ranked]), labels[:ranked])
+            ranked = len(subset)
+            quant = top1(predict(outcome.model, images[subset]), labels[subset])
             entry = {"recipe": recipe, "precision": f"W{weight_bits}A{activation_bits}", "calibrator": calibrator, "methods": list(methods), "label": label,
-                     "ranking_images": ranked, "ranking_top1": quant, "ranking_fp32_top1": top1(fp_logits[:ranked], labels[:ranked]), "calibration_seconds": wall, "calibration_cpu_seconds": cpu, "load_average_start": load,
+                     "ranking_images": ranked, "ranking_top1": quant, "ranking_fp32_top1": top1(fp_logits[subset], labels[subset]), "calibration_seconds": wall, "calibration_cpu_seconds": cpu, "load_average_start": load,
                      "ptq_seconds": outcome.meta["quantization"].get("ptq", {}).get("seconds"), "checkpoint": str(outcome.checkpoint)}
             results.append(entry)
             if ranked == len(labels):
