@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install datasets browser toolchain demo test clean
+.PHONY: install datasets browser toolchain demo test test-slow test-all clean
 
 install: $(STAMP) datasets
 
@@ -19,7 +19,8 @@ datasets:
 			|| echo "could not install dataset-fashion-mnist: swin-trt data fashion-mnist needs it"; \
 	fi
 
-# Debian's chromium opens the HTML report in tests/test_report.py (skipped with a reason without it); installed like the dataset.
+# Debian's chromium opens the HTML report in tests/test_report.py (skipped with a reason without it, a failure in CI
+# where it could be installed); installed like the dataset.
 browser:
 	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		echo "apt-get install chromium"; \
@@ -46,8 +47,16 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/swin-trt demo --workdir runs/demo --json runs/demo/demo.json
 
+# `make test`: every test not marked slow (under 8 minutes on 2 idle cores); `make test-slow`: the slow ones (the reduced
+# demo, subprocess and torchrun runs, Swin-L shapes: minutes each); `make test-all` (and CI, .ci/run): both, fast first.
+# SWIN_TRT_TEST_CACHE=DIR keeps the session's trained swin_micro between the two runs (tests/conftest.py).
 test: $(STAMP) browser toolchain
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) browser toolchain
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: test test-slow
 
 clean:
 	rm -rf runs .pytest_cache
