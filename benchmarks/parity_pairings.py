@@ -69,10 +69,11 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def references(checkpoint: Path, data: Path, workdir: Path) -> dict[str, Path]:
+def references(checkpoint: Path, data: Path, workdir: Path, variants: bool) -> dict[str, Path]:
     """The three recipes and the trt variants, calibrated once (as the demo calibrates: 10 x 8 images)."""
     found = {}
-    for name, options in [*((mode, {"int8_mode": mode}) for mode in sorted(RECIPES)), *((n, {"int8_mode": "trt", **o}) for n, o in VARIANTS.items())]:
+    chosen = VARIANTS if variants else {}
+    for name, options in [*((mode, {"int8_mode": mode}) for mode in sorted(RECIPES)), *((n, {"int8_mode": "trt", **o}) for n, o in chosen.items())]:
         folder = workdir / "calib" / name
         calibrated = next(folder.glob("*_calib.pth"), None)
         if calibrated is None:
@@ -154,11 +155,11 @@ def reference_logits(name: str, checkpoint: Path, images: torch.Tensor, batch: i
     return found
 
 
-def pairings_of(calibration: str) -> list[str]:
+def pairings_of(calibration: str, calibrations: list[str]) -> list[str]:
     """Recipes against every recipe (and trt against every variant); a variant against itself and trt."""
     if calibration in VARIANTS:
         return [calibration, "trt"]
-    return sorted(RECIPES) + (list(VARIANTS) if calibration == "trt" else [])
+    return sorted(RECIPES) + ([name for name in calibrations if name in VARIANTS] if calibration == "trt" else [])
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -197,11 +198,12 @@ def main() -> None:
     parser.add_argument("--data-path", type=Path, required=True, help="its dataset (the val split is scored)")
     parser.add_argument("--workdir", type=Path, required=True, help="calibrations, graphs, engines and cached logits (kept between runs)")
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--no-variants", action="store_true", help="the three recipes only (no max / entropy / seed-1 trt calibrations)")
     parser.add_argument("--max-images", type=int, default=None, help="score the first N val images only (a quick run; not for the results file)")
     parser.add_argument("--output", type=Path, default=None, help="results file (default benchmarks/results/parity_pairings_<model>.json)")
     args = parser.parse_args()
     started, load_before = time.time(), os.getloadavg()
-    checkpoints = references(args.checkpoint, args.data_path, args.workdir)
+    checkpoints = references(args.checkpoint, args.data_path, args.workdir, not args.no_variants)
     built = engines(checkpoints, args.workdir)
     images, targets = val_images(checkpoints["trt"], args.data_path, args.max_images)
     log(f"{len(images)} val images; {len(checkpoints)} references, {len(built)} engines")
@@ -217,7 +219,7 @@ def main() -> None:
         engine_logits, seconds = cached_logits(cache / item["engine"].name, lambda chunk, e=engine: e.run(chunk), images, args.batch_size)
         graph = read_model(item["graph"])
         family = bound_family(*tensor_types(graph))
-        for reference in [item["calibration"]] if item["fault"] else pairings_of(item["calibration"]):
+        for reference in [item["calibration"]] if item["fault"] else pairings_of(item["calibration"], list(checkpoints)):
             report = score(logits[reference]["fp32"], logits[reference][f"fakequant_{family}"], engine_logits, targets, seconds)
             key = (item["graph"], reference)  # the engines of one graph share its graph check
             if key not in graph_checks:

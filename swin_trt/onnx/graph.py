@@ -43,7 +43,7 @@ def read_model(path: str | Path, what: str = "--onnx") -> onnx.ModelProto:
     empty model), so a model without nodes or opset is refused too."""
     path = Path(path)
     if not path.is_file():
-        raise SwinTrtError(f"{what} {path}: not found (make one with `swin-trt export`)")
+        raise SwinTrtError(f"{what} {path}: ONNX file not found (make one with `swin-trt export`)")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # protobuf's DecodeError and friends

@@ -143,18 +143,17 @@ def _value_difference(got: np.ndarray, want: np.ndarray) -> str | None:
     """Where two constants differ, bit for bit (NaN and -0.0 included), in words; None when equal."""
     if got.dtype != want.dtype or got.shape != want.shape:
         return f"{got.dtype} {list(got.shape)} in the graph, {want.dtype} {list(want.shape)} in the reference export"
-    if got.dtype.kind in "fc" or got.dtype.itemsize in (1, 2, 4, 8):
-        bits = np.dtype(f"u{got.dtype.itemsize}") if got.dtype.itemsize in (1, 2, 4, 8) else None
-        flat_got, flat_want = got.reshape(-1), want.reshape(-1)
-        differ = np.flatnonzero(flat_got.view(bits) != flat_want.view(bits)) if bits is not None else np.flatnonzero(flat_got != flat_want)
-    else:
-        differ = np.flatnonzero(got.reshape(-1) != want.reshape(-1))
+    flat_got, flat_want = got.reshape(-1), want.reshape(-1)
+    if got.dtype.itemsize in (1, 2, 4, 8):  # compare the bits: NaN equals itself, -0.0 differs from 0.0
+        bits = np.dtype(f"u{got.dtype.itemsize}")
+        flat_got, flat_want = flat_got.view(bits), flat_want.view(bits)
+    differ = np.flatnonzero(flat_got != flat_want)
     if not differ.size:
         return None
-    first = differ[0]
-    where = f"element {np.unravel_index(first, got.shape) if got.ndim > 1 else first} " if got.size > 1 else ""
-    return (f"{where}is {got.reshape(-1)[first]:.6g} in the graph, {want.reshape(-1)[first]:.6g} in the reference export"
-            + (f" ({differ.size} of {got.size} values differ)" if got.size > 1 else ""))
+    first = int(differ[0])
+    where = f"element {tuple(int(i) for i in np.unravel_index(first, got.shape)) if got.ndim > 1 else first}: " if got.size > 1 else ""
+    share = f" ({differ.size} of {got.size} values differ)" if got.size > 1 else ""
+    return f"{where}{got.reshape(-1)[first]:.6g} in the graph, {want.reshape(-1)[first]:.6g} in the reference export{share}"
 
 
 def _node_label(node) -> str:
