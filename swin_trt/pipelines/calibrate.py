@@ -84,6 +84,7 @@ def calibrate_checkpoint(
     reference = copy.deepcopy(network).eval() if methods else None
     quantize_model(network, recipe, per_channel_weights=request.per_channel_weights)
     set_precision(network, request.weight_bits, request.activation_bits)  # before amax: entropy and mse depend on it
+    network.to(context.device)  # the new quantizers' buffers too
     seed_all(request.seed + context.rank)  # augmentation
     loader = build_loader(dataset, request.calib_batchsz, context, workers=workers, seed=request.seed, shuffle_once=True)
     histograms, images = collect_statistics(network, loader, request.num_calib_batch, context, request.histogram)

@@ -37,10 +37,10 @@ def affine_fit(predictor: torch.Tensor, target: torch.Tensor, with_scale: bool, 
     p = predictor.reshape(-1, predictor.shape[-1]).double()
     t = target.reshape(-1, target.shape[-1]).double()
     if not with_scale:
-        return torch.ones(p.shape[1], dtype=torch.float32), (t - p).mean(dim=0).float()
+        return torch.ones(p.shape[1], device=p.device), (t - p).mean(dim=0).float()
     if not with_offset:
         scale = (p * t).sum(dim=0) / (p * p).sum(dim=0).clamp(min=1e-30)
-        return scale.clamp(*SCALE_LIMITS).float(), torch.zeros(p.shape[1])
+        return scale.clamp(*SCALE_LIMITS).float(), torch.zeros(p.shape[1], device=p.device)
     pm, tm = p.mean(dim=0), t.mean(dim=0)
     variance = (p - pm).pow(2).mean(dim=0)
     scale = ((p - pm) * (t - tm)).mean(dim=0) / variance.clamp(min=1e-30)
