@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from swin_trt.errors import SwinTrtError
+from swin_trt.onnx.hashing import file_sha256
 
 OutputKind = Literal["file", "folder", "stream"]
 
@@ -229,7 +230,12 @@ def sidecar_path(artifact: str | Path) -> Path:
 
 
 def write_sidecar(artifact: str | Path, details: Mapping[str, Any]) -> Path:
-    return write_json(sidecar_path(artifact), details)
+    """Write the sidecar of ``artifact`` (which must be complete) with the SHA-256 and size of
+    its bytes (``sha256``, ``bytes``): a sidecar describes one file, and whoever trusts it
+    (``swin-trt bench``) re-hashes the file, so an artifact replaced under a kept sidecar is
+    refused instead of being taken for what the sidecar says."""
+    artifact = Path(artifact)
+    return write_json(sidecar_path(artifact), {**details, "sha256": file_sha256(artifact), "bytes": artifact.stat().st_size})
 
 
 @functools.lru_cache(maxsize=None)
@@ -243,7 +249,7 @@ def read_sidecar(artifact: str | Path) -> dict[str, Any] | None:
     rebuild: that name is shared by every artifact with the same stem."""
     sidecar = sidecar_path(artifact)
     if not sidecar.is_file():
-        legacy = sidecar_path(Path(artifact))
+        legacy = Path(artifact).with_suffix(".json")
         if legacy == Path(artifact) or not legacy.is_file():
             return None
         _tell_once(f"note: {legacy} is a sidecar under the old name; re-export / rebuild to get {sidecar.name}")

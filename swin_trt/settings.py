@@ -15,6 +15,11 @@ HISTOGRAMS = ("native", "pytorch-quantization")
 FORMATS = ("int8", "fp8")
 FP8_DEFAULT_CALIBRATOR = "max"  # what FP8 recipes (NVIDIA Model Optimizer's among them) use; see docs/fp8.md
 
+# Low-bit PTQ methods (``calibrate --ptq-method``, docs/lowbit.md), in the order they run when
+# combined: the first two transform the FP weights before quantizers are inserted, the last three
+# work on the calibrated model block by block. Kept here (torch-free) for ``--help``.
+PTQ_METHODS = ("smoothquant", "ln-reparam", "adaround", "qwt", "bias-correction")
+
 
 @dataclass(frozen=True)
 class TrainRecipe:
@@ -49,6 +54,8 @@ class CalibrationRequest:
     weight_bits: int = 8  # --wprec: fake-quant weights to [-2**(n-1), 2**(n-1) - 1]
     activation_bits: int = 8  # --aprec
     format: str = "int8"  # --format: int8 or fp8 (E4M3, scale = amax / 448)
+    ptq_methods: tuple[str, ...] = ()  # --ptq-method, in PTQ_METHODS order
+    ptq_iters: int = 200  # --ptq-iters: adaround's optimisation steps per block
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,7 @@ class QatRecipe:
     temperature: float = 3.0
     mixup: bool = True  # the config's AUG.MIXUP / CUTMIX / MODEL.LABEL_SMOOTHING; False: plain labels with label smoothing
     learn_amax: bool = False
+    selection_images: int = 1000  # held-out train images that pick the best epoch (0 = keep the last, as before)
     weight_bits: int | None = None  # None: the calibrated checkpoint's precision
     activation_bits: int | None = None
     seed: int = 0

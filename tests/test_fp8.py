@@ -19,10 +19,10 @@ from swin_trt.models.checkpoint import read_checkpoint, save_checkpoint
 from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import MICRO
 from swin_trt.onnx import tensorrt as onnx_tensorrt
-from swin_trt.onnx.graph import qdq_formats
+from swin_trt.onnx.graph import qdq_formats, tensor_types
 from swin_trt.parity.gate import BY_PRECISION, bound_family
 from swin_trt.pipelines.calibrate import calibrate_checkpoint
-from swin_trt.pipelines.export import export_checkpoint
+from swin_trt.pipelines.export import ExportSettings, export_checkpoint, export_graph
 from swin_trt.quantization.calibrators import Histogram, fp8_mse_errors
 from swin_trt.quantization.model import named_quantizers, quantize_model
 from swin_trt.quantization.quantizer import TensorQuantizer
@@ -183,7 +183,8 @@ def test_tensorrt_target_fp8_graph_and_lint(random_fp8, tmp_path):
 def test_fp8_refuses_narrow_bit_widths_entropy_and_an_int8_checkpoint(random_fp8, digits_dir, tmp_path, run_cli):
     out, checkpoint, _, _ = random_fp8
     for extra, phrase in ((("--wprec", "6"), "--wprec/--aprec apply to --format int8 only"),
-                          (("--calibrator", "entropy"), "--calibrator entropy does not apply to --format fp8")):
+                          (("--calibrator", "entropy"), "--calibrator entropy does not apply to --format fp8"),
+                          (("--ptq-method", "adaround"), "--ptq-method works on the integer grid")):
         code, _, err = run_cli("calibrate", "--resume", checkpoint, "--data-path", digits_dir, "--format", "fp8", *extra,
                                "--calib-output-path", tmp_path, "--workers", "0")
         assert code == 2 and phrase in err and len(err.strip().splitlines()) == 1
@@ -242,8 +243,21 @@ def test_openvino_refuses_fp8_graphs(random_fp8, tmp_path):
 def test_gate_bound_family_comes_from_the_graphs_types(random_fp8):
     graph = onnx.load(str(random_fp8[3]))
     assert qdq_formats(graph) == {"fp8"}
-    assert bound_family("fp32", qdq_formats(graph)) == "fp8" and "fp8" in BY_PRECISION
-    assert bound_family("fp32", {"int8"}) == "fp32" and bound_family("fp16", {"fp8"}) == "fp16"
+    assert bound_family(*tensor_types(graph)) == "fp8" and "fp8" in BY_PRECISION
+    assert bound_family({"float32"}, {"int8"}) == "fp32" and bound_family({"float16"}, {"float8_e4m3fn"}) == "fp16"
+
+
+def test_fp8_is_an_export_setting_the_graph_checks_fresh_export_reproduces(random_fp8):
+    """The sidecar's ``export`` records the FP8 format, a fresh in-memory export with those settings
+    is the saved graph to the byte, and int8 settings on an FP8 checkpoint are refused (not exported
+    as something else)."""
+    _, _, calibrated, graph = random_fp8
+    settings = ExportSettings.from_sidecar(json.loads(graph.with_name(graph.name + ".json").read_text()))
+    assert settings.format == "fp8"
+    fresh = export_graph(calibrated, settings).proto
+    assert qdq_formats(fresh) == {"fp8"} and fresh.SerializeToString() == onnx.load(str(graph)).SerializeToString()
+    with pytest.raises(SwinTrtError, match="is calibrated for fp8, the settings ask for int8 Q/DQ"):
+        export_graph(calibrated, ExportSettings())
 
 
 def test_fp8_export_build_bench_gate_on_the_trained_micro_model(trained_micro, digits_dir, tmp_path, run_cli):

@@ -11,6 +11,7 @@ from swin_trt.cli.common import add_data_args, emit_json, positive_int
 from swin_trt.errors import SwinTrtError
 from swin_trt.lazy import lazy_import
 from swin_trt.parity.gate import BY_PRECISION, DEFAULTS
+from swin_trt.runtimes import check_result_path
 from swin_trt.runtimes.timing import DEFAULT_BATCHES
 
 console = lazy_import("swin_trt.console")
@@ -23,7 +24,7 @@ BOUND_FLAGS = (
     ("max_rel_error_p95", "--max-rel-error-p95", "R", "95th percentile of r"),
     ("min_agreement", "--min-agreement", "PCT", "argmax agreement engine vs fake-quant, %%"),
     ("max_top1_drop", "--max-top1-drop", "PT", "engine top-1 below fake-quant top-1, points"),
-    ("max_graph_mismatches", "--max-graph-mismatches", "N", "quantizers whose placement or scale in the engine's graph is not the reference's"),
+    ("max_graph_mismatches", "--max-graph-mismatches", "N", "differences (tensors, nodes) between the engine's graph and a fresh export of the reference"),
 )
 
 
@@ -41,8 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         NAME,
         help="the parity gate: an engine against the fake-quant reference it was built from",
-        description="Check that the engine was built from --reference (engine sidecar -> ONNX and its SHA-256 -> ONNX sidecar -> "
-        "checkpoint SHA-256; a foreign engine is refused), then evaluate FP32, the fake-quant reference and the engine on val. "
+        description="Check that the engine's bytes are the ones its sidecar records (refused otherwise) and that it was built from "
+        "--reference (engine sidecar -> ONNX and its SHA-256 -> ONNX sidecar -> checkpoint SHA-256; a foreign engine is refused), "
+        "compare its source graph tensor by tensor with a fresh export of --reference (bounds chosen by the graph's own float type), "
+        "then evaluate FP32, the fake-quant reference and the engine on val. "
         "The gate is on by default: per image, the engine's logit error in units of the quantization's own perturbation, "
         "r = ||engine - fakequant|| / ||fakequant - fp32||, bounded in median and 95th percentile, plus argmax agreement and "
         "top-1 drop. Exit 1 naming the failed bound; --no-gate reports only. Bounds and their measurement: docs/parity.md.",
@@ -81,6 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.baseline_engine is not None and args.sweep is None:
         raise SwinTrtError("--baseline-engine is timed by --sweep: add --sweep [BATCH ...]")
+    check_result_path(args.json, (args.engine, args.reference, args.onnx, args.baseline_engine))
     overrides = {name: getattr(args, name) for name, *_ in BOUND_FLAGS if hasattr(args, name)}
     localize_images = args.localize_images if args.localize or args.localize_plot else 0
     outcome = deploy_stage.bench_engine(args.reference, args.engine, args.data_path, args.zip, args.batch_size, args.workers, args.max_batches,
@@ -101,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                           f"{report.mean_abs_diff:.4g}", f"{report.cosine:.6f}", f"{report.images_per_s:.1f}")])
     result = summary(outcome)
     if outcome.graph_mismatches:
-        print(f"graph vs reference: {len(outcome.graph_mismatches)} quantizers differ:", *outcome.graph_mismatches[:5], sep="\n  ")
+        print(f"graph vs a fresh export of the reference: {len(outcome.graph_mismatches)} differences:", *outcome.graph_mismatches[:5], sep="\n  ")
     if outcome.sweep is not None:
         result["sweep"] = _report_sweep(outcome, args.engine, args.baseline_engine)
     if outcome.localization is not None:

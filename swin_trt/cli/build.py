@@ -9,9 +9,10 @@ from swin_trt.cli.common import emit_json, positive_int
 from swin_trt.errors import SwinTrtError
 from swin_trt.io import check_writable
 from swin_trt.lazy import lazy_import
-from swin_trt.runtimes import BACKENDS, backend_module
+from swin_trt.runtimes import BACKENDS, backend_module, check_engine_output, check_result_path
 
 console = lazy_import("swin_trt.console")
+onnx_graph = lazy_import("swin_trt.onnx.graph")
 ort_runtime = lazy_import("swin_trt.runtimes.onnxruntime")
 
 TENSORRT_OPTIONS = ("min_batch", "opt_batch", "max_batch", "timing_cache", "builder_optimization_level", "workspace")
@@ -45,7 +46,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def _checked_output(args: argparse.Namespace, default: Path) -> Path:
+    """The engine path, refused before the build when it or ``--json`` would overwrite an
+    artifact or a sidecar (docs/parity.md: every sidecar describes one file)."""
+    output = args.output or default
+    check_engine_output(output, args.onnx)
+    check_result_path(args.json, (args.onnx, output))
+    check_writable(output, "--output")
+    return output
+
+
 def run(args: argparse.Namespace) -> int:
+    onnx_graph.read_model(args.onnx, "--onnx")  # a corrupt or non-ONNX file is one line here, for every backend
     if args.backend == "tensorrt":
         return _build_tensorrt(args)
     given = [f"--{name.replace('_', '-')}" for name in TENSORRT_OPTIONS if getattr(args, name) is not None]
@@ -54,8 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "openvino":
         return _build_openvino(args)
 
-    output = args.output or Path("engines") / f"{args.onnx.stem}.ort-{ort_runtime.resolve_mode(args.onnx, args.ort_mode)[0]}.onnx"
-    check_writable(output, "--output")
+    output = _checked_output(args, Path("engines") / f"{args.onnx.stem}.ort-{ort_runtime.resolve_mode(args.onnx, args.ort_mode)[0]}.onnx")
     details = ort_runtime.build(args.onnx, output, args.ort_mode)
     print(f"onnxruntime mode: {details['ort_mode']} ({details['ort_mode_reason']}); CPU: {details['cpu']['model']}")
     console.print_table("build", ("engine", "backend", "mode", "providers"), [(details["engine"], details["backend"], details["ort_mode"], ", ".join(details["providers"]))])
@@ -64,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _build_openvino(args: argparse.Namespace) -> int:
-    output = args.output or Path("engines") / f"{args.onnx.stem}.openvino.blob"
-    check_writable(output, "--output")
+    output = _checked_output(args, Path("engines") / f"{args.onnx.stem}.openvino.blob")
     details = backend_module("openvino").build(args.onnx, output)
     console.print_table("build", ("engine", "backend", "OpenVINO", "device", "precision outside Q/DQ"),
                         [(details["engine"], details["backend"], details["openvino_version"], details["device"], details["inference_precision"])])
@@ -75,6 +85,8 @@ def _build_openvino(args: argparse.Namespace) -> int:
 
 def _build_tensorrt(args: argparse.Namespace) -> int:
     output = args.output or Path("engines") / f"{args.onnx.stem}.plan"
+    check_engine_output(output, args.onnx)
+    check_result_path(args.json, (args.onnx, output))
     details = backend_module("tensorrt").build(args.onnx, output, args.min_batch, args.opt_batch, args.max_batch, args.timing_cache,
                                                args.builder_optimization_level, args.workspace)
     build = details["build"]

@@ -11,11 +11,10 @@ from pathlib import Path
 from swin_trt.cli.calibrate import precision_label
 from swin_trt.cli.common import emit_json
 from swin_trt.errors import SwinTrtError
-from swin_trt.io import sidecar_path
+from swin_trt.io import read_sidecar, sidecar_path
 from swin_trt.lazy import lazy_import
 from swin_trt.onnx.placement import expected_placement
 
-onnx = lazy_import("onnx")
 console = lazy_import("swin_trt.console")
 onnx_graph = lazy_import("swin_trt.onnx.graph")
 onnx_tensorrt = lazy_import("swin_trt.onnx.tensorrt")
@@ -51,10 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise SwinTrtError(f"file not found: {args.onnx}")
     if args.onnx.suffix in ENGINE_SUFFIXES or args.onnx.suffix == ".json":
         return _inspect_engine(args)
-    try:
-        graph = onnx.load(str(args.onnx))
-    except Exception as error:  # protobuf DecodeError and friends
-        raise SwinTrtError(f"{args.onnx}: not an ONNX model ({error})") from None
+    graph = onnx_graph.read_model(args.onnx, "inspect")
     counts = onnx_graph.classify_dequantize(graph)
     left = onnx_graph.unquantized_matmuls(graph)
     ops = [node.op_type for node in graph.graph.node]
@@ -78,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
 
     sidecar = sidecar_path(args.onnx)
     mismatches: list[str] = []
-    if sidecar.is_file():
-        details = json.loads(sidecar.read_text())
+    details = read_sidecar(args.onnx)
+    if details is not None:
         expected = expected_placement(details)
         for key, value in expected.items():
             if payload.get(key, 0) != value:
@@ -124,7 +120,7 @@ def _inspect_engine(args: argparse.Namespace) -> int:
         information = engine.layer_information()
         source = args.graph or engine.details.get("source_onnx")
     layers = engine_layers.parse_engine_information(information)
-    graph = onnx.load(str(source), load_external_data=False) if source and Path(source).is_file() else None
+    graph = onnx_graph.read_model(source, "--graph" if args.graph else "the engine's source graph") if source and (args.graph or Path(source).is_file()) else None
     summary = engine_layers.summarize(layers, graph)
     if args.layers:
         console.print_table(f"layers of {args.onnx}", ("layer", "type", "precision", "tactic", "fused ONNX nodes"),

@@ -9,11 +9,14 @@ from __future__ import annotations
 import functools
 import warnings
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 from onnxconverter_common import float16
+
+from swin_trt.errors import SwinTrtError
 
 INT8_RANGE = (-128, 127)
 FP8_RANGE = (-448, 448)  # float8e4m3fn: the exporter's Clip after an FP8 QuantizeLinear
@@ -34,6 +37,38 @@ def constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
         if node.op_type == "Constant" and node.output[0] == name:
             return numpy_helper.to_array(node.attribute[0].t)
     return None
+
+
+def read_model(path: str | Path, what: str = "--onnx") -> onnx.ModelProto:
+    """An ONNX file as a ``ModelProto`` (external data not loaded), or one line (a
+    :class:`~swin_trt.errors.SwinTrtError`) saying that ``what`` (the flag or role that named
+    it) is missing or not an ONNX model: protobuf parses many non-ONNX files (an empty one is an
+    empty model), so a model without nodes or opset is refused too."""
+    path = Path(path)
+    if not path.is_file():
+        raise SwinTrtError(f"{what} {path}: ONNX file not found (make one with `swin-trt export`)")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # protobuf's DecodeError and friends
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise SwinTrtError(f"{what} {path}: not an ONNX model ({reason})") from None
+    if not model.graph.node or not model.opset_import:
+        raise SwinTrtError(f"{what} {path}: not an ONNX model (it has no graph nodes or no opset)")
+    return model
+
+
+def tensor_types(model: onnx.ModelProto) -> tuple[frozenset[str], frozenset[str]]:
+    """What a graph computes in, from its own tensors: (the element types of its float constants
+    (initializers and Constant nodes), the types its QuantizeLinear nodes produce (their zero
+    points' types; int8 when a QuantizeLinear has none)), as numpy names (``float32``,
+    ``float16``, ``int8``). The parity gate chooses its bounds from these."""
+    graph = model.graph
+    tensors = [*graph.initializer, *(a.t for node in graph.node if node.op_type == "Constant" for a in node.attribute if a.name == "value")]
+    kinds = {tensor.name: onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type) for tensor in tensors}
+    floats = frozenset(dtype.name for dtype in kinds.values() if dtype.kind == "f")
+    quantized = frozenset(kinds[node.input[2]].name if len(node.input) > 2 and node.input[2] in kinds else "int8"
+                          for node in graph.node if node.op_type == "QuantizeLinear")
+    return floats, quantized
 
 
 def producer_map(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:

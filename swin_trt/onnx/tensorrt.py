@@ -65,6 +65,7 @@ RULES = {
     "mixed-formats": "INT8 and FP8 Q/DQ in one graph: swin-trt exports one format per graph",
 }
 ERROR, WARNING = "error", "warning"
+DEQUANTIZE_SUFFIX = ".DequantizeLinear"  # export names each DequantizeLinear after its quantizer (swin_trt.onnx.export.name_qdq_nodes)
 SEVERITY = {rule: WARNING if rule in ("fp32-graph", "attention-not-quantized", "fused-mha-limits", "fp8-outside-gemm", "fp8-per-channel-weights")
             else ERROR for rule in RULES}
 
@@ -93,14 +94,18 @@ class Finding:
 # passes
 
 
-def hoist_transposes_above_qdq(model: onnx.ModelProto) -> int:
+def hoist_transposes_above_qdq(model: onnx.ModelProto) -> dict[str, list[int]]:
     """Rewrite ``Q -> DQ -> Transpose -> MatMul`` (an activation, per tensor) as
     ``Transpose -> Q -> DQ -> MatMul``, so the DQ feeds the attention matmul directly.
 
     Exact: a per-tensor quantize commutes with a transpose. The exporter writes ``k.transpose``
-    after k's quantizer, which is where PyTorch applies it. Returns how many were moved."""
+    after k's quantizer, which is where PyTorch applies it. Returns what was moved: {the
+    quantizer (the DequantizeLinear's name less ``.DequantizeLinear``): the permutation}. After
+    the move that quantizer's tensor in the graph is the transpose of the one PyTorch quantizes;
+    export records this in the sidecar (``hoisted_transposes``) and ``bench --localize`` inverts
+    it before comparing the two."""
     graph = GraphIndex(model)
-    moved = 0
+    moved: dict[str, list[int]] = {}
     for transpose in list(model.graph.node):
         if transpose.op_type != "Transpose":
             continue
@@ -121,7 +126,8 @@ def hoist_transposes_above_qdq(model: onnx.ModelProto) -> int:
         transpose.input[0] = source
         transpose.output[0] = quantize.input[0] = f"{transposed}_before_qdq"
         dequantize.output[0] = transposed
-        moved += 1
+        perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), [])
+        moved[graph.name(dequantize).removesuffix(DEQUANTIZE_SUFFIX)] = perm
     if moved:
         _topological_sort(model.graph)
     return moved
@@ -149,15 +155,16 @@ def _topological_sort(graph: onnx.GraphProto) -> None:
     graph.node.extend(ordered)
 
 
-def prepare_for_tensorrt(model: onnx.ModelProto) -> onnx.ModelProto:
+def prepare_for_tensorrt(model: onnx.ModelProto) -> dict[str, list[int]]:
     """The passes that make an exported Q/DQ graph (already converted to the target precision)
-    follow TensorRT's rules, then a self-check: the result must lint clean. Raises ValueError
-    naming the first finding otherwise (a model or exporter this module does not know yet)."""
-    hoist_transposes_above_qdq(model)
+    follow TensorRT's rules, in place, then a self-check: the result must lint clean. Raises
+    ValueError naming the first finding otherwise (a model or exporter this module does not know
+    yet). Returns the transposes moved above a quantizer (:func:`hoist_transposes_above_qdq`)."""
+    hoisted = hoist_transposes_above_qdq(model)
     errors = [f for f in lint(model) if f.severity == ERROR]
     if errors:
         raise ValueError(f"the TensorRT-target graph still breaks {len(errors)} rule(s), first: {errors[0].line()}")
-    return model
+    return hoisted
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,15 +16,15 @@ per-image errors come back.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from swin_trt.console import progress
+from swin_trt.float32 import exact_float32
 
 
 def relative_errors(engine, reference, fp32) -> np.ndarray:
@@ -122,25 +122,22 @@ class _Tally:
         )
 
 
+def score(fp32, fakequant, engine, targets, engine_seconds: float = 0.0) -> ParityReport:
+    """The report :func:`compare` gives, from logits already computed (numpy arrays or tensors,
+    one row per image, in the same order as ``targets``): for scoring many engine x reference
+    pairings from logits computed once each (``benchmarks/parity_pairings.py``)."""
+    logits = {name: torch.as_tensor(values).to(torch.float32) for name, values in (("fp32", fp32), ("fakequant", fakequant), ("engine", engine))}
+    tally = _Tally(torch.device("cpu"))
+    tally.add(logits, torch.as_tensor(targets))
+    return tally.report(engine_seconds)
+
+
 def wait_for(tensor: torch.Tensor) -> torch.Tensor:
     """Block until the work producing ``tensor`` is done (CUDA runs asynchronously: a timer
     stopped before this would time the launch, not the inference)."""
     if tensor.is_cuda:
         torch.cuda.current_stream(tensor.device).synchronize()
     return tensor
-
-
-@contextlib.contextmanager
-def exact_float32() -> Iterator[None]:
-    """FP32 references in IEEE float32 on CUDA: TF32 (on by default for cuDNN convolutions on
-    Ampere and newer) rounds operands to 10 mantissa bits, which moves the reference by far more
-    than the gate's bounds. The previous settings are restored afterwards."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @torch.no_grad()

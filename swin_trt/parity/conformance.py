@@ -1,18 +1,25 @@
-"""Is the engine's graph the reference's quantized model? Its Q/DQ nodes against the reference's
-quantizers, by name, exactly: the same tensors quantized, each with the same scale.
+"""Is the engine's graph the reference's quantized model?
+
+:func:`graph_differences` compares the engine's source graph, tensor by tensor, with a fresh
+in-memory export of ``--reference`` under the settings its sidecar records (recipe, precision,
+target, fusion passes, weights format; :func:`swin_trt.pipelines.export.export_graph`): the node
+sequence (operator, name, inputs, outputs, attributes), and every constant a node reads, by the
+node and input it feeds: integer and float weights, biases, LayerNorm parameters, position-bias
+tables, the patch embedding and the head, every QuantizeLinear and DequantizeLinear scale and zero
+point. Export is deterministic (``tests/test_graph_check.py``), so a right graph is equal to the
+bit, in every precision, and the first line names the first tensor that differs in a wrong one.
+No arithmetic is involved.
 
 Why beside the logit error: the logit error cannot tell an FP16 engine of the right model from
 one of another recipe. An FP16 graph rounds every tensor to float16 before quantizing it; a value
 within half a float16 step of a rounding boundary lands on the neighbouring integer, and that
-one-step error carries the next layers' inputs across further boundaries. On swin_micro 0.1-0.7 %
-of a quantizer's values flip on their own and 35-45 % differ by the last stage (docs/parity.md):
-the quantization noise is drawn anew, so a right FP16 engine is nearly as far from the reference
-(r ~0.9) as a wrong recipe (r ~1.1-1.3). The graph's quantizers, though, are numbers the export
-wrote from the reference; comparing them involves no arithmetic and holds in every precision.
-Together with the provenance chain (the engine was built from this graph) this pins the model;
-the logit bounds then check that the runtime computed it. Weights are compared too (the INT8
-values a graph stores, or the float weights it quantizes): a weight edited after export keeps its
-scale.
+one-step error carries the next layers' inputs across further boundaries, so a right FP16 engine
+is nearly as far from the reference as a wrong recipe (docs/parity.md). Nor can it see one edited
+bias element. Together with the provenance chain (the engine was built from this graph, SHA-256
+checked) the graph check pins the model; the logit bounds then check that the runtime computed it.
+
+:func:`mismatches` is the quantizer-level view against a live fake-quant model (scales and weights
+by quantizer name), for graphs whose export settings are unknown.
 """
 
 from __future__ import annotations
@@ -105,4 +112,111 @@ def mismatches(fakequant: torch.nn.Module, onnx_path: str | Path) -> list[str]:
             weight = modules[name.rsplit(".", 1)[0]].weight
             problems.append(_differs("weight", stored.weight, _reference_weight(quantizer, weight, stored.weight)))
         found += [f"{name}: {problem}" for problem in problems if problem]
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# the complete check: the graph against a fresh export
+
+
+ROLES = {"QuantizeLinear": ("input", "scale", "zero point"), "DequantizeLinear": ("input", "scale", "zero point"),
+         "LayerNormalization": ("input", "gamma", "beta"), "MatMul": ("input A", "input B"), "Gemm": ("input A", "input B", "bias C"),
+         "Conv": ("input", "weight", "bias"), "Add": ("input A", "input B"), "Mul": ("input A", "input B")}
+
+
+class _Constants:
+    """The constant tensors of a graph (initializers and Constant nodes), as arrays on first use."""
+
+    def __init__(self, graph):
+        self.protos = {init.name: init for init in graph.initializer}
+        self.protos.update({node.output[0]: next(a.t for a in node.attribute if a.name == "value")
+                            for node in graph.node if node.op_type == "Constant" and any(a.name == "value" for a in node.attribute)})
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.protos
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.arrays:
+            self.arrays[name] = onnx.numpy_helper.to_array(self.protos[name])
+        return self.arrays[name]
+
+
+def _value_difference(got: np.ndarray, want: np.ndarray) -> str | None:
+    """Where two constants differ, bit for bit (NaN and -0.0 included), in words; None when equal."""
+    if got.dtype != want.dtype or got.shape != want.shape:
+        return f"{got.dtype} {list(got.shape)} in the graph, {want.dtype} {list(want.shape)} in the reference export"
+    flat_got, flat_want = got.reshape(-1), want.reshape(-1)
+    if got.dtype.itemsize in (1, 2, 4, 8):  # compare the bits: NaN equals itself, -0.0 differs from 0.0
+        bits = np.dtype(f"u{got.dtype.itemsize}")
+        flat_got, flat_want = flat_got.view(bits), flat_want.view(bits)
+    differ = np.flatnonzero(flat_got != flat_want)
+    if not differ.size:
+        return None
+    first = int(differ[0])
+    where = f"element {tuple(int(i) for i in np.unravel_index(first, got.shape)) if got.ndim > 1 else first}: " if got.size > 1 else ""
+    share = f" ({differ.size} of {got.size} values differ)" if got.size > 1 else ""
+    return f"{where}{got.reshape(-1)[first]:.6g} in the graph, {want.reshape(-1)[first]:.6g} in the reference export{share}"
+
+
+def _node_label(node) -> str:
+    return f"{node.op_type} {node.name!r}" if node.name else f"{node.op_type} writing {node.output[0]!r}"
+
+
+def _role(node, slot: int) -> str:
+    roles = ROLES.get(node.op_type, ())
+    return roles[slot] if slot < len(roles) else f"input {slot}"
+
+
+def _attributes(node) -> dict[str, bytes]:
+    return {a.name: a.SerializeToString(deterministic=True) for a in node.attribute if not (node.op_type == "Constant" and a.name == "value")}
+
+
+def graph_differences(graph, reference) -> list[str]:
+    """One line per difference between ``graph`` and ``reference`` (``onnx.ModelProto``s: the
+    engine's source graph and a fresh export of the reference), in the graph's node order.
+
+    Nodes are compared in sequence (operator, domain, name, outputs, attributes, which inputs are
+    constants and the names of the others); the first structural difference ends the comparison
+    (everything after it is misaligned). Each constant a node reads is compared by value where
+    it is first read, and named with the node and the input it feeds (``scale`` / ``zero point``
+    of a quantizer's QuantizeLinear, ``gamma`` of a LayerNormalization, ...)."""
+    found = []
+    opsets = ({o.domain: o.version for o in graph.opset_import}, {o.domain: o.version for o in reference.opset_import})
+    if opsets[0] != opsets[1]:
+        found.append(f"opsets {opsets[0]} in the graph, {opsets[1]} in the reference export")
+    for kind in ("input", "output"):
+        ours, theirs = ([v.SerializeToString(deterministic=True) for v in getattr(g.graph, kind)] for g in (graph, reference))
+        if ours != theirs:
+            found.append(f"the graph's {kind}s ({', '.join(v.name for v in getattr(graph.graph, kind))}) are not the reference export's "
+                         f"({', '.join(v.name for v in getattr(reference.graph, kind))}) or differ in type or shape")
+    constants = (_Constants(graph.graph), _Constants(reference.graph))
+    compared: set[str] = set()
+    nodes = (list(graph.graph.node), list(reference.graph.node))
+    for index, (ours, theirs) in enumerate(zip(*nodes)):
+        structure = ((ours.op_type, ours.domain, ours.name, list(ours.output), len(ours.input)) !=
+                     (theirs.op_type, theirs.domain, theirs.name, list(theirs.output), len(theirs.input)))
+        if structure:
+            found.append(f"node {index}: {_node_label(ours)} in the graph, {_node_label(theirs)} in the reference export")
+            return found
+        if _attributes(ours) != _attributes(theirs):
+            attribute = next(name for name in sorted(set(_attributes(ours)) | set(_attributes(theirs)))
+                             if _attributes(ours).get(name) != _attributes(theirs).get(name))
+            found.append(f"node {index}: attribute {attribute!r} of {_node_label(ours)} is not the reference export's")
+        for slot, (name, expected) in enumerate(zip(ours.input, theirs.input)):
+            ours_constant, theirs_constant = name in constants[0], expected in constants[1]
+            if ours_constant != theirs_constant or (not ours_constant and name != expected):
+                found.append(f"node {index}: {_node_label(ours)} reads {name!r} as its {_role(ours, slot)}, the reference export "
+                             f"reads {expected!r}" + (" (a constant in one of them only)" if ours_constant != theirs_constant else ""))
+                return found
+            if not ours_constant or name in compared:
+                continue
+            compared.add(name)
+            difference = _value_difference(constants[0][name], constants[1][expected])
+            if name != expected and difference is None:
+                continue  # the same values under another name: the exporter's names are not the point
+            if difference is not None:
+                found.append(f"{name} ({_role(ours, slot)} of {_node_label(ours)}): {difference}")
+    if len(nodes[0]) != len(nodes[1]):
+        found.append(f"{len(nodes[0])} nodes in the graph, {len(nodes[1])} in the reference export")
     return found

@@ -26,7 +26,7 @@ with the same scales and weights as the reference (:mod:`swin_trt.parity.conform
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -51,7 +51,7 @@ class Bounds:
     max_rel_error_p95: float | None = DEFAULT_MAX_REL_ERROR_P95  # on the 95th percentile
     min_agreement: float | None = DEFAULT_MIN_AGREEMENT  # argmax agreement, %
     max_top1_drop: float | None = DEFAULT_MAX_TOP1_DROP  # fake-quant top-1 minus engine top-1, points
-    max_graph_mismatches: float | None = 0  # quantizers whose placement or scale in the engine's graph is not the reference's
+    max_graph_mismatches: float | None = 0  # differences between the engine's graph and a fresh export of the reference
 
     def as_json(self) -> dict[str, float | None]:
         return dict(self.__dict__)
@@ -64,22 +64,30 @@ FP8_MAX_REL_ERROR = 0.5
 FP8_MAX_REL_ERROR_P95 = 1.2
 FP8_BOUNDS = Bounds(max_rel_error=FP8_MAX_REL_ERROR, max_rel_error_p95=FP8_MAX_REL_ERROR_P95)
 BY_PRECISION = {"fp32": Bounds(), "fp16": FP16_BOUNDS, "fp8": FP8_BOUNDS}
+FAMILY_PRECISION = {"fp32": "fp32", "fp16": "fp16", "fp8": "fp32"}  # what a family's graph computes in outside Q/DQ (a sidecar's ``precision``)
+FP8_TYPE = "float8_e4m3fn"  # the numpy name of an FP8 QuantizeLinear's output type (swin_trt.onnx.graph.tensor_types)
 
 
-def bound_family(precision: str, qdq_formats: set[str]) -> str:
-    """The key of :data:`BY_PRECISION` for a graph that computes in ``precision`` outside Q/DQ and
-    whose Q/DQ have the formats ``qdq_formats`` (read from the graph's zero-point types,
-    :func:`swin_trt.onnx.graph.qdq_formats`, not from any label): FP8 Q/DQ in an FP32 graph get
-    the FP8 family; an FP16 graph keeps the FP16 family, whose float16 rounding dominates."""
-    return "fp8" if "fp8" in qdq_formats and precision == "fp32" else precision
+def bound_family(float_types: Collection[str], quantized_types: Collection[str]) -> str:
+    """The bound family of a graph, from its own tensor types (:func:`swin_trt.onnx.graph.tensor_types`
+    of the graph whose SHA-256 the provenance chain checked), never from a sidecar's claim:
+    ``fp32`` when its float constants are float32, ``fp16`` when they are float16.
+    ``quantized_types`` (the types its QuantizeLinear nodes produce) tell FP8 apart: FP8 (E4M3)
+    Q/DQ in a float32 graph get the ``fp8`` family; a float16 graph keeps the ``fp16`` family,
+    whose float16 rounding dominates."""
+    floats = set(float_types)
+    if floats <= {"float32"}:
+        return "fp8" if FP8_TYPE in quantized_types else "fp32"
+    if floats == {"float16"}:
+        return "fp16"
+    raise SwinTrtError(f"the engine's graph holds {' and '.join(sorted(floats))} constants: the gate has bounds for graphs in float32 or in float16")
 
 
-def default_bounds(precision: str) -> Bounds:
-    """The default bounds for an engine whose graph computes in ``precision`` (the ``precision``
-    its sidecar records: ``fp32`` or ``fp16``)."""
-    if precision not in BY_PRECISION:
-        raise SwinTrtError(f"the engine's graph records precision {precision!r}; the gate has default bounds for {' and '.join(BY_PRECISION)} graphs")
-    return BY_PRECISION[precision]
+def default_bounds(family: str) -> Bounds:
+    """The default bounds of a bound family (:func:`bound_family`)."""
+    if family not in BY_PRECISION:
+        raise SwinTrtError(f"the engine's graph is {family!r}; the gate has default bounds for {' and '.join(BY_PRECISION)} graphs")
+    return BY_PRECISION[family]
 
 
 @dataclass(frozen=True)
@@ -92,8 +100,8 @@ class Verdict:
 def judge(report: ParityReport, bounds: Bounds | None, graph_mismatches: Sequence[str] | None) -> Verdict:
     """Check every enabled bound; ``bounds=None`` (``--no-gate``) or all bounds off gates nothing.
 
-    ``graph_mismatches`` are the quantizers where the engine's graph differs from the reference
-    (:func:`swin_trt.parity.conformance.mismatches`), None when the graph could not be compared.
+    ``graph_mismatches`` are the differences between the engine's graph and a fresh export of the
+    reference (:func:`swin_trt.parity.conformance.graph_differences`), None when the graph could not be compared.
     A figure that could not be measured (no images, no graph) fails its bound instead of passing it.
     """
     if bounds is None:
@@ -109,9 +117,9 @@ def judge(report: ParityReport, bounds: Bounds | None, graph_mismatches: Sequenc
         ("max_top1_drop", report.top1_drop if report.images else math.nan, bounds.max_top1_drop, False,
          "engine top-1 is {value:.2f} pt below fake-quant (--max-top1-drop {bound:g})"),
         ("max_graph_mismatches", len(graph_mismatches) if graph_mismatches is not None else math.nan, bounds.max_graph_mismatches, False,
-         "{value:g} quantizers of the engine's graph differ from the reference's" + first + " (--max-graph-mismatches {bound:g})"
-         if graph_mismatches is not None else "the engine's source graph was not found, so its quantizers could not be compared with the "
-         "reference's (pass --onnx, or --max-graph-mismatches off)"),
+         "{value:g} differences between the engine's graph and a fresh export of the reference" + first + " (--max-graph-mismatches {bound:g})"
+         if graph_mismatches is not None else "the engine's source graph or its export settings (its sidecar) were not found, so it could not be "
+         "compared with a fresh export of the reference (pass --onnx, or --max-graph-mismatches off)"),
     )
     enabled = [check for check in checks if check[2] is not None]
     if not enabled:

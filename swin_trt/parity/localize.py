@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from swin_trt.errors import SwinTrtError
-from swin_trt.io import atomic_path, sidecar_path
+from swin_trt.io import atomic_path, read_sidecar, write_sidecar
 from swin_trt.lazy import lazy_import
 from swin_trt.parity.compare import quantile, relative_errors
 from swin_trt.parity.conformance import DEQUANTIZE
@@ -106,6 +106,36 @@ def _host(tensor: torch.Tensor) -> np.ndarray:
     return tensor.float().cpu().numpy()
 
 
+def check_hoisted(onnx_path: str | Path, hoisted: dict[str, list[int]]) -> None:
+    """Each recorded transpose (``hoisted_transposes`` of the graph's sidecar, written by
+    :func:`swin_trt.onnx.tensorrt.hoist_transposes_above_qdq`) is in the graph: a Transpose with
+    that permutation feeds the quantizer's QuantizeLinear."""
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    producers = {output: node for node in graph.node for output in node.output}
+    quantizers = {node.name.removesuffix(".QuantizeLinear"): node for node in graph.node if node.op_type == "QuantizeLinear"}
+    for name, perm in hoisted.items():
+        source = producers.get(quantizers[name].input[0]) if name in quantizers else None
+        found = next((list(a.ints) for a in source.attribute if a.name == "perm"), None) if source is not None and source.op_type == "Transpose" else None
+        if found != list(perm):
+            raise SwinTrtError(f"localize: the graph's sidecar records a transpose {list(perm)} moved above {name}, the graph has "
+                               f"{'no Transpose there' if found is None else f'{found}'}: re-export the graph")
+
+
+def like_the_reference(name: str, got: np.ndarray, want_shape: tuple[int, ...], perm: list[int] | None) -> np.ndarray:
+    """The graph's tensor at ``name`` in the reference's layout: a transpose moved above the
+    quantizer undone (``perm``), then the shapes must be equal. No reshape: the same number of
+    values in another layout (a kᵀ against k) would compare unrelated values."""
+    if perm is not None:
+        if got.ndim != len(perm):
+            raise SwinTrtError(f"localize: {name} has shape {got.shape} in the graph, which its recorded transpose {perm} does not fit")
+        got = got.transpose(np.argsort(perm))
+    if got.shape != tuple(want_shape):
+        undone = f" after undoing its recorded transpose {perm}" if perm is not None else ""
+        raise SwinTrtError(f"localize: {name} has shape {got.shape} in the graph{undone} and {tuple(want_shape)} in the reference: "
+                           "not the same tensor layout, so not compared")
+    return got
+
+
 def _rows(name: str, value: np.ndarray, images: int) -> np.ndarray:
     """One row per image; a weight has no image axis (one row). Swin's window partition keeps
     the batch outermost, so an attention tensor's first axis is images x windows."""
@@ -116,8 +146,13 @@ def _rows(name: str, value: np.ndarray, images: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def localize(fakequant: torch.nn.Module, engine, onnx_path: str | Path, images: torch.Tensor, bound: float) -> Localization:
-    """Per-layer error of ``engine`` (built from ``onnx_path``) against ``fakequant`` on ``images``."""
+def localize(fakequant: torch.nn.Module, engine, onnx_path: str | Path, images: torch.Tensor, bound: float,
+             hoisted: dict[str, list[int]] | None = None) -> Localization:
+    """Per-layer error of ``engine`` (built from ``onnx_path``) against ``fakequant`` on ``images``;
+    ``hoisted``: the transposes export moved above a quantizer (the graph sidecar's
+    ``hoisted_transposes``), inverted before comparing."""
+    hoisted = hoisted or {}
+    check_hoisted(onnx_path, hoisted)
     points = quantized_tensors(onnx_path)
     known = {name for name, _ in named_quantizers(fakequant)}
     strangers = sorted(set(points) - known)
@@ -138,9 +173,8 @@ def localize(fakequant: torch.nn.Module, engine, onnx_path: str | Path, images: 
         triples = {name: (exposed[points[name]], _host(reference[name]), _host(recorders[name].value)) for name in compared}
         triples[ENGINE_LOGITS] = (_host(engine.run(chunk.to(engine.device))), reference_logits, fp32_logits)
         for name, (got, want, fp) in triples.items():
-            if got.size != want.size:
-                raise SwinTrtError(f"localize: {name} has shape {got.shape} in the graph and {tuple(want.shape)} in the reference")
-            got, want, fp = (_rows(name, a, len(chunk)) for a in (got.reshape(want.shape), want, fp))
+            got = like_the_reference(name, got, want.shape, hoisted.get(name))
+            got, want, fp = (_rows(name, a, len(chunk)) for a in (got, want, fp))
             errors[name].append(relative_errors(got, want, fp))
             max_diff[name] = max(max_diff[name], float(np.abs(got - want).max(initial=0.0)))
     measured = {name: LayerError(name, quantile(np.concatenate(errors[name]), 0.5), max_diff[name]) for name in errors}
@@ -151,8 +185,9 @@ def localize(fakequant: torch.nn.Module, engine, onnx_path: str | Path, images: 
 
 def perturb_scale(source: str | Path, target: str | Path, quantizer: str, factor: float) -> Path:
     """A known fault to find: a copy of the graph with one quantizer's scale (its QuantizeLinear
-    and DequantizeLinear) multiplied by ``factor``, and the source's sidecar copied unchanged, so
-    the provenance chain still claims the same reference and only the numbers can tell."""
+    and DequantizeLinear) multiplied by ``factor``, and the source's sidecar rewritten for the
+    copy's bytes (its SHA-256 and size, as someone who edits a graph would), so the provenance
+    chain still claims the same reference and verifies: only the graph check and the numbers can tell."""
     source, target = Path(source), Path(target)
     model = onnx.load(str(source))
     nodes = [node for node in model.graph.node if node.name in (f"{quantizer}.QuantizeLinear", f"{quantizer}.DequantizeLinear")]
@@ -164,11 +199,17 @@ def perturb_scale(source: str | Path, target: str | Path, quantizer: str, factor
     model.graph.initializer.append(onnx.numpy_helper.from_array((scale * factor).astype(scale.dtype), name))
     for node in nodes:  # a new initializer: quantizers with the same scale value share one
         node.input[1] = name
+    return save_edited(model, source, target)
+
+
+def save_edited(model, source: str | Path, target: str | Path) -> Path:
+    """Save an edited copy of the graph ``source`` to ``target`` with ``source``'s sidecar, its
+    ``sha256`` and ``bytes`` those of the copy: a consistent chain around an edited graph."""
     with atomic_path(target) as tmp:
         onnx.save(model, str(tmp))
-    with atomic_path(sidecar_path(target)) as tmp:
-        tmp.write_bytes(sidecar_path(source).read_bytes())
-    return target
+    details = {key: value for key, value in (read_sidecar(source) or {}).items() if key not in ("sha256", "bytes")}
+    write_sidecar(target, {**details, "onnx": str(target)})
+    return Path(target)
 
 
 def plot(localization: Localization, path: str | Path) -> Path:

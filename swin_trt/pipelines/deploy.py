@@ -4,6 +4,7 @@ optionally per-layer localisation and a latency sweep. The pieces live in :mod:`
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -16,16 +17,20 @@ from swin_trt.data.device_transforms import Normalize, uint8_eval_transform
 from swin_trt.data.loader import build_loader
 from swin_trt.distributed import DistContext
 from swin_trt.errors import SwinTrtError
-from swin_trt.io import read_sidecar
+from swin_trt.float32 import exact_float32
+from swin_trt.io import sidecar_path
 from swin_trt.lazy import lazy_import
-from swin_trt.parity.compare import ParityReport, compare, exact_float32
-from swin_trt.parity.conformance import mismatches
-from swin_trt.parity.gate import DEFAULT_MAX_REL_ERROR, Bounds, Verdict, bound_family, default_bounds, judge
+from swin_trt.onnx.hashing import file_sha256
+from swin_trt.parity.compare import ParityReport, compare
+from swin_trt.parity.conformance import graph_differences
+from swin_trt.parity.gate import DEFAULT_MAX_REL_ERROR, FAMILY_PRECISION, Bounds, Verdict, bound_family, default_bounds, judge
 from swin_trt.parity.localize import Localization, localize
 from swin_trt.parity.provenance import Provenance, require, trace
+from swin_trt.pipelines.export import ExportSettings, export_graph
 from swin_trt.quantization.model import set_scale_dtype
 from swin_trt.runtimes import open_engine
 from swin_trt.runtimes.timing import SweepPoint, check_batches, sweep
+from swin_trt.versions import package_versions
 
 onnx = lazy_import("onnx")
 onnx_graph = lazy_import("swin_trt.onnx.graph")
@@ -39,9 +44,9 @@ class BenchOutcome:
     verdict: Verdict
     localization: Localization | None
     bounds: Bounds | None  # None: --no-gate
-    precision: str  # of the engine's graph, which chose the default bounds
+    precision: str  # the bound family of the engine's graph (its own tensor types), which chose the default bounds; "unknown" without a graph
     device: torch.device  # where the references ran
-    graph_mismatches: list[str] | None  # quantizers where the engine's graph is not the reference (None: no graph to compare)
+    graph_mismatches: list[str] | None  # where the engine's graph differs from a fresh export of the reference (None: no graph to compare)
     sweep: list[SweepPoint] | None = None
     baseline_sweep: list[SweepPoint] | None = None  # the FP16 (or FP32) engine of the same model
 
@@ -67,6 +72,43 @@ def _checked_engine(engine_path: str | Path, reference: str | Path, onnx_path: s
     return provenance, open_engine(engine_path)
 
 
+def graph_family(graph: Any, graph_path: Path, claims: dict[str, str | None]) -> str:
+    """The bound family from the graph's own tensor types; a sidecar claiming another precision
+    (``claims``: {which sidecar: its ``precision``}) is refused."""
+    family = bound_family(*onnx_graph.tensor_types(graph))
+    computes_in = FAMILY_PRECISION[family]  # an FP8 family's graph computes in float32 outside its Q/DQ
+    for where, claim in claims.items():
+        if claim is not None and claim != computes_in:
+            raise SwinTrtError(f"{where} says precision {claim!r}, but the graph {graph_path} computes in {computes_in} (its own tensor types): "
+                               "a sidecar contradicting its graph is refused; rebuild the engine from an untouched export")
+    return family
+
+
+@functools.lru_cache(maxsize=8)
+def _fresh_export(reference: str, reference_sha256: str, settings: ExportSettings) -> bytes:
+    """The reference's graph under ``settings``, serialized (cached per checkpoint content and settings)."""
+    del reference_sha256  # the cache key: the same path with other bytes is another export
+    return export_graph(reference, settings).proto.SerializeToString()
+
+
+def check_graph(graph: Any, details: dict[str, Any], reference: str | Path) -> list[str]:
+    """The complete graph check: ``graph`` (the engine's source graph) against a fresh in-memory
+    export of ``reference`` with the settings its sidecar ``details`` records; one line per
+    difference (:func:`swin_trt.parity.conformance.graph_differences`)."""
+    settings = ExportSettings.from_sidecar(details)
+    try:
+        fresh = onnx.ModelProto.FromString(_fresh_export(str(reference), file_sha256(reference), settings))
+    except SwinTrtError as error:
+        return [f"--reference cannot be exported with the graph's settings ({error})"]
+    found = graph_differences(graph, fresh)
+    recorded, current = details.get("versions") or {}, package_versions()
+    changed = [f"{name} {recorded[name]} (now {current.get(name)})" for name in ("torch", "onnx") if name in recorded and recorded[name] != current.get(name)]
+    if found and changed:
+        found.append(f"note: the graph was exported with {', '.join(changed)}: a different exporter writes a different graph; "
+                     "bench with the versions the graph was exported with")
+    return found
+
+
 def bench_engine(
     reference: str | Path,
     engine_path: str | Path,
@@ -84,30 +126,35 @@ def bench_engine(
     sweep_batches: tuple[int, ...] | None = None,
     baseline_engine: str | Path | None = None,
 ) -> BenchOutcome:
-    """The parity gate: check that the engine comes from ``reference`` (refused otherwise unless
-    ``allow_foreign``), run FP32, the fake-quant reference and the engine over val on ``device``,
-    judge the report against the default bounds for the engine graph's precision with
-    ``bound_overrides`` applied (``gate=False``: report only), and with ``localize_images`` compare
-    the engine's source graph layer by layer on that many val images. ``sweep_batches`` also
-    times the engine (and ``baseline_engine``, e.g. the FP16 engine of the same model) at those
-    batch sizes."""
+    """The parity gate: check that the engine's bytes are the ones its sidecar describes and that
+    it comes from ``reference`` (refused otherwise unless ``allow_foreign``), choose the bound
+    family from the source graph's own tensor types, compare that graph with a fresh export of
+    ``reference``, run FP32, the fake-quant reference and the engine over val on ``device``, and
+    judge the report against the family's default bounds with ``bound_overrides`` applied
+    (``gate=False``: report only); with ``localize_images``, compare the engine's source graph
+    layer by layer on that many val images. ``sweep_batches`` also times the engine (and
+    ``baseline_engine``, e.g. the FP16 engine of the same model) at those batch sizes."""
 
+    if onnx_path is not None:
+        onnx_graph.read_model(onnx_path, "--onnx")  # a corrupt --onnx is named as such, not as a hash mismatch
     provenance, engine = _checked_engine(engine_path, reference, onnx_path, allow_foreign)
-    graph = Path(onnx_path) if onnx_path is not None else provenance.onnx
-    if localize_images and graph is None:
+    graph_path = provenance.onnx
+    if localize_images and graph_path is None:
         raise SwinTrtError(f"--localize needs the engine's source graph and the chain does not reach it ({provenance.broken_link}): pass --onnx")
     baseline = _checked_engine(baseline_engine, reference, None, allow_foreign)[1] if baseline_engine is not None else None
     loaded = open_model(checkpoint=reference)
     if not loaded.quantized:
         raise SwinTrtError(f"{reference} is not a calibrated checkpoint: the reference must be the fake-quant model the engine came from")
-    source_path = graph if graph is not None else engine.details.get("source_onnx")
-    source = (read_sidecar(source_path) if source_path else None) or {}
-    if source.get("scale_dtype") == "float16":
+    graph = onnx_graph.read_model(graph_path, "the engine's source graph") if graph_path is not None else None
+    precision = "unknown"
+    if graph is not None:
+        claims = {f"the engine sidecar {sidecar_path(engine_path)}": engine.details.get("precision")}
+        if provenance.onnx_details is not None:
+            claims[f"the graph's sidecar {sidecar_path(graph_path)}"] = provenance.onnx_details.get("precision")
+        precision = graph_family(graph, graph_path, claims)
+    if precision == "fp16":
         set_scale_dtype(loaded.model, torch.float16)  # the engine's graph holds float16 scales: so does its reference
-    precision = engine.details.get("precision") or source.get("precision") or "fp32"
-    if graph is not None:  # the bound family from the graph's own Q/DQ types (FP8 or not)
-        precision = bound_family(precision, onnx_graph.qdq_formats(onnx.load(str(graph), load_external_data=False)))
-    bounds = replace(default_bounds(precision), **(bound_overrides or {})) if gate else None
+    bounds = replace(default_bounds("fp32" if precision == "unknown" else precision), **(bound_overrides or {})) if gate else None
     where = bench_device(device, engine)
     config = loaded.model.swin_trt_config
     image_shape = (config.in_chans, config.img_size, config.img_size)
@@ -118,13 +165,14 @@ def bench_engine(
     dataset = build_dataset(data_path, "val", uint8_eval_transform(config.data), use_zip, config.num_classes)
     loader = build_loader(dataset, batch_size, DistContext(device=where), workers=workers)
     normalize = Normalize(config.data).to(where)
-    graph_mismatches = mismatches(loaded.model, graph) if graph is not None else None
+    graph_mismatches = check_graph(graph, provenance.onnx_details, reference) if graph is not None and provenance.onnx_details is not None else None
     report = compare(loaded.fp_model(), loaded.model, engine, loader, max_batches, where, normalize)
     localization = None
     if localize_images:
         images = normalize(torch.stack([dataset[i][0] for i in range(min(localize_images, len(dataset)))]))
         with exact_float32():
-            localization = localize(loaded.model, engine, graph, images, bounds.max_rel_error if bounds and bounds.max_rel_error is not None else DEFAULT_MAX_REL_ERROR)
+            localization = localize(loaded.model, engine, graph_path, images, bounds.max_rel_error if bounds and bounds.max_rel_error is not None else DEFAULT_MAX_REL_ERROR,
+                                    (provenance.onnx_details or {}).get("hoisted_transposes") or {})
     sweeps = [sweep(timed, image_shape, sweep_batches, label=str(path)) if timed is not None and sweep_batches else None
               for timed, path in ((engine, engine_path), (baseline, baseline_engine))]
     return BenchOutcome(report, engine, provenance, judge(report, bounds, graph_mismatches), localization, bounds, precision, where, graph_mismatches, *sweeps)

@@ -1,0 +1,229 @@
+"""The parity gate's second pass (issue 15): the engine's bytes bound to its sidecar, the bound
+family read from the verified graph, the complete graph check against a fresh export, sidecars
+and --json paths that cannot collide, --localize on a TensorRT-target graph, and corrupt inputs.
+
+One calibrated swin_micro (trt recipe, 2 calibration batches) exported twice (the default FP32
+graph and the --target tensorrt graph); each attack edits a copy, rewrites its sidecar for the new
+bytes (a consistent chain) and rebuilds an onnxruntime engine, so only the check under test can
+catch it. Every bench here runs on one batch (64 images)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from swin_trt.distributed import DistContext
+from swin_trt.errors import SwinTrtError
+from swin_trt.io import read_sidecar, sidecar_path, write_sidecar
+from swin_trt.parity.localize import perturb_scale, save_edited
+from swin_trt.pipelines.calibrate import calibrate_checkpoint
+from swin_trt.pipelines.deploy import bench_engine
+from swin_trt.pipelines.export import export_checkpoint
+from swin_trt.runtimes.onnxruntime import build
+from swin_trt.settings import CalibrationRequest
+
+
+@pytest.fixture(scope="module")
+def chain(trained_micro, digits_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("graph_check")
+    calibrated = calibrate_checkpoint(None, None, trained_micro.checkpoint, digits_dir, False, CalibrationRequest(int8_mode="trt", num_calib_batch=2),
+                                      out / "calib", DistContext(), workers=0)
+    graph = export_checkpoint(calibrated.checkpoint, out / "m.onnx")
+    engine = build(graph["onnx"], out / "m.ort-exact.onnx", "exact")
+    return {"checkpoint": calibrated.checkpoint, "graph": Path(graph["onnx"]), "engine": Path(engine["engine"]), "digits": digits_dir, "folder": out}
+
+
+@pytest.fixture(scope="module")
+def trt_graph(chain):
+    return Path(export_checkpoint(chain["checkpoint"], chain["folder"] / "m_trt.onnx", target="tensorrt")["onnx"])
+
+
+def _bench(chain, engine, **options):
+    return bench_engine(chain["checkpoint"], engine, chain["digits"], workers=0, max_batches=1, **options)
+
+
+def _edited(chain, tmp_path, edit) -> Path:
+    """A copy of the graph with ``edit(model)`` applied, its sidecar rewritten for the new bytes,
+    and an onnxruntime engine built from it: the provenance chain is consistent."""
+    model = onnx.load(chain["graph"])
+    edit(model)
+    graph = save_edited(model, chain["graph"], tmp_path / "edited.onnx")
+    return Path(build(graph, tmp_path / "edited.ort-exact.onnx", "exact")["engine"])
+
+
+def _initializer(model, name):
+    return next(init for init in model.graph.initializer if init.name == name)
+
+
+def _change(model, name, change):
+    init = _initializer(model, name)
+    values = numpy_helper.to_array(init).copy()
+    change(values.reshape(-1))
+    init.CopyFrom(numpy_helper.from_array(values, name))
+
+
+def _own_constant(model, node_name, slot, value):
+    """Give one node its own constant at input ``slot`` (export shares equal constants between nodes)."""
+    node = next(n for n in model.graph.node if n.name == node_name)
+    model.graph.initializer.append(numpy_helper.from_array(value, f"{node_name}.edited_{slot}"))
+    node.input[slot] = f"{node_name}.edited_{slot}"
+
+
+def _scale(model, node_name):
+    node = next(n for n in model.graph.node if n.name == node_name)
+    return numpy_helper.to_array(_initializer(model, node.input[1]))
+
+
+QUANTIZER = "layers.1.blocks.0.mlp.fc1.input_quantizer"
+EDITS = {  # what is edited -> (the edit, what the first graph-check line must name)
+    "bias element": (lambda m: _change(m, "layers.1.blocks.0.mlp.fc1.bias", lambda v: v.__setitem__(3, v[3] + np.float32(1e-3))),
+                     "layers.1.blocks.0.mlp.fc1.bias"),
+    "LayerNorm gamma": (lambda m: _change(m, "layers.0.blocks.1.norm2.weight", lambda v: v.__setitem__(5, v[5] * np.float32(1.01))),
+                        "layers.0.blocks.1.norm2.weight (gamma of LayerNormalization"),
+    "Q scale": (lambda m: _own_constant(m, f"{QUANTIZER}.QuantizeLinear", 1, (_scale(m, f"{QUANTIZER}.QuantizeLinear") * np.float32(1.001))),
+                f"(scale of QuantizeLinear '{QUANTIZER}.QuantizeLinear')"),
+    "zero point": (lambda m: _own_constant(m, f"{QUANTIZER}.DequantizeLinear", 2, np.array(1, dtype=np.int8)),
+                   f"(zero point of DequantizeLinear '{QUANTIZER}.DequantizeLinear')"),
+    "position-bias entry": (lambda m: _change(m, "unsqueeze", lambda v: v.__setitem__(7, v[7] + np.float32(0.01))),
+                            "unsqueeze (input B of Add"),
+}
+
+
+def test_genuine_chain_passes_the_graph_check(chain):
+    outcome = _bench(chain, chain["engine"])
+    assert outcome.provenance.verified and outcome.graph_mismatches == [] and outcome.precision == "fp32"
+    assert "max_graph_mismatches" not in outcome.verdict.failed
+
+
+@pytest.mark.parametrize("what", sorted(EDITS))
+def test_one_edited_tensor_fails_the_gate_naming_it(chain, tmp_path, what):
+    edit, named = EDITS[what]
+    outcome = _bench(chain, _edited(chain, tmp_path, edit))
+    assert outcome.provenance.verified  # the chain is consistent: only the graph check can tell
+    assert "max_graph_mismatches" in outcome.verdict.failed
+    assert named in outcome.graph_mismatches[0], outcome.graph_mismatches
+
+
+def test_graph_differences_names_the_node_where_the_structure_changes(chain):
+    from swin_trt.parity.conformance import graph_differences
+
+    genuine = onnx.load(chain["graph"])
+    assert graph_differences(genuine, onnx.load(chain["graph"])) == []
+    changed = onnx.load(chain["graph"])
+    index, node = next((i, n) for i, n in enumerate(changed.graph.node) if n.op_type == "Softmax")
+    node.op_type = "Relu"
+    del node.attribute[:]
+    found = graph_differences(changed, genuine)
+    assert found == [f"node {index}: Relu {node.name!r} in the graph, Softmax {node.name!r} in the reference export"]
+
+
+def test_export_is_deterministic_across_processes(chain, tmp_path):
+    """The graph check compares with a fresh export: another process (another hash seed) writes the same bytes."""
+    again = tmp_path / "again.onnx"
+    environment = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH")]))}
+    subprocess.run([sys.executable, "-m", "swin_trt", "export", "--resume", str(chain["checkpoint"]), "--output", str(again)], check=True,
+                   env=environment, capture_output=True)
+    assert again.read_bytes() == chain["graph"].read_bytes()
+
+
+def test_another_engines_bytes_under_a_genuine_sidecar_are_refused(chain, tmp_path, run_cli):
+    engine = tmp_path / "m.ort-exact.onnx"
+    shutil.copy(chain["engine"], engine)
+    shutil.copy(sidecar_path(chain["engine"]), sidecar_path(engine))
+    other = build(chain["graph"], tmp_path / "other.ort-fast.onnx", "fast")["engine"]
+    engine.write_bytes(Path(other).read_bytes())
+    code, out, err = run_cli("bench", "--reference", chain["checkpoint"], "--engine", engine, "--data-path", chain["digits"], "--workers", "0",
+                             "--allow-foreign-engine", "--json", tmp_path / "bench.json")
+    assert code == 2 and err.count("\n") == 1 and "is not the engine its sidecar m.ort-exact.onnx.json describes" in err
+    assert not (tmp_path / "bench.json").exists()
+
+
+@pytest.mark.parametrize("which", ["engine", "graph"])
+def test_an_fp16_claim_on_an_fp32_graph_is_refused(chain, tmp_path, which):
+    """The family comes from the graph's own tensor types; a sidecar saying otherwise is refused
+    (it would loosen the FP32 bounds to the FP16 ones)."""
+    graph, engine = tmp_path / "m.onnx", tmp_path / "m.ort-exact.onnx"
+    for source, target in ((chain["graph"], graph), (chain["engine"], engine)):
+        shutil.copy(source, target)
+    write_sidecar(graph, {**read_sidecar(chain["graph"]), "precision": "fp16" if which == "graph" else "fp32"})
+    write_sidecar(engine, {**read_sidecar(chain["engine"]), "source_onnx": str(graph.resolve()), "precision": "fp16" if which == "engine" else "fp32"})
+    with pytest.raises(SwinTrtError, match="says precision 'fp16', but the graph .* computes in fp32"):
+        _bench(chain, engine)
+
+
+def test_a_graph_and_an_engine_with_the_same_stem_share_a_folder(chain, tmp_path, run_cli):
+    graph = tmp_path / "base.onnx"
+    shutil.copy(chain["graph"], graph)
+    write_sidecar(graph, {**read_sidecar(chain["graph"]), "onnx": str(graph)})
+    code, _, err = run_cli("build", "--onnx", graph, "--ort-mode", "exact", "--output", tmp_path / "base.ort")
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.onnx", "base.onnx.json", "base.ort", "base.ort.json"]
+    outcome = _bench(chain, tmp_path / "base.ort")
+    assert outcome.provenance.verified and outcome.graph_mismatches == []
+    code, _, err = run_cli("build", "--onnx", graph, "--output", tmp_path / "base")  # base.json: the old-style sidecar name of base.onnx
+    assert code == 2 and "would be read as the old-style sidecar of" in err and not (tmp_path / "base").exists()
+
+
+@pytest.mark.parametrize("case", ["json is the engine's sidecar", "json is the graph", "json is the graph's sidecar", "output is a sidecar",
+                                  "output is the graph", "output's sidecar is another file"])
+def test_build_refuses_outputs_that_collide_with_artifacts(chain, tmp_path, run_cli, case):
+    graph = chain["graph"]
+    output, json_path = tmp_path / "e.onnx", None
+    if case == "json is the engine's sidecar":
+        json_path = tmp_path / "e.onnx.json"
+    elif case == "json is the graph":
+        json_path = graph
+    elif case == "json is the graph's sidecar":
+        json_path = sidecar_path(graph)
+    elif case == "output is a sidecar":
+        output = sidecar_path(graph)
+    elif case == "output is the graph":
+        output = graph
+    else:
+        (tmp_path / "e.onnx.json").write_text("{}")
+    before = {path: path.read_bytes() for path in (graph, sidecar_path(graph))}
+    code, _, err = run_cli("build", "--onnx", graph, "--output", output, *(["--json", json_path] if json_path else []))
+    assert code == 2 and err.count("\n") == 1, err
+    assert {path: path.read_bytes() for path in before} == before and not (tmp_path / "e.onnx").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a graph\n", b"\x08\x07\x12\x03abc\xff\xff"])
+def test_corrupt_or_non_onnx_inputs_are_one_line(chain, tmp_path, run_cli, content):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(content)
+    results = [run_cli("build", "--onnx", bad, "--output", tmp_path / "e.onnx"), run_cli("inspect", bad),
+               run_cli("bench", "--reference", chain["checkpoint"], "--engine", chain["engine"], "--onnx", bad, "--data-path", chain["digits"])]
+    for code, _, err in results:
+        assert code == 2 and err.count("\n") == 1 and "not an ONNX model" in err and "Traceback" not in err, err
+
+
+def test_localize_on_a_tensorrt_target_graph(chain, trt_graph, tmp_path):
+    """The hoisted kᵀ is compared with the reference's k after undoing the recorded transpose: a
+    genuine graph blames nothing, one k scale doubled is named first."""
+    details = read_sidecar(trt_graph)
+    assert details["hoisted_transposes"] and all(perm == [0, 1, 3, 2] for perm in details["hoisted_transposes"].values())
+    genuine = build(trt_graph, tmp_path / "trt.ort-exact.onnx", "exact")["engine"]
+    outcome = _bench(chain, genuine, localize_images=8)
+    assert outcome.precision == "fp16" and outcome.localization.first_outside is None, outcome.localization.layers
+    k = "layers.1.blocks.0.attn.k_quantizer"
+    broken = perturb_scale(trt_graph, tmp_path / "broken.onnx", k, 2.0)
+    outcome = _bench(chain, build(broken, tmp_path / "broken.ort-exact.onnx", "exact")["engine"], localize_images=8)
+    assert outcome.localization.first_outside.name == k
+    assert outcome.graph_mismatches and k in outcome.graph_mismatches[0]
+
+
+def test_localize_matches_shapes_explicitly():
+    from swin_trt.parity.localize import like_the_reference
+
+    k = np.arange(2 * 16 * 16, dtype=np.float32).reshape(2, 16, 16)
+    assert np.array_equal(like_the_reference("k", k.transpose(0, 2, 1), k.shape, [0, 2, 1]), k)
+    with pytest.raises(SwinTrtError, match="not the same tensor layout"):
+        like_the_reference("k", k.reshape(2, 256), k.shape, None)  # same values, other layout: never reshaped
