@@ -195,7 +195,7 @@ def test_fp8_refuses_narrow_bit_widths_entropy_and_an_int8_checkpoint(random_fp8
 def test_reference_toolkit_checkpoint_refused_for_fp8_qat(digits_dir, tmp_path, run_cli):
     """The reference toolkit's checkpoints hold int8 amax (scale amax/127): QAT with --format fp8 refuses one in one line."""
     torch.manual_seed(0)
-    native = quantize_model(build_model(MICRO), get_recipe("1"))
+    native = quantize_model(build_model(MICRO), get_recipe("1"), per_channel_weights=False)
     for _, quantizer in named_quantizers(native):
         quantizer.set_amax(torch.ones_like(quantizer.amax))
     path = tmp_path / "reference_calib.pth"
