@@ -70,6 +70,8 @@ def session_options(mode: str, threads: int | None = None):
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if mode == "fast" else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     )
     options.log_severity_level = ERROR_LOG_LEVEL
+    # engines are ONNX files whatever the user named them: onnxruntime would read a name ending in .ort as its ORT format
+    options.add_session_config_entry("session.load_model_format", "ONNX")
     if threads:
         options.intra_op_num_threads = threads
     return options
