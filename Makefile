@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install datasets browser demo test clean
+.PHONY: install datasets browser toolchain demo test test-slow test-all clean
 
 install: $(STAMP) datasets
 
@@ -19,12 +19,22 @@ datasets:
 			|| echo "could not install dataset-fashion-mnist: swin-trt data fashion-mnist needs it"; \
 	fi
 
-# Debian's chromium opens the HTML report in tests/test_report.py (skipped with a reason without it); installed like the dataset.
+# Debian's chromium opens the HTML report in tests/test_report.py (skipped with a reason without it, a failure in CI
+# where it could be installed); installed like the dataset.
 browser:
 	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		echo "apt-get install chromium"; \
 		{ apt-get install -y -qq chromium || { apt-get update -qq && apt-get install -y -qq chromium; }; } >/dev/null 2>&1 \
 			|| echo "could not install chromium: tests/test_report.py skips its browser test"; \
+	fi
+
+# A C compiler and binutils stand in for TensorRT's libraries in tests/test_tensorrt_api.py (the genuine bindings on a
+# CPU; it fails under CI without them); installed like the dataset.
+toolchain:
+	@if ! { command -v cc && command -v nm && command -v readelf; } >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "apt-get install gcc binutils"; \
+		{ apt-get install -y -qq gcc binutils || { apt-get update -qq && apt-get install -y -qq gcc binutils; }; } >/dev/null 2>&1 \
+			|| echo "could not install gcc binutils: tests/test_tensorrt_api.py skips (fails under CI)"; \
 	fi
 
 # pip (not uv/poetry) so that the torch and torchvision wheels on this machine's disk are found.
@@ -37,8 +47,16 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/swin-trt demo --workdir runs/demo --json runs/demo/demo.json
 
-test: $(STAMP) browser
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# `make test`: every test not marked slow (under 8 minutes on 2 idle cores); `make test-slow`: the slow ones (the reduced
+# demo, subprocess and torchrun runs, Swin-L shapes: minutes each); `make test-all` (and CI, .ci/run): both, fast first.
+# SWIN_TRT_TEST_CACHE=DIR keeps the session's trained swin_micro between the two runs (tests/conftest.py).
+test: $(STAMP) browser toolchain
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) browser toolchain
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: test test-slow
 
 clean:
 	rm -rf runs .pytest_cache

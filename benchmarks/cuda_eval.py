@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--calibrated", required=True, help="its calibrated checkpoint (fake-quant reference)")
     parser.add_argument("--data-path", required=True)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"result file (default {RESULTS.relative_to(RESULTS.parents[2])})")
     args = parser.parse_args()
     where = machine()
     context = DistContext(device=torch.device("cuda"))
@@ -48,10 +49,10 @@ def main() -> None:
             results[name] = evaluate_split(model, args.data_path, False, args.batch_size, context, workers=2).as_json()
     print_table(f"CUDA evaluation on {where['gpu']}", ("model", "top-1 %", "images", "images/s"),
                 [(name, r["top1"], r["images"], r["images_per_s"]) for name, r in results.items()])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"checkpoint": args.resume, "calibrated": args.calibrated, "batch_size": args.batch_size, "machine": where,
-                                   "results": results, "versions": package_versions()}, indent=2) + "\n")
-    print(f"saved {RESULTS}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"checkpoint": args.resume, "calibrated": args.calibrated, "batch_size": args.batch_size, "machine": where,
+                                       "results": results, "versions": package_versions()}, indent=2) + "\n")
+    print(f"saved {args.output}")
 
 
 if __name__ == "__main__":

@@ -43,9 +43,10 @@ from swin_trt.cpu import read_cpu
 from swin_trt.data.datasets import build_dataset
 from swin_trt.data.device_transforms import Normalize, uint8_eval_transform
 from swin_trt.distributed import DistContext
+from swin_trt.float32 import exact_float32
 from swin_trt.io import read_sidecar
 from swin_trt.onnx.graph import read_model, tensor_types
-from swin_trt.parity.compare import exact_float32, quantile, score
+from swin_trt.parity.compare import quantile, score
 from swin_trt.parity.gate import BY_PRECISION, bound_family, default_bounds, judge
 from swin_trt.parity.localize import perturb_scale
 from swin_trt.parity.provenance import trace

@@ -40,6 +40,39 @@ from swin_trt.versions import package_versions
 RESULTS = Path(__file__).resolve().parent / "results" / "tensorrt_throughput.json"
 
 
+def swin_graphs(model: str, data_path: str | Path, work: Path, device: str = "cuda") -> dict[str, str]:
+    """The model with random weights, calibrated (--int8-mode trt, 4 x 8 images of ``data_path``)
+    on ``device`` and exported for TensorRT twice: ``{"INT8": Q/DQ graph, "FP16": the same
+    without Q/DQ}``. No GPU needed on the CPU; ``gpu_check.sh`` makes them once for every check."""
+    config = get_config(model)
+    fp = save_checkpoint(work / f"{config.name}.pth", build_model(config), {"config": config.to_dict()})
+    request = CalibrationRequest(int8_mode="trt", num_calib_batch=4, calib_batchsz=8)
+    calibrated = calibrate_checkpoint(None, None, fp, data_path, False, request, work, DistContext(device=torch.device(device)), workers=2)
+    return {"INT8": export_checkpoint(calibrated.checkpoint, work / "int8.onnx", target="tensorrt")["onnx"],
+            "FP16": export_checkpoint(fp, work / "fp16.onnx", target="tensorrt")["onnx"]}
+
+
+def build_engines(graphs: dict[str, str], work: Path, batches: list[int], timing_cache: Path | None = None,
+                  builder_optimization_level: int | None = None) -> dict[str, Path]:
+    """One engine per graph, with the profile the sweep needs (min..max of ``batches``, tuned for
+    a quarter of the largest) and one timing cache shared by all builds."""
+    engines = {}
+    for name, graph in graphs.items():
+        engines[name] = work / f"{name.lower()}.plan"
+        trt_runtime.build(graph, engines[name], min_batch=min(batches), opt_batch=max(batches) // 4 or 1, max_batch=max(batches),
+                          timing_cache=timing_cache or work / "timing.cache", builder_optimization_level=builder_optimization_level)
+    return engines
+
+
+def measure(engine_paths: dict[str, Path], batches: list[int], warmup: int, iters: int) -> dict:
+    """The sweep of every engine and the INT8/FP16 ratio per batch: ``{"engines", "int8_over_fp16"}``."""
+    engines = {name: trt_runtime.Engine(path) for name, path in engine_paths.items()}
+    image_shape = engines["INT8"].opt_shape[1:]
+    figures = {name: {str(p.batch): p.as_json() for p in sweep(engine, image_shape, batches, warmup, iters, label=name)} for name, engine in engines.items()}
+    ratio = {str(b): figures["INT8"][str(b)]["images_per_s"] / figures["FP16"][str(b)]["images_per_s"] for b in batches}
+    return {"engines": figures, "int8_over_fp16": ratio}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-path", required=True, help="images for calibration (e.g. `swin-trt data digits`)")
@@ -48,6 +81,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--builder-optimization-level", type=int, default=None)
+    parser.add_argument("--timing-cache", type=Path, default=None, help="read and extend this timing cache (default: one in the workdir)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep checkpoints, graphs and engines here")
     args = parser.parse_args()
     trt = trt_runtime.require_tensorrt()
@@ -56,29 +90,16 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         work = args.workdir or Path(scratch)
-        config = get_config(args.model)
-        fp = save_checkpoint(work / f"{config.name}.pth", build_model(config), {"config": config.to_dict()})
-        request = CalibrationRequest(int8_mode="trt", num_calib_batch=4, calib_batchsz=8)
-        calibrated = calibrate_checkpoint(None, None, fp, args.data_path, False, request, work, DistContext(device=torch.device("cuda")), workers=2)
-        graphs = {"INT8": export_checkpoint(calibrated.checkpoint, work / "int8.onnx", target="tensorrt"),
-                  "FP16": export_checkpoint(fp, work / "fp16.onnx", target="tensorrt")}
-        engines = {}
-        for name, graph in graphs.items():
-            trt_runtime.build(graph["onnx"], work / f"{name.lower()}.plan", min_batch=min(args.batches), opt_batch=max(args.batches) // 4 or 1,
-                              max_batch=max(args.batches), timing_cache=work / "timing.cache", builder_optimization_level=args.builder_optimization_level)
-            engines[name] = trt_runtime.Engine(work / f"{name.lower()}.plan")
-        image_shape = engines["INT8"].opt_shape[1:]
-        figures = {name: {str(p.batch): p.as_json() for p in sweep(engine, image_shape, args.batches, args.warmup, args.iters, label=name)}
-                   for name, engine in engines.items()}
+        engines = build_engines(swin_graphs(args.model, args.data_path, work), work, args.batches, args.timing_cache, args.builder_optimization_level)
+        result = measure(engines, args.batches, args.warmup, args.iters)
 
-    ratio = {str(b): figures["INT8"][str(b)]["images_per_s"] / figures["FP16"][str(b)]["images_per_s"] for b in args.batches}
+    figures, ratio = result["engines"], result["int8_over_fp16"]
     print_table(f"{args.model} on {where['gpu']} (TensorRT {trt.__version__})", ("batch", "FP16 img/s", "INT8 img/s", "INT8/FP16", "INT8 p50 ms", "INT8 p99 ms"),
                 [(b, figures["FP16"][str(b)]["images_per_s"], figures["INT8"][str(b)]["images_per_s"], ratio[str(b)],
                   figures["INT8"][str(b)]["p50_ms"], figures["INT8"][str(b)]["p99_ms"]) for b in args.batches])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"model": args.model, "weights": "random", "int8_mode": "trt", "machine": where, "tensorrt": trt.__version__,
-                                   "iters": args.iters, "warmup": args.warmup, "engines": figures, "int8_over_fp16": ratio,
-                                   "versions": package_versions()}, indent=2) + "\n")
+                                   "iters": args.iters, "warmup": args.warmup, **result, "versions": package_versions()}, indent=2) + "\n")
     print(f"saved {RESULTS}")
 
 

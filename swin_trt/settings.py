@@ -11,6 +11,11 @@ from dataclasses import asdict, dataclass
 # batch-independent histogram, or a reproduction of pytorch-quantization's HistogramCalibrator.
 HISTOGRAMS = ("native", "pytorch-quantization")
 
+# Low-bit PTQ methods (``calibrate --ptq-method``, docs/lowbit.md), in the order they run when
+# combined: the first two transform the FP weights before quantizers are inserted, the last three
+# work on the calibrated model block by block. Kept here (torch-free) for ``--help``.
+PTQ_METHODS = ("smoothquant", "ln-reparam", "adaround", "qwt", "bias-correction")
+
 
 @dataclass(frozen=True)
 class TrainRecipe:
@@ -44,6 +49,8 @@ class CalibrationRequest:
     seed: int = 0
     weight_bits: int = 8  # --wprec: fake-quant weights to [-2**(n-1), 2**(n-1) - 1]
     activation_bits: int = 8  # --aprec
+    ptq_methods: tuple[str, ...] = ()  # --ptq-method, in PTQ_METHODS order
+    ptq_iters: int = 200  # --ptq-iters: adaround's optimisation steps per block
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,7 @@ class QatRecipe:
     temperature: float = 3.0
     mixup: bool = True  # the config's AUG.MIXUP / CUTMIX / MODEL.LABEL_SMOOTHING; False: plain labels with label smoothing
     learn_amax: bool = False
+    selection_images: int = 1000  # held-out train images that pick the best epoch (0 = keep the last, as before)
     weight_bits: int | None = None  # None: the calibrated checkpoint's precision
     activation_bits: int | None = None
     seed: int = 0

@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from swin_trt.api import open_model
+from swin_trt.cpu import read_cpu
 from swin_trt.distributed import DistContext
+from swin_trt.io import sidecar_path
 from swin_trt.onnx.export import export_onnx, save_onnx
 from swin_trt.onnx.fuse import export_fusions, fold_bias_into_integer_matmuls
 from swin_trt.parity.compare import quantile, relative_errors
@@ -32,7 +34,7 @@ def graphs(trained_micro, digits_dir, tmp_path_factory):
                                       out / "calib", DistContext(), workers=0).checkpoint
     fused = export_checkpoint(checkpoint, out / "fused.onnx")
     plain = save_onnx(export_onnx(open_model(checkpoint=checkpoint).model, fusions=False), out / "plain.onnx")
-    shutil.copy(out / "fused.json", out / "plain.json")  # the same model: the sidecar's facts hold for both
+    shutil.copy(sidecar_path(out / "fused.onnx"), sidecar_path(out / "plain.onnx"))  # the same model: the sidecar's facts hold for both
     return checkpoint, fused, plain
 
 
@@ -76,7 +78,10 @@ def test_fast_engine_fuses_gelu_and_biases_and_matches_reference(graphs, tmp_pat
         fp32 = loaded.fp_model()(torch.from_numpy(images)).numpy()
     logits = Engine(details["engine"])(images)
     errors = relative_errors(logits, fakequant, fp32)
-    assert quantile(errors, 0.5) <= 0.5 and quantile(errors, 0.95) <= 1.2  # the default gate's bounds
+    if read_cpu().int8_dot_product:
+        assert quantile(errors, 0.5) <= 0.5 and quantile(errors, 0.95) <= 1.2  # the default gate's bounds
+    else:  # AVX2 without VNNI: u8s8 pair sums saturate in int16 with 8-bit operands, which is why --ort-mode auto picks exact here
+        assert quantile(errors, 0.5) > 0.5
     plain_fast = _run(plain, "fast", images)
     assert (logits.argmax(1) == plain_fast.argmax(1)).mean() >= 0.97
-    assert json.loads((tmp_path / "fast.json").read_text())["ort_mode"] == "fast"
+    assert json.loads(sidecar_path(tmp_path / "fast.onnx").read_text())["ort_mode"] == "fast"

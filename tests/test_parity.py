@@ -60,24 +60,44 @@ def test_auto_mode_is_fast_only_where_int8_kernels_cannot_saturate(text, quantiz
         assert ("cannot saturate" in reason) == (mode == "fast")
 
 
-def _vpmaddubsw(unsigned: np.ndarray, signed: np.ndarray) -> np.ndarray:
-    """AVX2's u8*s8 step as MLAS uses it without VNNI: adjacent products summed, saturated to int16."""
-    pairs = unsigned.astype(np.int32) * signed.astype(np.int32)
-    return np.clip(pairs[..., 0::2] + pairs[..., 1::2], -32768, 32767)
+def _matmul_integer(unsigned: np.ndarray, signed: np.ndarray) -> np.ndarray:
+    """onnxruntime's own u8 x s8 -> s32 MatMulInteger kernel (MLAS), the one its fast mode fuses Q/DQ matmuls into."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "matmul_integer",
+                              [helper.make_tensor_value_info("A", TensorProto.UINT8, list(unsigned.shape)),
+                               helper.make_tensor_value_info("B", TensorProto.INT8, list(signed.shape))],
+                              [helper.make_tensor_value_info("Y", TensorProto.INT32, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"A": unsigned, "B": signed})[0]
 
 
-@pytest.mark.parametrize("bits", [7, 8])
-def test_seven_bit_operands_are_the_widest_that_cannot_saturate(bits):
-    """The arithmetic behind SATURATION_FREE_BITS: the worst case of every u8 value against the
-    extremes of a signed operand of ``bits`` bits."""
+@pytest.mark.parametrize("rows", [1, 16])  # a matrix-vector product (MLAS's GEMV kernel) and a GEMM
+def test_onnxruntime_int8_kernels_saturate_only_beyond_seven_bits_without_vnni(rows):
+    """What SATURATION_FREE_BITS and choose_mode rest on, measured on onnxruntime's own kernels: the worst case
+    of u8 = 255 against a signed operand at either extreme of its width. MLAS picks those kernels from CPUID
+    (no session option, ORT_ or MLAS environment variable selects the AVX2 ones on a VNNI CPU), so on a
+    CPU with VNNI/AMX this checks the other half of the rule: int32 accumulation, exact at 8 bits."""
     from swin_trt.runtimes.onnxruntime import SATURATION_FREE_BITS
 
-    unsigned = np.arange(256, dtype=np.uint8).repeat(2)
-    exact = {}
-    for extreme in (-(1 << (bits - 1)), (1 << (bits - 1)) - 1):
-        signed = np.full(unsigned.shape, extreme, dtype=np.int8)
-        exact[extreme] = np.array_equal(_vpmaddubsw(unsigned, signed), (unsigned.astype(np.int32) * extreme).reshape(-1, 2).sum(1))
-    assert all(exact.values()) == (bits <= SATURATION_FREE_BITS)
+    cpu = read_cpu()
+    if "avx2" not in cpu.flags:
+        pytest.skip(f"{cpu.describe()}: neither the AVX2 nor the VNNI int8 kernels")
+    unsigned = np.full((rows, 64), 255, dtype=np.uint8)
+
+    def exact_at(bits: int) -> bool:
+        results = []
+        for extreme in (-(1 << (bits - 1)), (1 << (bits - 1)) - 1):
+            signed = np.full((64, 16), extreme, dtype=np.int8)
+            results.append(np.array_equal(_matmul_integer(unsigned, signed), unsigned.astype(np.int64) @ signed.astype(np.int64)))
+        return all(results)
+
+    if cpu.int8_dot_product:
+        assert exact_at(8)
+    else:
+        assert exact_at(SATURATION_FREE_BITS) and not exact_at(SATURATION_FREE_BITS + 1)
 
 
 def test_relative_error_is_in_units_of_the_quantization_perturbation():
@@ -302,7 +322,7 @@ def test_sweep_reports_each_batch_and_refuses_batches_outside_the_profile():
 
 
 def test_bench_device_and_exact_float32():
-    from swin_trt.parity.compare import exact_float32
+    from swin_trt.float32 import exact_float32
     from swin_trt.pipelines.deploy import bench_device
 
     engine = _StandInEngine(torch.ones(1, 1))

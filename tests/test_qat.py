@@ -242,10 +242,11 @@ def test_result_is_a_calibrated_checkpoint_that_evaluates_and_exports(run_cli, c
     out = tmp_path / "qat"
     code, stdout, err = run_cli("qat", "--resume", calibrated, "--teacher", trained_micro.checkpoint, "--distill", "--num-epochs", "1",
                                 "--batch-size", "32", "--qat-lr", "1e-4", "--data-path", tiny_digits, "--output", out, "--workers", "0",
-                                "--json", tmp_path / "qat.json")
+                                "--select-images", "0", "--json", tmp_path / "qat.json")
     assert code == 0, err
     result = json.loads((tmp_path / "qat.json").read_text())
-    assert set(result) == {"checkpoint", "top1", "ptq_top1", "fp_top1"}
+    assert set(result) == {"checkpoint", "top1", "ptq_top1", "fp_top1", "selected_epoch", "held_out_top1"}
+    assert result["selected_epoch"] is None  # --select-images 0: the last epoch, as before
     assert "FP32 / PTQ / QAT" in stdout
     _, meta = swin_trt.read_checkpoint(result["checkpoint"])
     qat = meta["quantization"]["qat"]
@@ -264,11 +265,28 @@ def test_result_is_a_calibrated_checkpoint_that_evaluates_and_exports(run_cli, c
 
     # the same command again: already complete, nothing retrained; other settings: refused
     code, _, err = run_cli("qat", "--resume", calibrated, "--teacher", trained_micro.checkpoint, "--distill", "--num-epochs", "1",
-                           "--batch-size", "32", "--qat-lr", "1e-4", "--data-path", tiny_digits, "--output", out, "--workers", "0")
+                           "--batch-size", "32", "--qat-lr", "1e-4", "--data-path", tiny_digits, "--output", out, "--workers", "0", "--select-images", "0")
     assert code == 0, err
     code, _, err = run_cli("qat", "--resume", calibrated, "--teacher", trained_micro.checkpoint, "--distill", "--num-epochs", "1",
-                           "--batch-size", "32", "--qat-lr", "2e-4", "--data-path", tiny_digits, "--output", out, "--workers", "0")
+                           "--batch-size", "32", "--qat-lr", "2e-4", "--data-path", tiny_digits, "--output", out, "--workers", "0", "--select-images", "0")
     assert code == 2 and "other settings" in err and "qat_lr" in err and "--restart" in err
+
+
+def test_qat_never_ends_below_where_it_started(run_cli, calibrated, tiny_digits, tmp_path):
+    """A learning rate that wrecks the model: the held-out images see it, and the calibrated model
+    (epoch 0) is what is kept, weights and all; the held-out images are the calibration's next ones."""
+    code, stdout, err = run_cli("qat", "--resume", calibrated, "--num-epochs", "2", "--batch-size", "32", "--qat-lr", "20", "--lr-schedule", "constant",
+                                "--data-path", tiny_digits, "--output", tmp_path / "out", "--workers", "0", "--select-images", "100",
+                                "--json", tmp_path / "qat.json")
+    assert code == 0, err
+    result = json.loads((tmp_path / "qat.json").read_text())
+    first, *epochs = result["held_out_top1"]
+    assert len(epochs) == 2 and max(epochs) < first - 5  # training did wreck it
+    assert result["selected_epoch"] == 0 and result["top1"] == result["ptq_top1"] and "kept epoch 0 of 2" in stdout
+    saved, start = _weights(result["checkpoint"]), _weights(calibrated)
+    assert all(torch.equal(saved[k], start[k]) or not torch.isfinite(start[k]).all() for k in start)
+    qat = swin_trt.read_checkpoint(result["checkpoint"])[1]["quantization"]["qat"]
+    assert qat["selected_epoch"] == 0 and qat["held_out_images"] == 100
 
 
 def test_kill_and_resume_is_bit_identical(calibrated, tiny_digits, tmp_path):
@@ -306,7 +324,7 @@ def test_two_ranks_equal_one_rank_on_the_same_global_batch(calibrated, tiny_digi
     cfg["MODEL"]["DROP_PATH_RATE"] = 0.0  # per-image random depth would differ between the runs
     (tmp_path / "micro.yaml").write_text(yaml.safe_dump(cfg))
     common = ("--resume", calibrated, "--cfg", tmp_path / "micro.yaml", "--num-epochs", "1", "--no-mixup", "--distill", "--learn-amax",
-              "--qat-lr", "2e-4", "--data-path", tiny_digits, "--workers", "0")
+              "--qat-lr", "2e-4", "--data-path", tiny_digits, "--workers", "0", "--select-images", "0")
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "swin_trt", "qat",
                           *map(str, common), "--batch-size", "16", "--output", tmp_path / "two"], capture_output=True, text=True, env=ENV, cwd=REPO, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]

@@ -9,8 +9,10 @@ import random
 import pytest
 import torch
 
+import swin_trt.pipelines.calibrate as calibrate_stage
 from swin_trt.api import open_model
 from swin_trt.distributed import DistContext
+from swin_trt.errors import SwinTrtError
 from swin_trt.onnx.placement import expected_placement
 from swin_trt.pipelines.calibrate import calibrate_checkpoint
 from swin_trt.pipelines.export import export_checkpoint
@@ -92,10 +94,10 @@ def test_ranking_is_real(lossy, digits_dir):
     assert chosen.kl < val.quantized.kl
 
 
-def test_held_out_images_are_not_the_calibration_images():
-    calibration = torch.randperm(100, generator=torch.Generator().manual_seed(3)).tolist()[:40]  # what ShardSampler(seed=3) gives first
-    held_out = held_out_indices(100, 40, 3, 1000)
-    assert len(held_out) == 60 and not set(held_out) & set(calibration)
+def test_held_out_indices_refuse_when_calibration_used_every_image():
+    assert len(held_out_indices(100, 40, 3, 1000)) == 60
+    with pytest.raises(SwinTrtError, match="calibration used all 100"):
+        held_out_indices(100, 100, 3, 10)
 
 
 def test_placement_counts_the_disabled_set():
@@ -108,14 +110,51 @@ def test_placement_counts_the_disabled_set():
     assert kept["dq_nodes"] == full["dq_nodes"] - 3 and kept["q_nodes"] == full["q_nodes"] - 2  # an INT8-stored weight has no Q
 
 
+class _Recorded(torch.utils.data.Dataset):
+    """A dataset that records which of its items were read (workers=0: in this process)."""
+
+    def __init__(self, dataset):
+        self.dataset, self.read = dataset, []
+
+    def __getattr__(self, name):  # samples, root: what the checkpoint's data fingerprint reads
+        return getattr(self.__dict__["dataset"], name)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        self.read.append(int(index))
+        return self.dataset[index]
+
+
 @pytest.fixture(scope="module")
 def fallback(trained_micro, digits_dir, tmp_path_factory):
+    """The fallback run, with the train-split datasets calibrate_checkpoint builds recorded: the first is what
+    calibration reads, the second what the fallback search holds out (the real sampler and the real choice)."""
     request = FallbackRequest(max_drop=0.3, images=300, granularity="block", batch_size=100)
-    return calibrate_checkpoint(None, None, trained_micro.checkpoint, digits_dir, False, LOSSY, tmp_path_factory.mktemp("fallback"), DistContext(),
-                                workers=0, fallback=request)
+    built = []
+
+    def recording_build_dataset(*args, **kwargs):
+        built.append(_Recorded(build_dataset(*args, **kwargs)))
+        return built[-1]
+
+    build_dataset = calibrate_stage.build_dataset
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(calibrate_stage, "build_dataset", recording_build_dataset)
+        outcome = calibrate_checkpoint(None, None, trained_micro.checkpoint, digits_dir, False, LOSSY, tmp_path_factory.mktemp("fallback"),
+                                       DistContext(), workers=0, fallback=request)
+    return outcome, built
+
+
+def test_held_out_images_are_not_the_calibration_images(fallback):
+    _, (calibration, held_out) = fallback
+    assert len(calibration.read) == LOSSY.num_calib_batch * LOSSY.calib_batchsz == len(set(calibration.read))
+    assert len(held_out.read) == 300 == len(set(held_out.read))
+    assert not set(calibration.read) & set(held_out.read)
 
 
 def test_auto_fallback_reaches_the_budget_and_the_checkpoint_records_it(fallback, run_cli, tmp_path):
+    fallback, _ = fallback
     chosen = fallback.fallback
     stored = fallback.meta["quantization"]
     assert chosen.quant_top1 < chosen.fp32_top1 - 0.3  # the held-out images see the loss too

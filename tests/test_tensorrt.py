@@ -521,7 +521,7 @@ def test_build_plumbing_with_stand_ins(stand_in_tensorrt, tmp_path):
     assert calls["config"]["profiling_verbosity"] == "DETAILED" and calls["config"]["load_timing_cache"] == str(tmp_path / "t.cache")
     assert calls["config"]["memory_pool_limits"] == {"WORKSPACE": 512 << 20} and calls["build"][2] == str(tmp_path / "t.cache")
     assert (tmp_path / "out" / "m.plan").read_bytes() == b"serialized engine"
-    assert json.loads((tmp_path / "out" / "m.json").read_text()) == details
+    assert json.loads(sidecar_path(tmp_path / "out" / "m.plan").read_text()) == details
     assert (details["backend"], details["model"], details["int8_mode"], details["precision"], details["tensorrt_version"], details["gpu"]) == (
         "tensorrt", "swin_micro", "trt", "fp16", "11.1.0", {"name": "Stand-in GPU", "compute_capability": "9.0"})
     assert details["build"]["strongly_typed"] and not details["build"]["explicit_batch"]

@@ -18,7 +18,7 @@ from swin_trt.errors import SwinTrtError
 from swin_trt.io import check_writable
 from swin_trt.lazy import lazy_import
 from swin_trt.quantization.recipes import CALIBRATORS
-from swin_trt.settings import HISTOGRAMS, CalibrationRequest, FallbackRequest
+from swin_trt.settings import HISTOGRAMS, PTQ_METHODS, CalibrationRequest, FallbackRequest
 
 console = lazy_import("swin_trt.console")
 ddp = lazy_import("swin_trt.distributed")
@@ -75,6 +75,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--skip-eval", action="store_true", help="do not evaluate the calibrated model on val")
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed)
     add_precision_args(parser)
+    lowbit = parser.add_argument_group("low-bit PTQ methods (docs/lowbit.md)")
+    lowbit.add_argument("--ptq-method", action="append", choices=PTQ_METHODS, default=[],
+                        help="repeat the flag to combine methods (they run in this order whatever the order given): "
+                        "smoothquant and ln-reparam rewrite the FP weights before quantizers go in; adaround (learned weight rounding), "
+                        "qwt (per-channel affine compensation) and bias-correction refine the calibrated model block by block, "
+                        "on the calibration images (raise --num-calib-batch for them: 1024 images is a good start)")
+    lowbit.add_argument("--ptq-iters", type=positive_int, default=_DEFAULTS.ptq_iters, metavar="N",
+                        help=f"adaround's optimisation steps per block (default {_DEFAULTS.ptq_iters})")
     fallback = parser.add_argument_group("mixed-precision fallback (docs/sensitivity.md)")
     fallback.add_argument("--auto-fallback", action="store_true",
                           help="after calibrating, keep the fewest quantizer groups in higher precision so that the fake-quant top-1 drop "
@@ -112,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         weight_bits=args.wprec,
         activation_bits=args.aprec,
+        ptq_methods=tuple(name for name in PTQ_METHODS if name in args.ptq_method),
+        ptq_iters=args.ptq_iters,
     )
     with ddp.distributed(args.device) as context:
         outcome = calibrate_stage.calibrate_checkpoint(args.model, args.cfg, args.resume, args.data_path, args.zip, request, args.calib_output_path, context, args.workers,
@@ -141,7 +151,7 @@ def summary(outcome: Any, request: CalibrationRequest, top1: float | None) -> di
     """The ``--json`` object of a calibration (before any fallback keys); the demo writes the same
     object for each setting it calibrates."""
     payload = {"checkpoint": str(outcome.checkpoint), "int8_mode": request.int8_mode, "calibrator": request.calibrator, "images": outcome.images,
-               "weight_bits": request.weight_bits, "activation_bits": request.activation_bits}
+               "weight_bits": request.weight_bits, "activation_bits": request.activation_bits, "ptq_methods": list(request.ptq_methods)}
     if top1 is not None:
         payload["top1"] = top1
     return payload

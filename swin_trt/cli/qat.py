@@ -55,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--learn-amax", action="store_true", help="train the scales too (LSQ gradient); default: fixed, as calibrated")
     group.add_argument("--compile-fake-quant", action="store_true",
                        help="fake-quantize in one compiled pass (torch.compile; needs a C++ compiler, ~1 min to compile; the same values)")
+    group.add_argument("--select-images", type=non_negative_int, default=_DEFAULTS.selection_images, metavar="N",
+                       help="keep the best of the calibrated model and every epoch by top-1 on N held-out train images (those after the "
+                       f"calibration images in its seeded order; default {_DEFAULTS.selection_images}); 0 keeps the last epoch")
     group.add_argument("--seed", type=non_negative_int, default=_DEFAULTS.seed)
     group.add_argument("--restart", action="store_true", help="start over, ignoring a saved run in --output (by default the same command continues it)")
     group.add_argument("--quant-mode", metavar="MODE", help=argparse.SUPPRESS)  # the seed's; the reference ignores it too
@@ -86,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         mixup=args.mixup,
         learn_amax=args.learn_amax,
+        selection_images=args.select_images,
         weight_bits=args.wprec,
         activation_bits=args.aprec,
         seed=args.seed,
@@ -108,13 +112,16 @@ def run(args: argparse.Namespace) -> int:
             console.print_table(
                 f"qat {outcome.meta['config']['name']} (int8 mode {outcome.meta['quantization']['int8_mode']}, "
                 f"W{outcome.recipe.weight_bits}A{outcome.recipe.activation_bits})",
-                ("epoch", "train loss", "val top-1 %", "lr"),
-                [(h["epoch"], h["loss"], h["top1"], f"{h['lr']:.2e}") for h in history],
+                ("epoch", "train loss", "val top-1 %", "held-out top-1 %", "lr"),
+                [(h["epoch"], h["loss"], h["top1"], h.get("held_out_top1", "-"), f"{h['lr']:.2e}") for h in history],
             )
+            if outcome.selected_epoch is not None:
+                print(f"kept epoch {outcome.selected_epoch} of {len(history)} (0 = the calibrated model): the best held-out top-1")
             console.print_table(
                 "FP32 / PTQ / QAT",
                 ("checkpoint", "FP32 top-1 %", "PTQ top-1 %", "QAT top-1 %"),
                 [(outcome.checkpoint, baseline["fp_top1"], baseline["ptq_top1"], outcome.top1)],
             )
-            emit_json(args, {"checkpoint": str(outcome.checkpoint), "top1": outcome.top1, "ptq_top1": baseline["ptq_top1"], "fp_top1": baseline["fp_top1"]})
+            emit_json(args, {"checkpoint": str(outcome.checkpoint), "top1": outcome.top1, "ptq_top1": baseline["ptq_top1"], "fp_top1": baseline["fp_top1"],
+                             "selected_epoch": outcome.selected_epoch, "held_out_top1": [baseline.get("held_out_ptq_top1")] + [h.get("held_out_top1") for h in history]})
     return 0

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from swin_trt.console import progress
 from swin_trt.distributed import DistContext, all_reduce_sum
+from swin_trt.float32 import exact_float32
 
 
 @dataclass(frozen=True)
@@ -39,23 +40,25 @@ def evaluate(
     """Accuracy over the loader's images (all ranks' shards together) and the forward throughput.
 
     Counts are summed across ranks, so a sharded run reports exactly the single-process figures.
-    ``images_per_s`` covers data loading and forward passes of all ranks together.
+    ``images_per_s`` covers data loading and forward passes of all ranks together. Runs in exact
+    float32 on CUDA (TF32 off, :mod:`swin_trt.float32`): a fake-quant top-1 on the GPU is the CPU's.
     """
     model.eval()
     counts = torch.zeros(3, dtype=torch.float64, device=context.device)  # correct@1, correct@5, images
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
     start = time.perf_counter()
     bar = progress(loader, total=total, desc=description, unit="batch", show=context.is_main)
-    for step, (images, targets) in enumerate(bar):
-        if step >= total:
-            break
-        logits = model(images.to(context.device, non_blocking=True))
-        targets = targets.to(logits.device)
-        topk = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hits = topk.eq(targets[:, None])
-        counts[0] += hits[:, 0].sum()
-        counts[1] += hits.any(dim=1).sum()
-        counts[2] += len(targets)
+    with exact_float32():
+        for step, (images, targets) in enumerate(bar):
+            if step >= total:
+                break
+            logits = model(images.to(context.device, non_blocking=True))
+            targets = targets.to(logits.device)
+            topk = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hits = topk.eq(targets[:, None])
+            counts[0] += hits[:, 0].sum()
+            counts[1] += hits.any(dim=1).sum()
+            counts[2] += len(targets)
     bar.close()
     all_reduce_sum(counts, context)
     seconds = time.perf_counter() - start

@@ -204,13 +204,13 @@ def train_one_epoch(run: QatRun, epoch: int, start_step: int, stop: threading.Ev
 def fit(
     run: QatRun,
     position: QatProgress,
-    evaluate: Callable[[], float],
+    evaluate: Callable[[int], dict[str, float]],
     save_state: Callable[[QatProgress], None],
     stop: threading.Event,
 ) -> QatProgress:
-    """Train the remaining epochs. At every epoch end: evaluate (``evaluate()`` returns val
-    top-1) and save the state (``save_state`` writes on rank 0). On an agreed stop, save the
-    position inside the epoch and raise :class:`TrainingInterrupted`."""
+    """Train the remaining epochs. At every epoch end: evaluate (``evaluate(epochs done)`` returns
+    the epoch's metrics, val top-1 as ``top1``) and save the state (``save_state`` writes on rank 0).
+    On an agreed stop, save the position inside the epoch and raise :class:`TrainingInterrupted`."""
     for epoch in range(position.epoch, run.recipe.epochs):
         totals, stopped = train_one_epoch(run, epoch, position.step, stop)
         all_reduce_sum(totals, run.context)
@@ -220,8 +220,8 @@ def fit(
             position = QatProgress(epoch, steps, loss_sum, images, position.history, position.baseline)
             save_state(position)
             raise TrainingInterrupted(f"stopped by SIGTERM at epoch {epoch + 1} step {steps}; the state is saved: run the same command again to continue")
-        top1 = evaluate()
-        history = [*position.history, {"epoch": epoch + 1, "loss": loss_sum / max(images, 1), "top1": top1, "lr": run.scheduler.get_last_lr()[0]}]
+        metrics = evaluate(epoch + 1)
+        history = [*position.history, {"epoch": epoch + 1, "loss": loss_sum / max(images, 1), **metrics, "lr": run.scheduler.get_last_lr()[0]}]
         position = QatProgress(epoch + 1, 0, 0.0, 0, history, position.baseline)
         save_state(position)
     return position

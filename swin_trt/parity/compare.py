@@ -16,15 +16,15 @@ per-image errors come back.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from swin_trt.console import progress
+from swin_trt.float32 import exact_float32
 
 
 def relative_errors(engine, reference, fp32) -> np.ndarray:
@@ -138,19 +138,6 @@ def wait_for(tensor: torch.Tensor) -> torch.Tensor:
     if tensor.is_cuda:
         torch.cuda.current_stream(tensor.device).synchronize()
     return tensor
-
-
-@contextlib.contextmanager
-def exact_float32() -> Iterator[None]:
-    """FP32 references in IEEE float32 on CUDA: TF32 (on by default for cuDNN convolutions on
-    Ampere and newer) rounds operands to 10 mantissa bits, which moves the reference by far more
-    than the gate's bounds. The previous settings are restored afterwards."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @torch.no_grad()

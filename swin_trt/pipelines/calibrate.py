@@ -3,6 +3,8 @@ kept in higher precision, chosen on held-out train images."""
 
 from __future__ import annotations
 
+import copy
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from swin_trt.pipelines.sensitivity import held_out_indices, load_images
 from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
 from swin_trt.quantization.fallback import Fallback, choose_fallback
 from swin_trt.quantization.model import keep_in_higher_precision, quantize_model, set_precision
+from swin_trt.quantization.ptq.apply import ordered, refine_quantized, rewrite_fp
 from swin_trt.quantization.recipes import get_recipe
 from swin_trt.quantization.sensitivity import SensitivityProbe, quantizer_groups
 from swin_trt.seeding import seed_all
@@ -70,13 +73,27 @@ def calibrate_checkpoint(
     needed = request.num_calib_batch * request.calib_batchsz * context.world_size
     if needed > len(dataset):
         raise SwinTrtError(f"--num-calib-batch {request.num_calib_batch} x --calib-batchsz {request.calib_batchsz} needs {needed} images, the train split has {len(dataset)}")
+    methods = ordered(request.ptq_methods)
+    network.to(context.device)
+    ptq_report: dict[str, Any] = {}
+    if methods:  # on the calibration images themselves (the first `needed` of the seeded order), before the fallback's held-out ones
+        seed_all(request.seed)
+        calib_images, calib_labels = load_images(Subset(dataset, held_out_indices(len(dataset), 0, request.seed, needed)), request.calib_batchsz,
+                                                 workers, context.device)
+        ptq_report = rewrite_fp(network, calib_images, methods, request.weight_bits, request.activation_bits, request.per_channel_weights)
+    reference = copy.deepcopy(network).eval() if methods else None
     quantize_model(network, recipe, per_channel_weights=request.per_channel_weights)
     set_precision(network, request.weight_bits, request.activation_bits)  # before amax: entropy and mse depend on it
-    network.to(context.device)
+    network.to(context.device)  # the new quantizers' buffers too
     seed_all(request.seed + context.rank)  # augmentation
     loader = build_loader(dataset, request.calib_batchsz, context, workers=workers, seed=request.seed, shuffle_once=True)
     histograms, images = collect_statistics(network, loader, request.num_calib_batch, context, request.histogram)
     load_calib_amax(network, histograms, request.calibrator, request.percentile)
+    if methods:
+        started = time.perf_counter()
+        ptq_report.update(refine_quantized(network, reference, calib_images, calib_labels, methods, request.ptq_iters, request.seed))
+        ptq_report["refine_seconds"] = time.perf_counter() - started
+        del reference, calib_images, calib_labels
     chosen = None
     if fallback is not None:
         held_out = build_dataset(data_path, "train", eval_transform(config.data), use_zip, config.num_classes)
@@ -86,6 +103,7 @@ def calibrate_checkpoint(
         "config": config.to_dict(),
         "quantization": {
             **{k: v for k, v in request.__dict__.items() if k != "percentile" or request.calibrator == "percentile"},
+            "ptq_methods": list(methods),
             "int8_mode": recipe.name,
             "world_size": context.world_size,
             "images": images,
@@ -95,6 +113,8 @@ def calibrate_checkpoint(
         },
         "versions": package_versions(),
     }
+    if methods:
+        meta["quantization"]["ptq"] = ptq_report
     if chosen is not None:
         meta["quantization"]["disabled"] = chosen.disabled
         meta["quantization"]["fallback"] = {

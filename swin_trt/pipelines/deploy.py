@@ -17,10 +17,11 @@ from swin_trt.data.device_transforms import Normalize, uint8_eval_transform
 from swin_trt.data.loader import build_loader
 from swin_trt.distributed import DistContext
 from swin_trt.errors import SwinTrtError
+from swin_trt.float32 import exact_float32
 from swin_trt.io import sidecar_path
 from swin_trt.lazy import lazy_import
 from swin_trt.onnx.hashing import file_sha256
-from swin_trt.parity.compare import ParityReport, compare, exact_float32
+from swin_trt.parity.compare import ParityReport, compare
 from swin_trt.parity.conformance import graph_differences
 from swin_trt.parity.gate import DEFAULT_MAX_REL_ERROR, Bounds, Verdict, bound_family, default_bounds, judge
 from swin_trt.parity.localize import Localization, localize

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from swin_trt.api import open_model
 from swin_trt.data.datasets import build_dataset, fingerprint
@@ -35,6 +36,7 @@ from swin_trt.models.config import ModelConfig
 from swin_trt.models.resolve import check_architecture
 from swin_trt.models.swin import build_model
 from swin_trt.onnx.hashing import file_sha256
+from swin_trt.pipelines.sensitivity import held_out_indices, load_images
 from swin_trt.quantization.model import learn_amax, set_precision, use_compiled_kernel
 from swin_trt.settings import QatRecipe
 from swin_trt.versions import package_versions
@@ -48,10 +50,35 @@ class QatOutcome:
     recipe: QatRecipe
     progress: loop.QatProgress
     meta: dict[str, Any]
+    selected_epoch: int | None = None  # the epoch kept (0: the calibrated model); None: the last, without selection
 
     @property
     def top1(self) -> float:
-        return self.progress.history[-1]["top1"]
+        """Val top-1 of the model saved: the selected epoch's (the PTQ baseline for epoch 0)."""
+        if self.selected_epoch == 0:
+            return self.progress.baseline["ptq_top1"]
+        if self.selected_epoch is None:
+            return self.progress.history[-1]["top1"]
+        return next(h["top1"] for h in self.progress.history if h["epoch"] == self.selected_epoch)
+
+
+def calibration_images(stored: dict[str, Any]) -> int:
+    """How many train images the calibration used (its seeded order's first ones); 0 when the
+    checkpoint does not say (a reference-toolkit one)."""
+    try:
+        return int(stored["num_calib_batch"]) * int(stored["calib_batchsz"]) * int(stored.get("world_size", 1))
+    except KeyError:
+        return 0
+
+
+@torch.no_grad()
+def top1_on(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
+    """Top-1 % of ``model`` on tensors held in memory (every rank computes the same number)."""
+    was_training = model.training
+    model.eval()
+    correct = sum(int((model(part).argmax(dim=1) == target).sum()) for part, target in zip(torch.split(images, batch_size), torch.split(labels, batch_size), strict=True))
+    model.train(was_training)
+    return 100.0 * correct / len(labels)
 
 
 def load_teacher(path: str | Path, config: ModelConfig) -> nn.Module:
@@ -124,6 +151,12 @@ def qat_checkpoint(
     criterion, mixup = loop.make_criterion(config.data.train, config.num_classes, recipe.mixup)
     if mixup is not None and recipe.batch_size % 2:
         raise SwinTrtError(f"--batch-size {recipe.batch_size} is odd: mixup/cutmix pairs the images of a batch; use an even size or --no-mixup")
+    held_out = None
+    if recipe.selection_images:
+        # model selection on train images neither calibration nor val saw (calibration's seeded order, next N), as --auto-fallback does
+        selection_set = build_dataset(data_path, "train", eval_transform(config.data), use_zip, config.num_classes)
+        indices = held_out_indices(len(selection_set), calibration_images(stored), int(stored.get("seed", 0)), recipe.selection_images)
+        held_out = load_images(Subset(selection_set, indices), recipe.batch_size, workers, context.device)
     if len(train_set) // context.world_size < recipe.batch_size:
         raise SwinTrtError(f"the train split has {len(train_set)} images, fewer than one batch of {recipe.batch_size} per process: lower --batch-size")
 
@@ -178,10 +211,28 @@ def qat_checkpoint(
     def val_top1(network: nn.Module) -> float:
         return evaluate(network.to(context.device), val_loader, context, description=f"{config.name} val").top1
 
+    def held_out_top1() -> float:
+        return top1_on(student, *held_out, batch_size=recipe.batch_size)
+
+    best: dict[str, Any] | None = None  # {"epoch", "top1" (held-out), "model" (state on the CPU)}
     if saved is not None:
         position = run.load_state_dict(saved)
+        best = saved.get("best")
     else:
         position = loop.QatProgress(baseline=baseline or {"fp_top1": val_top1(loaded.fp_model()), "ptq_top1": val_top1(student)})
+        if held_out is not None:
+            position.baseline["held_out_ptq_top1"] = held_out_top1()
+            best = {"epoch": 0, "top1": position.baseline["held_out_ptq_top1"], "model": _cpu_state(student)}
+
+    def epoch_metrics(epoch: int) -> dict[str, float]:
+        nonlocal best
+        metrics = {"top1": val_top1(student)}
+        if held_out is not None:
+            metrics["held_out_top1"] = held_out_top1()
+            if metrics["held_out_top1"] > best["top1"]:  # ties keep the earlier epoch
+                best = {"epoch": epoch, "top1": metrics["held_out_top1"], "model": _cpu_state(student)}
+        return metrics
+
 
     def meta_at(at: loop.QatProgress) -> dict[str, Any]:
         provenance = {
@@ -201,26 +252,36 @@ def qat_checkpoint(
             "val_top1": [h["top1"] for h in at.history],
             **at.baseline,
         }
+        if held_out is not None:
+            provenance.update(held_out_images=len(held_out[1]), held_out_top1=[h.get("held_out_top1") for h in at.history],
+                              selected_epoch=best["epoch"] if best else None)
         quantization = {**stored, "int8_mode": student.quant_recipe.name, "weight_bits": recipe.weight_bits,
                         "activation_bits": recipe.activation_bits, "qat": provenance}
         return {"config": config.to_dict(), "quantization": quantization, "versions": package_versions()}
 
     def save_state(at: loop.QatProgress) -> None:
         if context.is_main:
-            loop.save_training_state(state_path, student, meta_at(at), settings, run.state_dict(at))
+            loop.save_training_state(state_path, student, meta_at(at), settings, {**run.state_dict(at), **({"best": best} if best else {})})
             if at.step == 0 and at.history:
                 last = at.history[-1]
                 print(f"epoch {last['epoch']}/{recipe.epochs}: loss {last['loss']:.4f}, val top-1 {last['top1']:.2f} %, state saved to {state_path}", flush=True)
         barrier(context)
 
     with loop.stop_on_sigterm() as stop:
-        position = loop.fit(run, position, lambda: val_top1(student), save_state, stop)
+        position = loop.fit(run, position, epoch_metrics, save_state, stop)
 
     if recipe.learn_amax:
         learn_amax(student, False)
+    if best is not None and best["epoch"] != position.epoch:
+        load_state_dict(student, best["model"], source=f"epoch {best['epoch']} of this run")
+        note(f"keeping epoch {best['epoch']} (held-out top-1 {best['top1']:.2f} %), the best of epochs 0-{position.epoch} on {len(held_out[1])} held-out train images")
     meta = meta_at(position)
     result = output_dir / f"{config.name}_qat.pth"
     if context.is_main:
         save_checkpoint(result, student, meta)
     barrier(context)
-    return QatOutcome(student.eval(), result, state_path, recipe, position, meta)
+    return QatOutcome(student.eval(), result, state_path, recipe, position, meta, best["epoch"] if best else None)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from swin_trt.console import progress
 from swin_trt.distributed import DistContext, all_reduce_sum
+from swin_trt.float32 import exact_float32
 from swin_trt.quantization.calibrators import Histogram
 from swin_trt.quantization.collect import HistogramCollector
 from swin_trt.quantization.model import is_weight_quantizer, named_quantizers
@@ -35,7 +36,9 @@ def collect_statistics(
     merge the statistics of all ranks.
 
     Quantizers pass values through unchanged while collecting, so every layer sees the FP
-    activations (as the reference). Returns (histograms by quantizer name, images used in total).
+    activations (as the reference). In exact float32 on CUDA (TF32 off, :mod:`swin_trt.float32`):
+    a CUDA calibration then matches the CPU's. Returns (histograms by quantizer name, images used
+    in total).
     """
     check_weights(model)  # before the pass over the data, which a NaN weight would fail less clearly
     collectors: dict[str, HistogramCollector | HistcCollector] = {}
@@ -48,13 +51,14 @@ def collect_statistics(
     model.eval()
     images = torch.zeros(1, dtype=torch.float64, device=context.device)
     try:
-        bar = progress(loader, show=context.is_main, total=min(num_batches, len(loader)), desc="calibrate", unit="batch")
-        for step, (batch, _) in enumerate(bar):
-            if step == num_batches:
-                break
-            model(batch.to(context.device, non_blocking=True))
-            images += len(batch)
-        bar.close()
+        with exact_float32():
+            bar = progress(loader, show=context.is_main, total=min(num_batches, len(loader)), desc="calibrate", unit="batch")
+            for step, (batch, _) in enumerate(bar):
+                if step == num_batches:
+                    break
+                model(batch.to(context.device, non_blocking=True))
+                images += len(batch)
+            bar.close()
     finally:
         pool.shutdown()
         for _, quantizer in named_quantizers(model):

@@ -7,9 +7,11 @@ Written against TensorRT's documented Python API for 10.x and 11.x, where they d
   kept but ignored on 11); ``EXPLICIT_BATCH`` only where it exists and matters (before 10);
 - one optimisation profile for the dynamic batch, a timing cache that is read and extended,
   ``ProfilingVerbosity.DETAILED`` so that ``swin-trt inspect`` can show each layer's precision;
-- inference through ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3`` on the
-  current torch CUDA stream: torch owns the device memory and the stream, so no pycuda (which does
-  not build without CUDA development headers and would add a second CUDA context to manage).
+- inference through ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3`` on a
+  ``torch.cuda.Stream`` of the execution context's own, never the legacy default stream (stream 0:
+  TensorRT then adds device synchronisations of its own, and the timings would hold them): torch owns
+  the device memory and the streams, so no pycuda (which does not build without CUDA development
+  headers and would add a second CUDA context to manage).
 
 Polygraphy's TensorRT loaders do the parsing, configuration and build (they handle version
 differences and timing-cache locking); what they lack, written here: the engine file and sidecar
@@ -242,7 +244,15 @@ def execute(context: Any, input_name: str, images: Any, outputs: dict[str, Any],
 class Execution:
     """A deserialized plan with one execution context: its input, its outputs (name -> torch
     dtype, as many as the plan has: one for an engine, one per exposed tensor for a debug
-    engine), and the batch range of its profile. Runs on the current CUDA device and stream."""
+    engine), the batch range of its profile, and its own CUDA stream (``stream``) on the current
+    device.
+
+    ``run`` enqueues on that stream and hands the outputs to the caller's current stream: the
+    engine's stream first waits for the caller's (the images were produced there), the caller's
+    then waits for the engine's, and the outputs are marked as used by the caller's stream (the
+    caching allocator must not give their memory to the engine's next run while the caller still
+    reads it). Called with the engine's own stream current (the timing loop, which produces its
+    inputs there), nothing waits on anything."""
 
     def __init__(self, plan: bytes, label: str | Path):
         trt = require_tensorrt()
@@ -266,17 +276,30 @@ class Execution:
         self.batch_range = (low[0], high[0])
         self.opt_shape = tuple(best)
         self.device = torch.device("cuda", torch.cuda.current_device())
+        self.stream = torch.cuda.Stream(self.device)
 
     def run(self, images) -> dict[str, Any]:
         """Every output for a batch given as a torch tensor (moved to this device and the input's
-        type if needed: from a CUDA float32 batch nothing is copied)."""
+        type if needed: from a CUDA float32 batch nothing is copied), usable on the caller's
+        current stream."""
         check_batch(images.shape[0], *self.batch_range, self.label)
-        images = images.to(device=self.device, dtype=self.input_dtype).contiguous()
-        return execute(self.context, self.input_name, images, self.outputs, torch.cuda.current_stream(self.device).cuda_stream)
+        consumer = torch.cuda.current_stream(self.device)
+        handover = consumer != self.stream
+        if handover:
+            self.stream.wait_stream(consumer)
+        with torch.cuda.stream(self.stream):
+            images = images.to(device=self.device, dtype=self.input_dtype).contiguous()
+            outputs = execute(self.context, self.input_name, images, self.outputs, self.stream.cuda_stream)
+        if handover:
+            consumer.wait_stream(self.stream)
+            for tensor in outputs.values():
+                tensor.record_stream(consumer)
+        return outputs
 
 
 class Engine:
-    """A built engine (one input, one output), run on the current torch CUDA stream.
+    """A built engine (one input, one output), run on its execution context's own CUDA stream
+    (``stream``; see :class:`Execution`).
 
     ``run`` takes and returns torch CUDA tensors (the CUDA evaluator's path: the parity gate feeds
     it batches already on the GPU); ``__call__`` takes a numpy batch and returns numpy logits, as
@@ -301,6 +324,7 @@ class Engine:
         self.opt_shape = self.execution.opt_shape
         self.batch_range = self.execution.batch_range
         self.device = self.execution.device
+        self.stream = self.execution.stream
 
     def run(self, images):
         """Logits (a torch tensor on this engine's GPU, in the engine's output type) for a batch
