@@ -157,7 +157,7 @@ def test_default_bounds_follow_the_graph_precision():
     assert default_bounds("fp32") == Bounds() and default_bounds("fp32").max_rel_error == 0.5
     fp16 = default_bounds("fp16")
     assert fp16.max_rel_error > default_bounds("fp32").max_rel_error and fp16.max_graph_mismatches == 0
-    with pytest.raises(SwinTrtError, match="records precision 'bf16'"):
+    with pytest.raises(SwinTrtError, match="the engine's graph is 'bf16'"):
         default_bounds("bf16")
 
 
@@ -175,9 +175,11 @@ def chain(tmp_path: Path) -> dict[str, Path]:
     engine.parent.mkdir()
     checkpoint.write_bytes(b"calibrated weights")
     graph.write_bytes(b"graph")
-    sidecar_path(graph).write_text(json.dumps({"source_checkpoint": str(checkpoint), "source_sha256": file_sha256(checkpoint)}))
+    sidecar_path(graph).write_text(json.dumps({"source_checkpoint": str(checkpoint), "source_sha256": file_sha256(checkpoint),
+                                               "sha256": file_sha256(graph), "bytes": graph.stat().st_size}))
     engine.write_bytes(b"engine")
-    sidecar_path(engine).write_text(json.dumps({"backend": "onnxruntime", "source_onnx": str(graph.resolve()), "source_onnx_sha256": file_sha256(graph)}))
+    sidecar_path(engine).write_text(json.dumps({"backend": "onnxruntime", "source_onnx": str(graph.resolve()), "source_onnx_sha256": file_sha256(graph),
+                                                "sha256": file_sha256(engine), "bytes": engine.stat().st_size}))
     return {"checkpoint": checkpoint, "graph": graph, "engine": engine}
 
 
