@@ -173,9 +173,13 @@ def graph_differences(graph, reference) -> list[str]:
     """One line per difference between ``graph`` and ``reference`` (``onnx.ModelProto``s: the
     engine's source graph and a fresh export of the reference), in the graph's node order.
 
-    Nodes are compared in sequence (operator, domain, name, outputs, attributes, which inputs are
-    constants and the names of the others); the first structural difference ends the comparison
-    (everything after it is misaligned). Each constant a node reads is compared by value where
+    Nodes are compared in sequence (operator, domain, attributes, which inputs are constants and
+    which earlier outputs the others are); the first structural difference ends the comparison
+    (everything after it is misaligned). Node and tensor names are not compared: the exporter
+    numbers them from a counter that other traced code advances, so two exports of one model
+    can name a node ``Transpose_769`` and ``Transpose_770``. Tensors are matched by where they
+    come from instead: the graph's inputs by name, every other tensor as the same output of the
+    same node. Each constant a node reads is compared by value where
     it is first read, and named with the node and the input it feeds (``scale`` / ``zero point``
     of a quantizer's QuantizeLinear, ``gamma`` of a LayerNormalization, ...)."""
     found = []
@@ -189,10 +193,11 @@ def graph_differences(graph, reference) -> list[str]:
                          f"({', '.join(v.name for v in getattr(reference.graph, kind))}) or differ in type or shape")
     constants = (_Constants(graph.graph), _Constants(reference.graph))
     compared: set[str] = set()
+    counterpart = {value.name: value.name for value in graph.graph.input} | {"": ""}  # tensor in the graph -> the same tensor in the reference
     nodes = (list(graph.graph.node), list(reference.graph.node))
     for index, (ours, theirs) in enumerate(zip(*nodes)):
-        structure = ((ours.op_type, ours.domain, ours.name, list(ours.output), len(ours.input)) !=
-                     (theirs.op_type, theirs.domain, theirs.name, list(theirs.output), len(theirs.input)))
+        structure = ((ours.op_type, ours.domain, len(ours.output), len(ours.input)) !=
+                     (theirs.op_type, theirs.domain, len(theirs.output), len(theirs.input)))
         if structure:
             found.append(f"node {index}: {_node_label(ours)} in the graph, {_node_label(theirs)} in the reference export")
             return found
@@ -202,7 +207,7 @@ def graph_differences(graph, reference) -> list[str]:
             found.append(f"node {index}: attribute {attribute!r} of {_node_label(ours)} is not the reference export's")
         for slot, (name, expected) in enumerate(zip(ours.input, theirs.input)):
             ours_constant, theirs_constant = name in constants[0], expected in constants[1]
-            if ours_constant != theirs_constant or (not ours_constant and name != expected):
+            if ours_constant != theirs_constant or (not ours_constant and counterpart.get(name) != expected):
                 found.append(f"node {index}: {_node_label(ours)} reads {name!r} as its {_role(ours, slot)}, the reference export "
                              f"reads {expected!r}" + (" (a constant in one of them only)" if ours_constant != theirs_constant else ""))
                 return found
@@ -214,6 +219,7 @@ def graph_differences(graph, reference) -> list[str]:
                 continue  # the same values under another name: the exporter's names are not the point
             if difference is not None:
                 found.append(f"{name} ({_role(ours, slot)} of {_node_label(ours)}): {difference}")
+        counterpart.update(zip(ours.output, theirs.output))
     if len(nodes[0]) != len(nodes[1]):
         found.append(f"{len(nodes[0])} nodes in the graph, {len(nodes[1])} in the reference export")
     return found

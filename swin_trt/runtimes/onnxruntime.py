@@ -133,8 +133,7 @@ def build(onnx_path: str | Path, engine_path: str | Path, mode: str = "auto") ->
         **source_record(onnx_path),
         "versions": package_versions(),
     }
-    write_sidecar(engine_path, details)
-    return details
+    return write_sidecar(engine_path, details)
 
 
 def _has_qdq(onnx_path: Path) -> bool:
