@@ -163,10 +163,10 @@ def test_a_graph_and_an_engine_with_the_same_stem_share_a_folder(chain, tmp_path
     graph = tmp_path / "base.onnx"
     shutil.copy(chain["graph"], graph)
     write_sidecar(graph, {**read_sidecar(chain["graph"]), "onnx": str(graph)})
-    code, _, err = run_cli("build", "--onnx", graph, "--ort-mode", "exact", "--output", tmp_path / "base.ort")
+    code, _, err = run_cli("build", "--onnx", graph, "--ort-mode", "exact", "--output", tmp_path / "base.ort-exact")
     assert code == 0, err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.onnx", "base.onnx.json", "base.ort", "base.ort.json"]
-    outcome = _bench(chain, tmp_path / "base.ort")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.onnx", "base.onnx.json", "base.ort-exact", "base.ort-exact.json"]
+    outcome = _bench(chain, tmp_path / "base.ort-exact")  # not .ort: onnxruntime reads that as its own format
     assert outcome.provenance.verified and outcome.graph_mismatches == []
     code, _, err = run_cli("build", "--onnx", graph, "--output", tmp_path / "base")  # base.json: the old-style sidecar name of base.onnx
     assert code == 2 and "would be read as the old-style sidecar of" in err and not (tmp_path / "base").exists()
