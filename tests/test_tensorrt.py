@@ -675,7 +675,7 @@ def test_fp16_wrong_calibration_and_changed_scale_fail_on_the_graph_check(run_cl
     perturb_scale(trt_export[1]["onnx"], tmp_path / "broken.onnx", broken, 2.0)
     ort_runtime.build(tmp_path / "broken.onnx", tmp_path / "broken_engine.onnx", "exact")
     code, out, err, result = _bench_json(run_cli, trt_export[0], tmp_path / "broken_engine.onnx", digits_dir, tmp_path / "fault.json", "--max-batches", "1")
-    assert result["provenance"] == "verified" and code == 1 and result["failed"] == ["max_graph_mismatches"]
+    assert result["provenance"] == "verified" and code == 1 and "max_graph_mismatches" in result["failed"]  # the logit bounds may or may not see it
     scale = _scale_of(trt_export[1]["onnx"], broken)
     assert result["graph_mismatches"] == [f"{broken}.perturbed_scale (scale of QuantizeLinear '{broken}.QuantizeLinear'): {2 * scale:.6g} in the graph, "
                                           f"{scale:.6g} in the reference export"]
