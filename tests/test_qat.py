@@ -271,6 +271,7 @@ def test_result_is_a_calibrated_checkpoint_that_evaluates_and_exports(run_cli, c
     assert code == 2 and "other settings" in err and "qat_lr" in err and "--restart" in err
 
 
+@pytest.mark.slow  # a subprocess / torchrun run: make test-slow
 def test_kill_and_resume_is_bit_identical(calibrated, tiny_digits, tmp_path):
     """SIGKILL after epoch 1, and SIGTERM inside epoch 2, each resumed: the same weights as one run."""
     common = ("qat", "--resume", calibrated, "--distill", "--num-epochs", "3", "--batch-size", "32", "--qat-lr", "2e-4",
@@ -301,6 +302,7 @@ def test_kill_and_resume_is_bit_identical(calibrated, tiny_digits, tmp_path):
             torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, equal_nan=True, msg=f"{name}: {key}")
 
 
+@pytest.mark.slow  # a subprocess / torchrun run: make test-slow
 def test_two_ranks_equal_one_rank_on_the_same_global_batch(calibrated, tiny_digits, tmp_path):
     cfg = yaml.safe_load((REPO / "configs" / "swin_micro.yaml").read_text())
     cfg["MODEL"]["DROP_PATH_RATE"] = 0.0  # per-image random depth would differ between the runs
@@ -326,6 +328,7 @@ def test_two_ranks_equal_one_rank_on_the_same_global_batch(calibrated, tiny_digi
     assert two[1]["quantization"]["qat"]["losses"] == pytest.approx(one[1]["quantization"]["qat"]["losses"], rel=1e-4)
 
 
+@pytest.mark.slow  # a subprocess / torchrun run: make test-slow
 def test_seed_launch_lines(trained_micro, tiny_digits, tmp_path):
     """The seed README's calibrate, evaluate and QAT lines, through main.py, with the micro YAML."""
     launch = [sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node", "1", "--master_port", "29541", "main.py"]
