@@ -714,6 +714,7 @@ def test_cuda_references_hold_the_gate(run_cli, trt_export, fp16_engine, digits_
     assert result["device"].startswith("cuda") and result["passed"] is True and result["images"] == 360
 
 
+@pytest.mark.slow  # a subprocess / torchrun run: make test-slow
 def test_parity_gate_script_on_cpu(trained_micro, digits_dir, tmp_path):
     """scripts/parity-gate.sh end to end with the onnxruntime backend (what our CI can run)."""
     env = {**os.environ, "SWIN_TRT": f"{sys.executable} -m swin_trt", "PYTHONPATH": str(REPO)}
