@@ -50,6 +50,15 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def method_seconds(report: dict) -> dict[str, float]:
+    """Seconds per method from a checkpoint's ``quantization.ptq`` report (FP rewrites and unit methods)."""
+    found = {name: entry["seconds"] for name, entry in report.items() if isinstance(entry, dict) and "seconds" in entry and name != "seconds"}
+    found.update(report.get("seconds", {}))
+    if "statistics_seconds" in report:
+        found["statistics"] = report["statistics_seconds"]
+    return found
+
+
 def cached_val(checkpoint: str, data_path: str, cache: Path, limit: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Val images, labels and FP32 logits, computed once per checkpoint."""
     cache.mkdir(parents=True, exist_ok=True)
@@ -152,7 +161,7 @@ def main() -> None:
             quant = top1(predict(outcome.model, images[subset]), labels[subset])
             entry = {"recipe": recipe, "precision": f"W{weight_bits}A{activation_bits}", "calibrator": calibrator, "methods": list(methods), "label": label,
                      "ranking_images": ranked, "ranking_top1": quant, "ranking_fp32_top1": top1(fp_logits[subset], labels[subset]), "calibration_seconds": wall, "calibration_cpu_seconds": cpu, "load_average_start": load,
-                     "ptq_seconds": outcome.meta["quantization"].get("ptq", {}).get("seconds"), "checkpoint": str(outcome.checkpoint)}
+                     "ptq_seconds": method_seconds(outcome.meta["quantization"].get("ptq", {})), "checkpoint": str(outcome.checkpoint)}
             results.append(entry)
             if ranked == len(labels):
                 entry["fakequant_top1"], entry["drop"] = quant, fp32 - quant

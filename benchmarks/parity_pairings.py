@@ -128,7 +128,8 @@ def val_images(checkpoint: Path, data: Path, limit: int | None) -> tuple[torch.T
 
 def cached_logits(path: Path, run, images: torch.Tensor, batch: int) -> tuple[np.ndarray, float]:
     """``run(batch) -> logits`` over ``images`` once; the logits and the seconds spent in ``run``
-    (kept as ``<path>.npy`` and ``<path>.json`` so a second invocation scores without running)."""
+    (kept as ``<path less its suffix>.npy`` and ``.json`` so a second invocation scores without
+    running; the caller names each path uniquely after that)."""
     if path.with_suffix(".npy").is_file():
         return np.load(path.with_suffix(".npy")), json.loads(path.with_suffix(".json").read_text())["seconds"]
     outputs, seconds = [], 0.0
@@ -148,10 +149,10 @@ def reference_logits(name: str, checkpoint: Path, images: torch.Tensor, batch: i
     """FP32 (the reference's own FP weights) and fake-quant logits, with float32 scales and with
     the float16-rounded scales an FP16 graph holds (bench rounds the reference's scales so)."""
     loaded = open_model(checkpoint=checkpoint)
-    found = {"fp32": cached_logits(cache / f"{name}.fp32", loaded.fp_model().eval(), images, batch)[0]}
+    found = {"fp32": cached_logits(cache / f"{name}_fp32", loaded.fp_model().eval(), images, batch)[0]}
     for family, dtype in (("fp32", None), ("fp16", torch.float16)):
         set_scale_dtype(loaded.model, dtype)
-        found[f"fakequant_{family}"] = cached_logits(cache / f"{name}.fakequant_{family}", loaded.model.eval(), images, batch)[0]
+        found[f"fakequant_{family}"] = cached_logits(cache / f"{name}_fakequant_{family}", loaded.model.eval(), images, batch)[0]
     return found
 
 
@@ -216,6 +217,7 @@ def main() -> None:
     for item in built:
         engine = open_engine(item["engine"])
         log(f"engine {item['engine'].name}")
+        # cached as 1_fp32.ort-exact.npy for 1_fp32.ort-exact.onnx
         engine_logits, seconds = cached_logits(cache / item["engine"].name, lambda chunk, e=engine: e.run(chunk), images, args.batch_size)
         graph = read_model(item["graph"])
         family = bound_family(*tensor_types(graph))

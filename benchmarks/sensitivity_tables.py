@@ -5,7 +5,7 @@ recipes' top-1, the layer-group sensitivity ranking and `--auto-fallback`, by th
     python benchmarks/sensitivity_tables.py --checkpoint /work/data/micro/swin_micro.pth --data-path /work/data/digits --workdir /tmp/sens
 
 Saves benchmarks/results/sensitivity_tables.json (each command, its JSON, the CPU model and ISA
-flags, load average before and after, versions).
+flags, load average before and after, versions) and draws docs/sensitivity.png from the ranking.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from pathlib import Path
 
 from swin_trt.cli import main as swin_trt
 from swin_trt.cpu import read_cpu
+from swin_trt.report.plots import sensitivity_plot
 from swin_trt.versions import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sensitivity_tables.json"
+PLOT = Path(__file__).resolve().parents[1] / "docs" / "sensitivity.png"
 W4A4 = ("--wprec", "4", "--aprec", "4", "--calibrator", "max", "--workers", "0")
 
 
@@ -52,7 +54,7 @@ def main() -> None:
                            "--calib-output-path", str(args.workdir / "cfb"))
     RESULTS.write_text(json.dumps({"runs": runs, "cpu": read_cpu().as_json(), "load_average_before": load_before,
                                    "load_average_after": os.getloadavg(), "versions": package_versions()}, indent=2) + "\n")
-    print(f"saved {RESULTS}")
+    print(f"saved {RESULTS}; plot {sensitivity_plot(runs['sensitivity']['result'], PLOT)}")
 
 
 if __name__ == "__main__":

@@ -229,13 +229,16 @@ def sidecar_path(artifact: str | Path) -> Path:
     return artifact.with_name(artifact.name + ".json")
 
 
-def write_sidecar(artifact: str | Path, details: Mapping[str, Any]) -> Path:
+def write_sidecar(artifact: str | Path, details: Mapping[str, Any]) -> dict[str, Any]:
     """Write the sidecar of ``artifact`` (which must be complete) with the SHA-256 and size of
     its bytes (``sha256``, ``bytes``): a sidecar describes one file, and whoever trusts it
     (``swin-trt bench``) re-hashes the file, so an artifact replaced under a kept sidecar is
-    refused instead of being taken for what the sidecar says."""
+    refused instead of being taken for what the sidecar says. Returns the record as written, so
+    a caller hands on exactly what a later reader of the sidecar will see."""
     artifact = Path(artifact)
-    return write_json(sidecar_path(artifact), {**details, "sha256": file_sha256(artifact), "bytes": artifact.stat().st_size})
+    record = {**details, "sha256": file_sha256(artifact), "bytes": artifact.stat().st_size}
+    write_json(sidecar_path(artifact), record)
+    return record
 
 
 @functools.lru_cache(maxsize=None)

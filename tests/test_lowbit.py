@@ -31,7 +31,8 @@ CALIBRATION = {"num_calib_batch": 4, "calib_batchsz": 16, "ptq_iters": 30, "cali
 
 def outlier_model(seed: int = 0) -> torch.nn.Module:
     """A random swin_micro whose LayerNorms have the spread affine parameters of a trained one
-    (a few channels far wider or offset), which is what the rewrites are for."""
+    (a few channels far wider or offset), which is what the rewrites are for, and non-zero biases
+    (timm starts them at zero, where a fold that forgets a bias would go unnoticed)."""
     torch.manual_seed(seed)
     model = build_model(MICRO).eval()
     with torch.no_grad():
@@ -39,6 +40,8 @@ def outlier_model(seed: int = 0) -> torch.nn.Module:
             if isinstance(module, torch.nn.LayerNorm):
                 module.weight.copy_(torch.randn_like(module.weight).mul(0.8).exp())
                 module.bias.copy_(torch.randn_like(module.bias))
+            elif isinstance(module, torch.nn.Linear) and module.bias is not None:
+                module.bias.copy_(torch.randn_like(module.bias).mul(0.1))
     return model
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from swin_trt.cpu import read_cpu
 from swin_trt.distributed import DistContext
 from swin_trt.io import sidecar_path
 from swin_trt.pipelines.calibrate import calibrate_checkpoint
@@ -35,9 +36,12 @@ def test_openvino_engine_passes_the_default_gate_and_localizes(run_cli, graph, d
     assert sidecar["inference_precision"] == "f32" and Path(sidecar["source_onnx"]) == Path(details["onnx"]).resolve() and sidecar["cpu"]["model"]
     code, out, err = run_cli("bench", "--reference", checkpoint, "--engine", engine, "--data-path", digits_dir, "--workers", "0",
                              "--localize", "--localize-images", "4", "--json", tmp_path / "bench.json")
-    assert code == 0, err
+    # OpenVINO's INT8 kernels hold the gate where int8 dot products accumulate in int32 (VNNI/AMX: r median 0.05-0.29 on
+    # an AVX-512 EPYC); on AVX2 without VNNI they fail it (r median 4.28, p95 9.58 on digits), which the gate must say
+    holds = read_cpu().int8_dot_product
+    assert code == (0 if holds else 1), err
     result = json.loads((tmp_path / "bench.json").read_text())
-    assert result["passed"] is True and result["engine_backend"] == "openvino" and result["provenance"] == "verified"
+    assert result["passed"] is holds and result["engine_backend"] == "openvino" and result["provenance"] == "verified"
     assert result["localize"][-1]["name"] == "logits (engine)" and len(result["localize"]) == details["dq_nodes"] + 1
 
 

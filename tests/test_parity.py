@@ -15,10 +15,10 @@ import torch
 from swin_trt.cli.bench import bound
 from swin_trt.cpu import CpuInfo, parse_cpuinfo, read_cpu
 from swin_trt.errors import SwinTrtError
-from swin_trt.io import sidecar_path
+from swin_trt.io import sidecar_path, write_sidecar
 from swin_trt.onnx.hashing import file_sha256
 from swin_trt.parity.compare import ParityReport, compare, quantile, relative_errors
-from swin_trt.parity.gate import Bounds, default_bounds, judge
+from swin_trt.parity.gate import Bounds, bound_family, default_bounds, judge
 from swin_trt.parity.provenance import ForeignEngineError, require, trace
 from swin_trt.runtimes.onnxruntime import choose_mode
 
@@ -157,8 +157,15 @@ def test_default_bounds_follow_the_graph_precision():
     assert default_bounds("fp32") == Bounds() and default_bounds("fp32").max_rel_error == 0.5
     fp16 = default_bounds("fp16")
     assert fp16.max_rel_error > default_bounds("fp32").max_rel_error and fp16.max_graph_mismatches == 0
-    with pytest.raises(SwinTrtError, match="records precision 'bf16'"):
+    with pytest.raises(SwinTrtError, match="the engine's graph is 'bf16'"):
         default_bounds("bf16")
+
+
+def test_bound_family_is_read_from_the_graphs_own_types():
+    assert bound_family({"float32"}, {"int8"}) == "fp32" and bound_family(set(), set()) == "fp32"  # no float constants: nothing to loosen
+    assert bound_family({"float16"}, {"int8"}) == "fp16"
+    with pytest.raises(SwinTrtError, match="float16 and float32 constants"):
+        bound_family({"float16", "float32"}, {"int8"})  # half-converted: neither family's bounds are known to fit
 
 
 def test_bound_values():
@@ -175,9 +182,9 @@ def chain(tmp_path: Path) -> dict[str, Path]:
     engine.parent.mkdir()
     checkpoint.write_bytes(b"calibrated weights")
     graph.write_bytes(b"graph")
-    sidecar_path(graph).write_text(json.dumps({"source_checkpoint": str(checkpoint), "source_sha256": file_sha256(checkpoint)}))
+    write_sidecar(graph, {"source_checkpoint": str(checkpoint), "source_sha256": file_sha256(checkpoint)})
     engine.write_bytes(b"engine")
-    sidecar_path(engine).write_text(json.dumps({"backend": "onnxruntime", "source_onnx": str(graph.resolve()), "source_onnx_sha256": file_sha256(graph)}))
+    write_sidecar(engine, {"backend": "onnxruntime", "source_onnx": str(graph.resolve()), "source_onnx_sha256": file_sha256(graph)})
     return {"checkpoint": checkpoint, "graph": graph, "engine": engine}
 
 
@@ -204,6 +211,40 @@ def test_engine_without_sidecar_is_foreign(chain):
 def test_graph_reexported_in_place_breaks_the_chain(chain):
     chain["graph"].write_bytes(b"graph, exported again")
     assert "is not the graph the engine was built from" in _broken(chain)
+
+
+def test_every_sidecar_records_its_files_sha256_and_size(chain):
+    for artifact in (chain["graph"], chain["engine"]):
+        recorded = json.loads(sidecar_path(artifact).read_text())
+        assert (recorded["sha256"], recorded["bytes"]) == (file_sha256(artifact), artifact.stat().st_size)
+
+
+def test_engine_bytes_replaced_under_its_sidecar_are_refused_even_when_foreign_is_allowed(chain):
+    from swin_trt.parity.provenance import EngineBytesError
+
+    chain["engine"].write_bytes(b"another engine")
+    with pytest.raises(EngineBytesError, match="is not the engine its sidecar m.ort.onnx.json describes"):
+        trace(chain["engine"], chain["checkpoint"])
+
+
+def test_a_graph_sidecar_describing_another_graph_breaks_the_chain(chain):
+    """A graph edited after export, its engine rebuilt from it, the old sidecar kept."""
+    chain["graph"].write_bytes(b"graph, edited")
+    write_sidecar(chain["engine"], {**json.loads(sidecar_path(chain["engine"]).read_text()), "source_onnx_sha256": file_sha256(chain["graph"])})
+    assert "it describes another graph" in _broken(chain)
+
+
+def test_sidecars_written_before_0_2_are_read_with_a_note_and_do_not_verify(chain, capsys):
+    from swin_trt.io import read_sidecar
+
+    legacy = chain["engine"].with_suffix(".json")  # m.ort.json, the old name
+    sidecar_path(chain["engine"]).rename(legacy)
+    details = json.loads(legacy.read_text())
+    del details["sha256"]
+    legacy.write_text(json.dumps(details))
+    assert read_sidecar(chain["engine"]) == details
+    assert "under the old name" in capsys.readouterr().err
+    assert "records no SHA-256 of the engine" in _broken(chain)
 
 
 def test_graph_without_sidecar_is_foreign(chain):

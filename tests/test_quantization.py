@@ -87,7 +87,7 @@ def calibrated(trained_micro, digits_dir, tmp_path_factory):
 
 def test_calibrate_json_and_exact_batch_count(calibrated):
     result = calibrated["1"]
-    assert set(result) == {"checkpoint", "int8_mode", "calibrator", "images", "top1", "weight_bits", "activation_bits"}
+    assert set(result) == {"checkpoint", "int8_mode", "calibrator", "images", "top1", "weight_bits", "activation_bits", "ptq_methods"}
     assert result["images"] == 80  # exactly 10 batches of 8, not 11
     assert result["int8_mode"] == "1" and result["calibrator"] == "percentile"
     assert Path(result["checkpoint"]).name == "swin_micro_calib.pth"
@@ -140,6 +140,7 @@ def test_quant_summary(run_cli, calibrated, tmp_path):
     assert len(amax["layers.0.blocks.0.mlp.fc1.weight_quantizer"]) == 128
 
 
+@pytest.mark.slow  # a subprocess / torchrun run: make test-slow
 def test_distributed_calibration_equals_single_process(trained_micro, digits_dir, tmp_path):
     """2 gloo ranks x 2 batches of 8 and one process x 4 batches of 8 see the same 32 images."""
     common = ["--resume", str(trained_micro.checkpoint), "--data-path", str(digits_dir), "--calib-transform", "eval",
@@ -165,6 +166,7 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(((a == b) | (a.isnan() & b.isnan())).all())
 
 
+@pytest.mark.slow  # a subprocess / torchrun run: make test-slow
 def test_ptq_accuracy_every_recipe_and_calibrator(trained_micro, digits_dir):
     """Targets: every recipe x calibrator within 1.0 pt of FP32 top-1; percentile mode 1 within 0.5."""
     from swin_trt.data.datasets import build_dataset

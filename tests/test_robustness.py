@@ -193,6 +193,7 @@ def _assert_no_worker_traceback(stderr: str) -> None:
     assert not re.search(r"^\[rank\d+\]:", stderr, re.MULTILINE), stderr[-3000:]
 
 
+@pytest.mark.slow  # a subprocess / torchrun run: make test-slow
 def test_rank_1_failing_ends_both_ranks_within_seconds(trained_micro, digits_dir, tmp_path):
     """Rank 1's shard holds an image that cannot be decoded (the eval shard of rank r is images
     r, r+2, ...): rank 0 would wait in the final all-reduce for the 30-minute gloo timeout if
@@ -209,6 +210,7 @@ def test_rank_1_failing_ends_both_ranks_within_seconds(trained_micro, digits_dir
     assert seconds < 30, seconds
 
 
+@pytest.mark.slow  # a subprocess / torchrun run: make test-slow
 def test_rank_0_failing_to_save_ends_both_ranks(digits_dir, tmp_path):
     """Rank 0 saves the checkpoint while rank 1 waits in the barrier after it; the save fails
     (a 1 MB file-size limit, as a full disk would): both end at once, each with one line."""

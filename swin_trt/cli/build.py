@@ -57,6 +57,8 @@ def _checked_output(args: argparse.Namespace, default: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output is not None:  # an unwritable destination is named before anything is read
+        check_writable(args.output, "--output")
     onnx_graph.read_model(args.onnx, "--onnx")  # a corrupt or non-ONNX file is one line here, for every backend
     if args.backend == "tensorrt":
         return _build_tensorrt(args)

@@ -172,15 +172,32 @@ def _attributes(node) -> dict[str, bytes]:
     return {a.name: a.SerializeToString(deterministic=True) for a in node.attribute if not (node.op_type == "Constant" and a.name == "value")}
 
 
+def _sources(model) -> dict[str, tuple]:
+    """Each computed tensor by where it comes from: a graph input (its position) or a node output
+    (node index, output slot). The exporter numbers its node and tensor names with counters that
+    shift when another calibration shares a different number of equal constants, so graphs are
+    compared by this wiring, not by those names."""
+    sources = {value.name: ("graph input", index) for index, value in enumerate(model.graph.input)}
+    for index, node in enumerate(model.graph.node):
+        sources.update({name: ("output", index, slot) for slot, name in enumerate(node.output)})
+    return sources
+
+
+def _quantizer_node(node) -> bool:
+    """A Q/DQ node export named after its quantizer (those names are compared: localize relies on them)."""
+    return node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.name.endswith(f".{node.op_type}")
+
+
 def graph_differences(graph, reference) -> list[str]:
     """One line per difference between ``graph`` and ``reference`` (``onnx.ModelProto``s: the
     engine's source graph and a fresh export of the reference), in the graph's node order.
 
-    Nodes are compared in sequence (operator, domain, name, outputs, attributes, which inputs are
-    constants and the names of the others); the first structural difference ends the comparison
-    (everything after it is misaligned). Each constant a node reads is compared by value where
-    it is first read, and named with the node and the input it feeds (``scale`` / ``zero point``
-    of a quantizer's QuantizeLinear, ``gamma`` of a LayerNormalization, ...)."""
+    Nodes are compared in sequence: operator, domain, attributes, the names of the Q/DQ nodes
+    named after quantizers, and the wiring (each non-constant input comes from the same graph
+    input or the same output of the same earlier node); the first structural difference ends the
+    comparison (everything after it is misaligned). Each constant a node reads is compared by
+    value, bit for bit, and named with the node and the input it feeds (``scale`` / ``zero
+    point`` of a quantizer's QuantizeLinear, ``gamma`` of a LayerNormalization, ...)."""
     found = []
     opsets = ({o.domain: o.version for o in graph.opset_import}, {o.domain: o.version for o in reference.opset_import})
     if opsets[0] != opsets[1]:
@@ -191,11 +208,16 @@ def graph_differences(graph, reference) -> list[str]:
             found.append(f"the graph's {kind}s ({', '.join(v.name for v in getattr(graph.graph, kind))}) are not the reference export's "
                          f"({', '.join(v.name for v in getattr(reference.graph, kind))}) or differ in type or shape")
     constants = (_Constants(graph.graph), _Constants(reference.graph))
-    compared: set[str] = set()
+    sources = (_sources(graph), _sources(reference))
+    outputs = ({v.name: i for i, v in enumerate(graph.graph.output)}, {v.name: i for i, v in enumerate(reference.graph.output)})
+    compared: set[tuple[str, str]] = set()
     nodes = (list(graph.graph.node), list(reference.graph.node))
     for index, (ours, theirs) in enumerate(zip(*nodes)):
-        structure = ((ours.op_type, ours.domain, ours.name, list(ours.output), len(ours.input)) !=
-                     (theirs.op_type, theirs.domain, theirs.name, list(theirs.output), len(theirs.input)))
+        named = _quantizer_node(ours) or _quantizer_node(theirs)
+        structure = ((ours.op_type, ours.domain, len(ours.input), len(ours.output), ours.name if named else "",
+                      [outputs[0].get(name) for name in ours.output]) !=
+                     (theirs.op_type, theirs.domain, len(theirs.input), len(theirs.output), theirs.name if named else "",
+                      [outputs[1].get(name) for name in theirs.output]))
         if structure:
             found.append(f"node {index}: {_node_label(ours)} in the graph, {_node_label(theirs)} in the reference export")
             return found
@@ -205,16 +227,16 @@ def graph_differences(graph, reference) -> list[str]:
             found.append(f"node {index}: attribute {attribute!r} of {_node_label(ours)} is not the reference export's")
         for slot, (name, expected) in enumerate(zip(ours.input, theirs.input)):
             ours_constant, theirs_constant = name in constants[0], expected in constants[1]
-            if ours_constant != theirs_constant or (not ours_constant and name != expected):
-                found.append(f"node {index}: {_node_label(ours)} reads {name!r} as its {_role(ours, slot)}, the reference export "
-                             f"reads {expected!r}" + (" (a constant in one of them only)" if ours_constant != theirs_constant else ""))
+            wired = sources[0].get(name, ("missing", name)) == sources[1].get(expected, ("missing", expected)) if name and expected else name == expected
+            if ours_constant != theirs_constant or (not ours_constant and not wired):
+                found.append(f"node {index}: {_node_label(ours)} reads {name!r} as its {_role(ours, slot)}, the reference export reads "
+                             f"{expected!r}" + (" (a constant in one of them only)" if ours_constant != theirs_constant else
+                                                " (computed elsewhere)"))
                 return found
-            if not ours_constant or name in compared:
+            if not ours_constant or (name, expected) in compared:
                 continue
-            compared.add(name)
+            compared.add((name, expected))
             difference = _value_difference(constants[0][name], constants[1][expected])
-            if name != expected and difference is None:
-                continue  # the same values under another name: the exporter's names are not the point
             if difference is not None:
                 found.append(f"{name} ({_role(ours, slot)} of {_node_label(ours)}): {difference}")
     if len(nodes[0]) != len(nodes[1]):

@@ -144,5 +144,4 @@ def export_checkpoint(
                "scale_dtype": "float16" if quantized and settings.precision == "fp16" else "float32",
                "disabled": list(network.disabled_quantizers) if quantized else [],
                "export": settings.as_json(), "hoisted_transposes": exported.hoisted_transposes}
-    write_sidecar(output, details)
-    return details
+    return write_sidecar(output, details)

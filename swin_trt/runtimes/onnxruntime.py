@@ -70,6 +70,8 @@ def session_options(mode: str, threads: int | None = None):
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if mode == "fast" else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     )
     options.log_severity_level = ERROR_LOG_LEVEL
+    # engines are ONNX files whatever the user named them: onnxruntime would read a name ending in .ort as its ORT format
+    options.add_session_config_entry("session.load_model_format", "ONNX")
     if threads:
         options.intra_op_num_threads = threads
     return options
@@ -134,8 +136,7 @@ def build(onnx_path: str | Path, engine_path: str | Path, mode: str = "auto") ->
         **source_record(onnx_path),
         "versions": package_versions(),
     }
-    write_sidecar(engine_path, details)
-    return details
+    return write_sidecar(engine_path, details)
 
 
 def _has_qdq(onnx_path: Path) -> bool:

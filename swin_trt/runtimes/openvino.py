@@ -80,8 +80,7 @@ def build(onnx_path: str | Path, engine_path: str | Path) -> dict[str, Any]:
         **source_record(onnx_path),
         "versions": {**package_versions(), "openvino": openvino.__version__},
     }
-    write_sidecar(engine_path, details)
-    return details
+    return write_sidecar(engine_path, details)
 
 
 class Engine:

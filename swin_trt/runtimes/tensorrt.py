@@ -234,8 +234,7 @@ def build(
         },
         "versions": package_versions(),
     }
-    write_sidecar(engine_path, details)
-    return details
+    return write_sidecar(engine_path, details)
 
 
 def execute(context: Any, input_name: str, images: Any, outputs: dict[str, Any], stream: int) -> dict[str, Any]:
