@@ -146,8 +146,6 @@ def fallback(trained_micro, digits_dir, tmp_path_factory):
     return outcome, built
 
 
-@pytest.mark.xfail(strict=True, reason="a known defect this test found: calibration with --auto-fallback reads 88 train images where it "
-                   "collects statistics on 80 (one batch more); strict, so the test fails once the defect is fixed and the mark must go")
 def test_held_out_images_are_not_the_calibration_images(fallback):
     _, (calibration, held_out) = fallback
     assert len(calibration.read) == LOSSY.num_calib_batch * LOSSY.calib_batchsz == len(set(calibration.read))
