@@ -54,7 +54,7 @@ from swin_trt.pipelines.calibrate import calibrate_checkpoint
 from swin_trt.pipelines.deploy import check_graph
 from swin_trt.pipelines.export import export_checkpoint
 from swin_trt.quantization.model import set_scale_dtype
-from swin_trt.quantization.recipes import RECIPES
+from swin_trt.quantization.recipes import INT8_MODES
 from swin_trt.runtimes import backend_module, open_engine
 from swin_trt.settings import CalibrationRequest
 from swin_trt.versions import package_versions
@@ -73,7 +73,7 @@ def references(checkpoint: Path, data: Path, workdir: Path, variants: bool) -> d
     """The three recipes and the trt variants, calibrated once (as the demo calibrates: 10 x 8 images)."""
     found = {}
     chosen = VARIANTS if variants else {}
-    for name, options in [*((mode, {"int8_mode": mode}) for mode in sorted(RECIPES)), *((n, {"int8_mode": "trt", **o}) for n, o in chosen.items())]:
+    for name, options in [*((mode, {"int8_mode": mode}) for mode in INT8_MODES), *((n, {"int8_mode": "trt", **o}) for n, o in chosen.items())]:
         folder = workdir / "calib" / name
         calibrated = next(folder.glob("*_calib.pth"), None)
         if calibrated is None:
@@ -104,7 +104,7 @@ def engines(checkpoints: dict[str, Path], workdir: Path) -> list[dict]:
                     perturb_scale(graph, broken, *FAULT)
                 graphs.append((broken, True))
             for source, fault in graphs:
-                runtimes = RUNTIMES if name in RECIPES and not fault else RUNTIMES[:1]
+                runtimes = RUNTIMES if name in INT8_MODES and not fault else RUNTIMES[:1]
                 for backend, mode in runtimes:
                     suffix = f"ort-{mode}.onnx" if backend == "onnxruntime" else "openvino.blob"
                     engine = workdir / "engines" / f"{source.stem}.{suffix}"
@@ -160,7 +160,7 @@ def pairings_of(calibration: str, calibrations: list[str]) -> list[str]:
     """Recipes against every recipe (and trt against every variant); a variant against itself and trt."""
     if calibration in VARIANTS:
         return [calibration, "trt"]
-    return sorted(RECIPES) + ([name for name in calibrations if name in VARIANTS] if calibration == "trt" else [])
+    return [*INT8_MODES] + ([name for name in calibrations if name in VARIANTS] if calibration == "trt" else [])
 
 
 def summarize(rows: list[dict]) -> dict:

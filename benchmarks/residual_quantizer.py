@@ -1,7 +1,8 @@
-"""Fake-quant top-1 of the trt recipe with and without its MLP-residual quantizer.
+"""Fake-quant top-1 of the trt placement with and without the MLP-residual quantizer.
 
-The trt recipe quantizes the skip operand of each block's MLP residual add (``mlp_residual_quantizer``).
-For every trained model given: calibrate it as `swin-trt calibrate --int8-mode trt` does (its
+The measurement behind dropping it from trt in 0.2: ``trt-residual`` (trt before 0.2) quantizes the
+skip operand of each block's MLP residual add (``mlp_residual_quantizer``), trt does not.
+For every trained model given: calibrate it as `swin-trt calibrate --int8-mode trt` did (its
 default images and calibrator), evaluate the fake-quant model on every val image, then disable
 the MLP-residual quantizers (the other quantizers' amax do not depend on them: calibration
 collects on FP activations) and evaluate again. Reports top-1 both ways, the difference, and
@@ -56,7 +57,7 @@ def predictions(model: torch.nn.Module, loader) -> tuple[torch.Tensor, torch.Ten
 def measure(name: str, checkpoint: Path, data_path: Path, work: Path, workers: int) -> dict:
     start = time.perf_counter()
     out = work / name
-    subprocess.run([sys.executable, "-m", "swin_trt", "calibrate", "--resume", str(checkpoint), "--data-path", str(data_path), "--int8-mode", "trt",
+    subprocess.run([sys.executable, "-m", "swin_trt", "calibrate", "--resume", str(checkpoint), "--data-path", str(data_path), "--int8-mode", "trt-residual",
                     "--calib-output-path", str(out), "--skip-eval", "--workers", str(workers), "--json", str(out / "calibrate.json")], check=True)
     calibrated = json.loads((out / "calibrate.json").read_text())["checkpoint"]
     model = swin_trt.load_model(checkpoint=calibrated)

@@ -41,8 +41,8 @@ def _expected_roles(mode: str) -> dict[str, int]:
     roles = {"gemm_weight": linears, "gemm_input": linears, "attention_matmul": 4 * blocks}
     if outputs:
         roles["gemm_output"] = outputs
-    if mode == "trt":
-        roles["residual_add"] = blocks  # the MLP residual only
+    if mode == "trt-residual":
+        roles["residual_add"] = blocks  # the MLP residual only (trt before 0.2)
     return roles
 
 

@@ -38,8 +38,8 @@ def _expected_enabled(recipe: str) -> set[str]:
                 if recipe == "1" or (recipe == "2" and linear != "mlp.fc2"):
                     names.add(f"{prefix}{linear}.output_quantizer")
             names |= {f"{prefix}attn.{q}_quantizer" for q in ("q", "k", "v", "softmax")}
-            if recipe == "trt":
-                names.add(f"{prefix}mlp_residual_quantizer")  # not the attention residual: see recipes.py
+            if recipe == "trt-residual":
+                names.add(f"{prefix}mlp_residual_quantizer")  # trt before 0.2; never the attention residual: see recipes.py
         if stage:
             names |= {f"layers.{stage}.downsample.reduction.{q}_quantizer" for q in ("input", "weight")}
             if recipe == "1":
@@ -117,8 +117,39 @@ def test_int8_mode_coverage_rules(calibrated):
     assert set(enabled_quantizers(loaded.model)) == _expected_enabled("2")
     with pytest.raises(SwinTrtError, match="calibrated for --int8-mode 2, whose amax do not cover --int8-mode 1"):
         open_model(checkpoint=calibrated["2"]["checkpoint"], int8_mode="1")
-    with pytest.raises(SwinTrtError, match="do not cover --int8-mode trt"):
-        open_model(checkpoint=calibrated["1"]["checkpoint"], int8_mode="trt")
+    # trt quantizes GEMM inputs and the attention matmuls only: a subset of mode 1 (amax do not depend on which others are on)
+    loaded = open_model(checkpoint=calibrated["1"]["checkpoint"], int8_mode="trt")
+    assert "covers mode trt" in loaded.notice and set(enabled_quantizers(loaded.model)) == _expected_enabled("trt")
+    with pytest.raises(SwinTrtError, match="do not cover --int8-mode trt-residual"):
+        open_model(checkpoint=calibrated["1"]["checkpoint"], int8_mode="trt-residual")
+
+
+def test_a_trt_checkpoint_from_before_0_2_keeps_its_mlp_residual_quantizers(trained_micro, digits_dir, tmp_path):
+    """Before 0.2 the trt recipe also quantized the MLP residual's skip operand: a checkpoint of
+    then says ``trt`` and holds calibrated amax for those quantizers. It must load as it was
+    calibrated (its engines' graphs have those Q/DQ; the gate compares them with a fresh export),
+    while today's trt calibration leaves them off and uncalibrated."""
+    from swin_trt.models.checkpoint import read_checkpoint
+    from swin_trt.pipelines.calibrate import calibrate_checkpoint
+    from swin_trt.pipelines.export import export_checkpoint
+    from swin_trt.settings import CalibrationRequest
+
+    outcomes = {mode: calibrate_checkpoint(None, None, trained_micro.checkpoint, digits_dir, False,
+                                           CalibrationRequest(int8_mode=mode, num_calib_batch=2, calib_batchsz=8), tmp_path / mode, DistContext(), workers=0)
+                for mode in ("trt", "trt-residual")}
+    residual = [f"layers.{s}.blocks.{b}.mlp_residual_quantizer" for s in range(3) for b in range(2)]
+    state, meta = read_checkpoint(outcomes["trt"].checkpoint)
+    assert meta["quantization"]["int8_mode"] == "trt" and all(state[f"{name}.amax"].isnan().all() for name in residual)
+    assert not set(residual) & set(enabled_quantizers(swin_trt.load_model(checkpoint=outcomes["trt"].checkpoint)))
+
+    state, meta = read_checkpoint(outcomes["trt-residual"].checkpoint)
+    assert all(torch.isfinite(state[f"{name}.amax"]).all() for name in residual)
+    meta["quantization"]["int8_mode"] = "trt"  # what 0.1 wrote for this calibration
+    torch.save({"model": state, "meta": meta}, tmp_path / "legacy.pth")
+    legacy = swin_trt.load_model(checkpoint=tmp_path / "legacy.pth")
+    assert legacy.quant_recipe.name == "trt-residual" and set(residual) <= set(enabled_quantizers(legacy))
+    graph = export_checkpoint(tmp_path / "legacy.pth", tmp_path / "legacy.onnx")
+    assert graph["int8_mode"] == "trt-residual" and graph["dq_nodes"] == export_checkpoint(outcomes["trt"].checkpoint, tmp_path / "trt.onnx")["dq_nodes"] + 6
 
 
 def test_eval_compare_fp(run_cli, calibrated, digits_dir, trained_micro, tmp_path):

@@ -22,10 +22,11 @@ from swin_trt.settings import CalibrationRequest
 
 
 def _calibrate_all(checkpoint, digits_dir, out, per_channel):
-    """The union of the amax of native mode-1 and trt calibrations (every quantizer calibrated, as the reference's
-    calibration leaves them), saved as native calibrated checkpoints of mode 1 and trt: the same amax set, natively."""
+    """The union of the amax of native mode-1 and trt-residual calibrations (every quantizer calibrated, as the
+    reference's calibration leaves them), saved as native calibrated checkpoints of mode 1 and trt-residual: the same
+    amax set, natively."""
     union, metas = {}, {}
-    for mode in ("1", "trt"):
+    for mode in ("1", "trt-residual"):
         request = CalibrationRequest(int8_mode=mode, per_channel_weights=per_channel)
         state, metas[mode] = read_checkpoint(calibrate_checkpoint(None, None, checkpoint, digits_dir, False, request, out / mode, DistContext(),
                                                                   workers=0).checkpoint)
@@ -65,7 +66,7 @@ def _batch(digits_dir):
 def test_reference_checkpoint_equals_native(reference, digits_dir, mode):
     natives, _, path = reference
     loaded = open_model(model="swin_micro", checkpoint=path, int8_mode=mode)
-    native = swin_trt.load_model(checkpoint=natives["trt" if mode == "trt" else "1"], int8_mode=mode)
+    native = swin_trt.load_model(checkpoint=natives["trt-residual" if mode == "trt" else "1"], int8_mode=mode)
     assert loaded.quantized and loaded.meta["quantization"]["int8_mode"] == mode
     assert loaded.meta["quantization"]["per_channel_weights"] is False and loaded.meta["quantization"]["ignored_amax"] == 6 * 5
     theirs, ours = dict(named_quantizers(loaded.model)), dict(named_quantizers(native))
@@ -102,24 +103,24 @@ def test_per_channel_weight_amax_is_inferred(reference, digits_dir, tmp_path):
     assert state["layers.0.blocks.0.mlp.fc1._weight_quantizer._amax"].shape == (128, 1)
     loaded = open_model(model="swin_micro", checkpoint=_save(state, tmp_path / "ref.pth"), int8_mode="trt")
     assert loaded.meta["quantization"]["per_channel_weights"] is True
-    _, meta = read_checkpoint(natives["trt"])
+    _, meta = read_checkpoint(natives["trt-residual"])
     native = tmp_path / "native.pth"
     torch.save({"model": per_channel, "meta": {**meta, "quantization": {**meta["quantization"], "per_channel_weights": True}}}, native)
     images = _batch(digits_dir)
     with torch.no_grad():
-        assert torch.equal(loaded.model(images), swin_trt.load_model(checkpoint=native)(images))
+        assert torch.equal(loaded.model(images), swin_trt.load_model(checkpoint=native, int8_mode="trt")(images))
 
 
 def test_int8_mode_inferred_only_when_unambiguous(reference, tmp_path):
     _, union, _ = reference
     state = reference_state_dict(MICRO, union)
-    with pytest.raises(SwinTrtError, match=r"does not record its int8 mode, and its amax cover int8 modes 1, 2, trt: pass --int8-mode"):
+    with pytest.raises(SwinTrtError, match=r"does not record its int8 mode, and its amax cover int8 modes 1, 2: pass --int8-mode"):
         open_model(model="swin_micro", checkpoint=_save(state, tmp_path / "full.pth"))
     # without the fc2 / reduction GEMM outputs and the residual operands only mode 2 is calibrated
     mode2 = {k: v for k, v in state.items() if not (("fc2._aftergemm" in k) or ("reduction._aftergemm" in k) or ("_residual_input" in k))}
     loaded = open_model(model="swin_micro", checkpoint=_save(mode2, tmp_path / "mode2.pth"))
     assert loaded.model.quant_recipe.name == "2" and "the only mode its amax cover" in loaded.notice
-    with pytest.raises(SwinTrtError, match=r"lacks amax for quantizers of --int8-mode 1 \(its amax cover int8 modes: 2\)"):
+    with pytest.raises(SwinTrtError, match=r"lacks amax for quantizers of --int8-mode 1 \(its amax cover int8 modes: 2, trt\)"):
         open_model(model="swin_micro", checkpoint=tmp_path / "mode2.pth", int8_mode="1")
 
 

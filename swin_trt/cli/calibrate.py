@@ -17,7 +17,7 @@ from swin_trt.cli.common import (
 from swin_trt.errors import SwinTrtError
 from swin_trt.io import check_writable
 from swin_trt.lazy import lazy_import
-from swin_trt.quantization.recipes import CALIBRATORS
+from swin_trt.quantization.recipes import CALIBRATORS, INT8_MODES
 from swin_trt.settings import FORMATS, FP8_DEFAULT_CALIBRATOR, HISTOGRAMS, PTQ_METHODS, CalibrationRequest, FallbackRequest
 
 console = lazy_import("swin_trt.console")
@@ -34,9 +34,10 @@ GRANULARITIES = ("quantizer", "layer", "block")  # swin_trt.quantization.sensiti
 def add_int8_mode(parser: argparse.ArgumentParser, default: str | None) -> None:
     parser.add_argument(
         "--int8-mode",
-        choices=("1", "2", "trt"),
+        choices=INT8_MODES,
         default=default,
-        help="quantizer placement: 1 = all GEMM outputs (reference), 2 = without fc2/PatchMerging outputs, trt = TensorRT-preferred",
+        help="quantizer placement: 1 = all GEMM outputs (reference), 2 = without fc2/PatchMerging outputs, trt = TensorRT-preferred, "
+             "trt-residual = trt before 0.2 (with the MLP residual's Q/DQ)",
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from itertools import islice
 
 import torch
 from torch import nn
@@ -47,11 +48,9 @@ def evaluate(
     counts = torch.zeros(3, dtype=torch.float64, device=context.device)  # correct@1, correct@5, images
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
     start = time.perf_counter()
-    bar = progress(loader, total=total, desc=description, unit="batch", show=context.is_main)
+    bar = progress(islice(loader, total), total=total, desc=description, unit="batch", show=context.is_main)  # islice: no batch loaded past the last
     with exact_float32():
-        for step, (images, targets) in enumerate(bar):
-            if step >= total:
-                break
+        for images, targets in bar:
             logits = model(images.to(context.device, non_blocking=True))
             targets = targets.to(logits.device)
             topk = logits.topk(min(5, logits.shape[1]), dim=1).indices

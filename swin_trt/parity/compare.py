@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
 
 import numpy as np
 import torch
@@ -154,9 +155,7 @@ def compare(fp32: torch.nn.Module, fakequant: torch.nn.Module, engine, loader, m
     tally, engine_seconds = _Tally(device), 0.0
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
     with exact_float32():
-        for step, (batch, targets) in enumerate(progress(loader, total=total, desc="bench", unit="batch")):
-            if step == total:
-                break
+        for batch, targets in progress(islice(loader, total), total=total, desc="bench", unit="batch"):  # islice: no batch loaded past the last
             images = batch.to(device, non_blocking=True)
             images = preprocess(images) if preprocess is not None else images
             wait_for(images)

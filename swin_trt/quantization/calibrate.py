@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 
 import torch
 from torch import nn
@@ -52,10 +53,9 @@ def collect_statistics(
     images = torch.zeros(1, dtype=torch.float64, device=context.device)
     try:
         with exact_float32():
-            bar = progress(loader, show=context.is_main, total=min(num_batches, len(loader)), desc="calibrate", unit="batch")
-            for step, (batch, _) in enumerate(bar):
-                if step == num_batches:
-                    break
+            # islice: a loop that breaks at step ``num_batches`` has already loaded one batch more
+            bar = progress(islice(loader, num_batches), show=context.is_main, total=min(num_batches, len(loader)), desc="calibrate", unit="batch")
+            for batch, _ in bar:
                 model(batch.to(context.device, non_blocking=True))
                 images += len(batch)
             bar.close()

@@ -23,7 +23,7 @@ from swin_trt.models.resolve import check_architecture, resolve_config
 from swin_trt.models.swin import build_model
 from swin_trt.quantization.model import apply_recipe, keep_in_higher_precision, quantize_model, set_format, set_precision, uncalibrated
 from swin_trt.quantization.quantizer import DEFAULT_BITS
-from swin_trt.quantization.recipes import RECIPES, Recipe, get_recipe
+from swin_trt.quantization.recipes import RECIPES, REFERENCE_MODES, Recipe, get_recipe
 from swin_trt.quantization.reference_layout import FORMAT, to_native
 
 # ``quantization.format`` of a checkpoint: how its amax were calibrated (absent: int8, from before FP8)
@@ -45,6 +45,18 @@ def check_format(meta: dict[str, Any], requested: str | None, source: str) -> No
                            f"(or drop --format to keep {stored})")
 
 AMAX_SUFFIX = "_quantizer.amax"
+
+
+def stored_recipe(int8_mode: str, state: dict[str, torch.Tensor]) -> Recipe:
+    """The recipe a checkpoint was calibrated for. ``trt`` enabled the MLP residual's quantizer
+    before 0.2, so a ``trt`` checkpoint whose state holds a calibrated (finite) amax for it was
+    made then and is read as ``trt-residual``: the amax say what was calibrated, and its graphs
+    keep the Q/DQ they had. (Today's ``trt`` leaves those quantizers uncalibrated: NaN.)"""
+    recipe = get_recipe(int8_mode)
+    residual_amax = [value for key, value in state.items() if key.endswith(f"mlp_residual{AMAX_SUFFIX}")]
+    if recipe.name == "trt" and any(torch.isfinite(value).all() for value in residual_amax):
+        return RECIPES["trt-residual"]
+    return recipe
 
 
 def fp_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -70,7 +82,7 @@ def quantized_from_state(
     quant = meta["quantization"]
     config = resolve_config(model, cfg, meta)
     check_architecture(config, meta, source)
-    stored = get_recipe(quant["int8_mode"])
+    stored = stored_recipe(quant["int8_mode"], state)
     network = quantize_model(build_model(config), stored, per_channel_weights=quant["per_channel_weights"])
     load_state_dict(network, state, source=source)
     set_format(network, checkpoint_format(meta))
@@ -154,6 +166,8 @@ def _reference_recipe(int8_mode: str | None, covered: list[Recipe], source: str)
         if requested not in covered:
             raise SwinTrtError(f"{source} lacks amax for quantizers of --int8-mode {requested.name} (its amax cover int8 modes: {names})")
         return requested
+    covered = [recipe for recipe in covered if recipe.name in REFERENCE_MODES]  # it never calibrated for a recipe it does not have (trt is a subset of 2)
+    names = ", ".join(recipe.name for recipe in covered) or "none"
     if len(covered) != 1:
         why = "its amax cover none of them" if not covered else f"its amax cover int8 modes {names}"
         raise SwinTrtError(f"{source} is a reference-toolkit checkpoint, which does not record its int8 mode, and {why}: pass --int8-mode "

@@ -83,10 +83,11 @@ class QuantWindowAttention(WindowAttention):
 class QuantSwinBlock(SwinTransformerBlock):
     """timm's SwinTransformerBlock with quantizers on the skip operand of both residual adds.
 
-    TensorRT fuses a residual add into the epilogue of the GEMM that feeds it when the add's other
-    input carries Q/DQ: fc2 feeds its add directly, so the "trt" recipe enables
-    ``mlp_residual_quantizer``. proj reaches its add through window-reverse and roll, so no recipe
-    enables ``attn_residual_quantizer``; it stays so that every checkpoint keeps one layout.
+    Both exist so that every checkpoint keeps one layout (the reference toolkit has both). Only the
+    ``trt-residual`` recipe (``trt`` before 0.2) enables one, ``mlp_residual_quantizer``: fc2 feeds
+    that add directly. It was dropped from ``trt`` because it buys no TensorRT fusion in Swin
+    (recipes.py); proj reaches its add through window-reverse and roll, so no recipe enables
+    ``attn_residual_quantizer``.
     """
 
     @classmethod

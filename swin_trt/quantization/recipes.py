@@ -5,11 +5,16 @@
 - ``2`` (``--int8-mode 2``): mode 1 without the fc2 and PatchMerging GEMM-output quantizers
   (needed for Swin-L PTQ in the reference: 83.53 -> 85.93).
 - ``trt``: what TensorRT's explicit quantization fuses best: Q/DQ on every GEMM input (weights
-  per channel), on both attention batched-matmul inputs and the softmax output, and on the skip
-  operand of the MLP residual add, whose other operand is fc2's output (bias included), so the
-  add can fuse into fc2's GEMM epilogue; no GEMM-output quantizers. The attention residual is
-  left alone: its other operand reaches the add through window-reverse, roll and reshape, so
-  no GEMM epilogue can absorb it and a Q/DQ there would only cost accuracy and a kernel.
+  per channel), on both attention batched-matmul inputs and the softmax output; no GEMM-output
+  quantizers and no residual adds. fc2 + bias + the MLP residual add fuse into one GEMM whose
+  output stays in FP16 whether or not the add's skip operand carries Q/DQ (TensorRT makes the
+  fused output INT8 only when a QuantizeLinear follows the add; in Swin the next LayerNorm does),
+  so a Q/DQ there buys no fusion and costs a rounding of the residual stream: measured and
+  dropped in 0.2 (docs/tensorrt.md, "The MLP residual's Q/DQ").
+- ``trt-residual``: the ``trt`` recipe before 0.2, with the MLP residual's skip operand
+  quantized (to reproduce what was measured with it); a checkpoint calibrated for ``trt`` then holds amax
+  for those quantizers and is read as this recipe (:func:`swin_trt.quantization.checkpoint.stored_recipe`), so its graphs, and the
+  gate's fresh export, stay what they were.
 
 Never quantized: softmax input, LayerNorm inputs, patch embedding, final norm and the head.
 """
@@ -50,12 +55,16 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "1": Recipe("1", frozenset(LINEAR_KINDS), frozenset(), "reference int8-mode 1: all GEMM outputs quantized"),
     "2": Recipe("2", frozenset({"qkv", "proj", "fc1"}), frozenset(), "reference int8-mode 2: fc2 and PatchMerging GEMM outputs in higher precision"),
-    "trt": Recipe("trt", frozenset(), frozenset({"mlp_residual_quantizer"}), "TensorRT placement: GEMM inputs, attention matmuls, MLP residual add; no GEMM outputs"),
+    "trt": Recipe("trt", frozenset(), frozenset(), "TensorRT placement: GEMM inputs, attention matmuls; no GEMM outputs, no residual adds"),
+    "trt-residual": Recipe("trt-residual", frozenset(), frozenset({"mlp_residual_quantizer"}),
+                           "the trt placement before 0.2, with the MLP residual add's skip operand quantized (older checkpoints)"),
 }
+INT8_MODES = tuple(RECIPES)  # what --int8-mode offers
+REFERENCE_MODES = ("1", "2")  # the reference toolkit's own
 
 
 def get_recipe(name: str | int) -> Recipe:
     key = str(name)
     if key not in RECIPES:
-        raise SwinTrtError(f"unknown --int8-mode {name!r}; choose 1, 2 or trt")
+        raise SwinTrtError(f"unknown --int8-mode {name!r}; choose {', '.join(INT8_MODES[:-1])} or {INT8_MODES[-1]}")
     return RECIPES[key]
