@@ -176,7 +176,15 @@ def test_tensorrt_target_fp8_graph_and_lint(random_fp8, tmp_path):
     assert not [f for f in findings if f.severity == onnx_tensorrt.ERROR]
     rules = {f.rule for f in findings}
     assert "zero-point" not in rules  # float8e4m3fn zeros are what TensorRT takes
-    # the trt recipe's MLP residual Q/DQ: 1 per block, where FP8 feeds an Add, not a GEMM
+    assert "fp8-outside-gemm" not in rules  # trt (since 0.2) quantizes GEMM and attention-matmul inputs only
+
+    # trt-residual (trt before 0.2) also quantizes each block's MLP residual operand: FP8 feeding an Add, 1 per block
+    state, meta = read_checkpoint(calibrated)
+    for key in [k for k in state if k.endswith("mlp_residual_quantizer.amax")]:
+        state[key] = torch.tensor(4.0)
+    torch.save({"model": state, "meta": {**meta, "quantization": {**meta["quantization"], "int8_mode": "trt-residual"}}}, tmp_path / "residual.pth")
+    export_checkpoint(tmp_path / "residual.pth", tmp_path / "residual.onnx", target="tensorrt")
+    findings = onnx_tensorrt.lint(onnx.load(str(tmp_path / "residual.onnx")))
     assert sum(f.rule == "fp8-outside-gemm" for f in findings) == sum(MICRO.depths)
 
 
