@@ -270,6 +270,26 @@ def tensorrt_inspect(run: Run) -> dict:
     return json.loads(out.read_text())
 
 
+def tensorrt_fp8(run: Run) -> dict:
+    """An FP8 (E4M3) engine of the micro model, gated against its own reference: the FP8 path end
+    to end (calibrate --format fp8, the TensorRT-target export, a strongly typed build, bench).
+    Skipped below compute capability 8.9, where build refuses FP8 (no FP8 tensor cores)."""
+    from swin_trt.runtimes.tensorrt import FP8_MIN_CAPABILITY
+
+    capability = torch.cuda.get_device_capability()
+    if capability < FP8_MIN_CAPABILITY:
+        raise Skip(f"compute capability {capability[0]}.{capability[1]}: FP8 engines need {FP8_MIN_CAPABILITY[0]}.{FP8_MIN_CAPABILITY[1]}+")
+    calibrated = _calibrate(run, run.device, "calib_fp8", "--format", "fp8", "--calibrator", "max")
+    graph, engine, out = run.work / "fp8.onnx", run.work / "fp8.plan", run.work / "bench_fp8.json"
+    run.cli("export", "--resume", calibrated, "--target", "tensorrt", "--output", graph)
+    run.cli("build", "--backend", "tensorrt", "--onnx", graph, "--output", engine, "--min-batch", 1, "--opt-batch", GATE_BATCH, "--max-batch", GATE_BATCH,
+            "--timing-cache", run.timing_cache)
+    run.cli("inspect", engine, "--layers", "--json", run.work / "fp8_layers.json")
+    run.cli("bench", "--reference", calibrated, "--engine", engine, "--data-path", run.digits, "--batch-size", GATE_BATCH, "--json", out)
+    layers = json.loads((run.work / "fp8_layers.json").read_text())
+    return {**_bench_figures(json.loads(out.read_text())), "gemm_fp8": layers.get("gemm_fp8"), "attention_fp8": layers.get("attention_fp8")}
+
+
 def tensorrt_throughput(run: Run) -> dict:
     """Swin-T INT8 vs FP16 engines (the graphs of swin_t_graphs) over batch 1, 8, 32, 128."""
     from tensorrt_throughput import build_engines, measure
@@ -297,6 +317,7 @@ CHECKS = (
     Check("tensorrt_wrong_pairing", tensorrt_wrong_pairing, needs_cuda=True, needs_tensorrt=True, after=("tensorrt_parity_gate",)),
     Check("tensorrt_localize", tensorrt_localize, needs_cuda=True, needs_tensorrt=True, after=("tensorrt_parity_gate",)),
     Check("tensorrt_inspect", tensorrt_inspect, needs_cuda=True, needs_tensorrt=True, after=("tensorrt_parity_gate",)),
+    Check("tensorrt_fp8", tensorrt_fp8, needs_cuda=True, needs_tensorrt=True, after=("train",)),
     Check("tensorrt_throughput", tensorrt_throughput, needs_cuda=True, needs_tensorrt=True, after=("swin_t_graphs",)),
 )
 
@@ -321,6 +342,8 @@ def run_check(check: Check, run: Run) -> Outcome:
         try:
             figures = check.run(run) or {}
             status, note = "passed", ""
+        except Skip as reason:  # cannot run on this machine: said, and counted as skipped (exit 3)
+            figures, status, note = {}, "skipped", str(reason)
         except Exception as error:  # a failed check is reported and the others still run
             traceback.print_exc()
             figures, status, note = {}, "failed", str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__

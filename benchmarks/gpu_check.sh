@@ -20,6 +20,8 @@
 #   tensorrt_wrong_pairing  another calibration's engine against that reference: the gate must fail it (r recorded)
 #   tensorrt_localize       bench --localize through a TensorRT debug engine
 #   tensorrt_inspect        the engine's layer precisions (swin-trt inspect --layers)
+#   tensorrt_fp8            an FP8 (E4M3) engine of the micro model gated against its reference, with its
+#                           FP8 layer counts (skipped below compute capability 8.9: no FP8 tensor cores)
 #   tensorrt_throughput     Swin-T INT8 vs FP16 engines (profile 1..128) at batch 1, 8, 32, 128, CUDA-event timed
 #
 # Prints each check's seconds and a closing table (passed / failed / skipped with the reason).
