@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from machine import machine
 
+from swin_trt.runtimes.tensorrt import FP8_MIN_CAPABILITY
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "gpu"
 MICRO = "swin_micro"
@@ -218,7 +220,8 @@ def swin_t_graphs(run: Run) -> dict:
     work = run.work / "swin_t"
     work.mkdir(exist_ok=True)
     device = "cuda" if torch.cuda.is_available() and run.device == "cuda" else "cpu"  # a preparation: it runs anywhere
-    graphs = swin_graphs(SWIN_T, run.digits, work, device)
+    fp8 = torch.cuda.is_available() and torch.cuda.get_device_capability() >= FP8_MIN_CAPABILITY
+    graphs = swin_graphs(SWIN_T, run.digits, work, device, fp8=fp8)
     run.paths.update({f"swin_t_{name}": Path(path) for name, path in graphs.items()})
     return {name: str(path) for name, path in graphs.items()}
 
@@ -274,8 +277,6 @@ def tensorrt_fp8(run: Run) -> dict:
     """An FP8 (E4M3) engine of the micro model, gated against its own reference: the FP8 path end
     to end (calibrate --format fp8, the TensorRT-target export, a strongly typed build, bench).
     Skipped below compute capability 8.9, where build refuses FP8 (no FP8 tensor cores)."""
-    from swin_trt.runtimes.tensorrt import FP8_MIN_CAPABILITY
-
     capability = torch.cuda.get_device_capability()
     if capability < FP8_MIN_CAPABILITY:
         raise Skip(f"compute capability {capability[0]}.{capability[1]}: FP8 engines need {FP8_MIN_CAPABILITY[0]}.{FP8_MIN_CAPABILITY[1]}+")
@@ -291,10 +292,10 @@ def tensorrt_fp8(run: Run) -> dict:
 
 
 def tensorrt_throughput(run: Run) -> dict:
-    """Swin-T INT8 vs FP16 engines (the graphs of swin_t_graphs) over batch 1, 8, 32, 128."""
+    """Swin-T INT8 (and FP8 on 8.9+) vs FP16 engines (the graphs of swin_t_graphs) over batch 1, 8, 32, 128."""
     from tensorrt_throughput import build_engines, measure
 
-    graphs = {name: run.paths[f"swin_t_{name}"] for name in ("INT8", "FP16")}
+    graphs = {name: run.paths[f"swin_t_{name}"] for name in ("INT8", "FP8", "FP16") if f"swin_t_{name}" in run.paths}
     start = time.perf_counter()
     engines = build_engines(graphs, run.work / "swin_t", SWEEP_BATCHES, run.timing_cache)
     built = time.perf_counter() - start

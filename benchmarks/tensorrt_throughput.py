@@ -40,16 +40,21 @@ from swin_trt.versions import package_versions
 RESULTS = Path(__file__).resolve().parent / "results" / "tensorrt_throughput.json"
 
 
-def swin_graphs(model: str, data_path: str | Path, work: Path, device: str = "cuda") -> dict[str, str]:
+def swin_graphs(model: str, data_path: str | Path, work: Path, device: str = "cuda", fp8: bool = False) -> dict[str, str]:
     """The model with random weights, calibrated (--int8-mode trt, 4 x 8 images of ``data_path``)
-    on ``device`` and exported for TensorRT twice: ``{"INT8": Q/DQ graph, "FP16": the same
-    without Q/DQ}``. No GPU needed on the CPU; ``gpu_check.sh`` makes them once for every check."""
+    on ``device`` and exported for TensorRT: ``{"INT8": Q/DQ graph, "FP16": the same without
+    Q/DQ}``, and with ``fp8`` ``"FP8"``: calibrated with --format fp8 (max). No GPU needed on the
+    CPU; ``gpu_check.sh`` makes them once for every check."""
     config = get_config(model)
     fp = save_checkpoint(work / f"{config.name}.pth", build_model(config), {"config": config.to_dict()})
-    request = CalibrationRequest(int8_mode="trt", num_calib_batch=4, calib_batchsz=8)
-    calibrated = calibrate_checkpoint(None, None, fp, data_path, False, request, work, DistContext(device=torch.device(device)), workers=2)
-    return {"INT8": export_checkpoint(calibrated.checkpoint, work / "int8.onnx", target="tensorrt")["onnx"],
-            "FP16": export_checkpoint(fp, work / "fp16.onnx", target="tensorrt")["onnx"]}
+    formats = {"INT8": CalibrationRequest(int8_mode="trt", num_calib_batch=4, calib_batchsz=8)}
+    if fp8:
+        formats["FP8"] = CalibrationRequest(int8_mode="trt", num_calib_batch=4, calib_batchsz=8, format="fp8", calibrator="max")
+    graphs = {}
+    for name, request in formats.items():
+        calibrated = calibrate_checkpoint(None, None, fp, data_path, False, request, work / name.lower(), DistContext(device=torch.device(device)), workers=2)
+        graphs[name] = export_checkpoint(calibrated.checkpoint, work / f"{name.lower()}.onnx", target="tensorrt")["onnx"]
+    return {**graphs, "FP16": export_checkpoint(fp, work / "fp16.onnx", target="tensorrt")["onnx"]}
 
 
 def build_engines(graphs: dict[str, str], work: Path, batches: list[int], timing_cache: Path | None = None,
@@ -65,12 +70,13 @@ def build_engines(graphs: dict[str, str], work: Path, batches: list[int], timing
 
 
 def measure(engine_paths: dict[str, Path], batches: list[int], warmup: int, iters: int) -> dict:
-    """The sweep of every engine and the INT8/FP16 ratio per batch: ``{"engines", "int8_over_fp16"}``."""
+    """The sweep of every engine and its ratio to FP16 per batch: ``{"engines", "int8_over_fp16"[, "fp8_over_fp16"]}``."""
     engines = {name: trt_runtime.Engine(path) for name, path in engine_paths.items()}
     image_shape = engines["INT8"].opt_shape[1:]
     figures = {name: {str(p.batch): p.as_json() for p in sweep(engine, image_shape, batches, warmup, iters, label=name)} for name, engine in engines.items()}
-    ratio = {str(b): figures["INT8"][str(b)]["images_per_s"] / figures["FP16"][str(b)]["images_per_s"] for b in batches}
-    return {"engines": figures, "int8_over_fp16": ratio}
+    ratios = {f"{name.lower()}_over_fp16": {str(b): figures[name][str(b)]["images_per_s"] / figures["FP16"][str(b)]["images_per_s"] for b in batches}
+              for name in figures if name != "FP16"}
+    return {"engines": figures, **ratios}
 
 
 def main() -> None:
@@ -81,6 +87,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--builder-optimization-level", type=int, default=None)
+    parser.add_argument("--fp8", action="store_true", help="also an FP8 (E4M3) engine (compute capability 8.9+)")
     parser.add_argument("--timing-cache", type=Path, default=None, help="read and extend this timing cache (default: one in the workdir)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep checkpoints, graphs and engines here")
     args = parser.parse_args()
@@ -90,13 +97,18 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         work = args.workdir or Path(scratch)
-        engines = build_engines(swin_graphs(args.model, args.data_path, work), work, args.batches, args.timing_cache, args.builder_optimization_level)
+        graphs = swin_graphs(args.model, args.data_path, work, fp8=args.fp8)
+        engines = build_engines(graphs, work, args.batches, args.timing_cache, args.builder_optimization_level)
         result = measure(engines, args.batches, args.warmup, args.iters)
 
-    figures, ratio = result["engines"], result["int8_over_fp16"]
-    print_table(f"{args.model} on {where['gpu']} (TensorRT {trt.__version__})", ("batch", "FP16 img/s", "INT8 img/s", "INT8/FP16", "INT8 p50 ms", "INT8 p99 ms"),
-                [(b, figures["FP16"][str(b)]["images_per_s"], figures["INT8"][str(b)]["images_per_s"], ratio[str(b)],
-                  figures["INT8"][str(b)]["p50_ms"], figures["INT8"][str(b)]["p99_ms"]) for b in args.batches])
+    figures = result["engines"]
+    quantized = [name for name in ("INT8", "FP8") if name in figures]
+    print_table(f"{args.model} on {where['gpu']} (TensorRT {trt.__version__})",
+                ("batch", "FP16 img/s", *(f"{n} {what}" for n in quantized for what in ("img/s", "/FP16", "p50 ms", "p99 ms"))),
+                [(b, figures["FP16"][str(b)]["images_per_s"],
+                  *(value for n in quantized for value in (figures[n][str(b)]["images_per_s"], result[f"{n.lower()}_over_fp16"][str(b)],
+                                                            figures[n][str(b)]["p50_ms"], figures[n][str(b)]["p99_ms"])))
+                 for b in args.batches])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"model": args.model, "weights": "random", "int8_mode": "trt", "machine": where, "tensorrt": trt.__version__,
                                    "iters": args.iters, "warmup": args.warmup, **result, "versions": package_versions()}, indent=2) + "\n")
