@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -234,26 +235,32 @@ def _broadcast_scale(graph: onnx.GraphProto, quantize: onnx.NodeProto, ndim: int
     return scale
 
 
-def store_int8_weights(model: onnx.ModelProto) -> int:
-    """Replace ``QuantizeLinear(FP32 weight)`` by the INT8 weight it computes, feeding its
-    DequantizeLinear directly (4x smaller weights; the same values, so the same outputs).
-    Returns how many weights were converted."""
+def _store_quantized_weights(model: onnx.ModelProto, quant_format: str, stored: Callable[[np.ndarray, str], onnx.TensorProto]) -> int:
+    """Replace each ``QuantizeLinear(float weight)`` of ``quant_format`` by the initializer
+    ``stored(weight / scale, name)`` it computes, feeding its DequantizeLinear directly. Returns
+    how many weights were converted."""
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
     converted = []
     for node in graph.node:
-        if node.op_type != "QuantizeLinear" or node.input[0] not in initializers:
+        if node.op_type != "QuantizeLinear" or node.input[0] not in initializers or qdq_format_of(graph, node) != quant_format:
             continue
         weight = numpy_helper.to_array(initializers[node.input[0]]).astype(np.float32)
-        quantized = _integers(weight, _broadcast_scale(graph, node, weight.ndim).astype(np.float32))
-        name = f"{node.input[0]}_int8"
-        graph.initializer.append(numpy_helper.from_array(quantized, name))
+        name = f"{node.input[0]}_{quant_format}"
+        graph.initializer.append(stored(weight / _broadcast_scale(graph, node, weight.ndim).astype(np.float32), name))
         rename_input(graph, node.output[0], name)
         converted.append(node)
     for node in converted:
         graph.node.remove(node)
     prune_initializers(graph)
     return len(converted)
+
+
+def store_int8_weights(model: onnx.ModelProto) -> int:
+    """Replace ``QuantizeLinear(FP32 weight)`` by the INT8 weight it computes, feeding its
+    DequantizeLinear directly (4x smaller weights; the same values, so the same outputs).
+    Returns how many weights were converted."""
+    return _store_quantized_weights(model, "int8", lambda scaled, name: numpy_helper.from_array(_integers(scaled, np.float32(1)), name))
 
 
 def fp8_tensor(values: np.ndarray, name: str) -> onnx.TensorProto:
@@ -273,21 +280,7 @@ def store_fp8_weights(model: onnx.ModelProto) -> int:
     """Replace ``QuantizeLinear(float weight)`` with an FP8 zero point by the float8e4m3fn weight it
     computes, feeding its DequantizeLinear directly (4x smaller than FP32 weights, the same values).
     Returns how many weights were converted."""
-    graph = model.graph
-    initializers = {init.name: init for init in graph.initializer}
-    converted = []
-    for node in graph.node:
-        if node.op_type != "QuantizeLinear" or node.input[0] not in initializers or qdq_format_of(graph, node) != "fp8":
-            continue
-        weight = numpy_helper.to_array(initializers[node.input[0]]).astype(np.float32)
-        name = f"{node.input[0]}_fp8"
-        graph.initializer.append(fp8_tensor(weight / _broadcast_scale(graph, node, weight.ndim).astype(np.float32), name))
-        rename_input(graph, node.output[0], name)
-        converted.append(node)
-    for node in converted:
-        graph.node.remove(node)
-    prune_initializers(graph)
-    return len(converted)
+    return _store_quantized_weights(model, "fp8", fp8_tensor)
 
 
 def qdq_format_of(graph: onnx.GraphProto, node: onnx.NodeProto) -> str | None:
