@@ -132,8 +132,13 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+LOG_WIDTH = 10_000  # columns a table may take in a log: never reached, so no cell is folded
+
+
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Print a summary table to stdout (plain text when stdout is not a terminal)."""
+    """Print a summary table to stdout (plain text when stdout is not a terminal). In a log (stdout
+    redirected) the table is as wide as its content: rich would otherwise fold cells at 80 columns,
+    breaking paths and words mid-way (``passe d``); on a terminal it fits the window."""
     rows = [list(row) for row in rows]
     table = Table(title=title, title_justify="left")
     for index, column in enumerate(columns):
@@ -141,7 +146,8 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
         table.add_column(column, justify="right" if numeric else "left", overflow="fold")
     for row in rows:
         table.add_row(*(format_cell(cell) for cell in row))
-    Console(width=max(100, Console().width)).print(table)
+    terminal = Console()
+    Console(width=max(100, terminal.width) if terminal.is_terminal else LOG_WIDTH).print(table)
 
 
 def format_cell(value: Any) -> str:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import swin_trt
-from swin_trt.console import LineProgress, progress
+from swin_trt.console import LineProgress, print_table, progress
 from swin_trt.distributed import DistContext
 from swin_trt.models.checkpoint import read_checkpoint
 from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
@@ -290,3 +290,13 @@ def test_commands_log_when_stderr_is_not_a_terminal(run_cli, trained_micro, digi
     assert code == 0, err
     assert re.search(rf"^calibrate: 3 batches in {duration}, 24 images, [\d.]+ images/s$", err, re.MULTILINE), err
     assert re.search(rf"^swin_micro: 3 batches in {duration}, 360 images, [\d.]+ images/s$", err, re.MULTILINE), err  # the eval that follows
+
+
+def test_a_table_in_a_log_keeps_every_cell_whole(capsys):
+    """stdout redirected (capsys is not a terminal): no cell folded across lines, however long,
+    unlike rich's 80-column default that printed the demo's "passe d" and split checkpoint paths."""
+    path = "/a/workdir/far/down/" + "nested/" * 12 + "swin_micro_calib.pth"
+    print_table("calibrate swin_micro", ("checkpoint", "int8 mode", "gate"), [(path, "trt", "passed")])
+    out = capsys.readouterr().out
+    assert path in out and "passed" in out
+    assert sum(path in line for line in out.splitlines()) == 1
