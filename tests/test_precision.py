@@ -98,10 +98,12 @@ def test_narrow_ranges_export_exactly(narrow, digits_dir, tmp_path, mode, wbits,
         # Same arithmetic, so only float GEMM summation order differs: it can flip a value at a rounding tie by one step
         # (a larger step at fewer bits), in a few images. Measured without the narrow clamps: 80-99 % of the images
         # differ and mean |diff| is 0.03-0.1; with them, 1-2 % and 3e-4 to 1.5e-3 (6 % and 3e-4 for trt at 8 bits) on an
-        # AVX-512 EPYC; 12.8 % of the images for trt W7A8 on an AVX2 EPYC without VNNI (other float GEMM kernels, other ties).
+        # AVX-512 EPYC; on an AVX2 EPYC without VNNI (other float GEMM kernels, other ties) 12.8 % of the images for trt
+        # W7A8 with 0.1's recipe and 23.6 % with 0.2's (no MLP-residual Q/DQ: the residual stream's float sums reach
+        # more quantizers unrounded). The mean bound is what separates a wrong graph (10-30x above it, above).
         difference = np.abs(logits - reference)
         assert (logits.argmax(1) == reference.argmax(1)).all()
-        assert (difference.max(1) > 1e-4).mean() <= 0.15 and difference.mean() < 3e-3
+        assert (difference.max(1) > 1e-4).mean() <= 0.3 and difference.mean() < 3e-3, ((difference.max(1) > 1e-4).mean(), difference.mean())
         outputs.append(logits)
     if len(outputs) == 2:
         assert np.array_equal(*outputs)  # INT8-stored weights hold exactly the clamped values
