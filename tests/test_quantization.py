@@ -87,7 +87,8 @@ def calibrated(trained_micro, digits_dir, tmp_path_factory):
 
 def test_calibrate_json_and_exact_batch_count(calibrated):
     result = calibrated["1"]
-    assert set(result) == {"checkpoint", "int8_mode", "calibrator", "images", "top1", "weight_bits", "activation_bits", "ptq_methods"}
+    assert set(result) == {"checkpoint", "int8_mode", "calibrator", "images", "top1", "weight_bits", "activation_bits", "ptq_methods", "format"}
+    assert result["format"] == "int8"
     assert result["images"] == 80  # exactly 10 batches of 8, not 11
     assert result["int8_mode"] == "1" and result["calibrator"] == "percentile"
     assert Path(result["checkpoint"]).name == "swin_micro_calib.pth"
