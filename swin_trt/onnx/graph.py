@@ -219,9 +219,14 @@ def _add_initializer(graph: onnx.GraphProto, value: np.ndarray, name: str) -> st
     return name
 
 
+def _int8_levels(scaled: np.ndarray) -> np.ndarray:
+    """What QuantizeLinear computes from W / s: round half to even, saturated to int8."""
+    return np.clip(np.rint(scaled), *INT8_RANGE).astype(np.int8)
+
+
 def _integers(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """What QuantizeLinear computes for a weight: round half to even of W / s, saturated to int8."""
-    return np.clip(np.rint(weight / scale), *INT8_RANGE).astype(np.int8)
+    return _int8_levels(weight / scale)
 
 
 def _broadcast_scale(graph: onnx.GraphProto, quantize: onnx.NodeProto, ndim: int) -> np.ndarray:
@@ -260,7 +265,7 @@ def store_int8_weights(model: onnx.ModelProto) -> int:
     """Replace ``QuantizeLinear(FP32 weight)`` by the INT8 weight it computes, feeding its
     DequantizeLinear directly (4x smaller weights; the same values, so the same outputs).
     Returns how many weights were converted."""
-    return _store_quantized_weights(model, "int8", lambda scaled, name: numpy_helper.from_array(_integers(scaled, np.float32(1)), name))
+    return _store_quantized_weights(model, "int8", lambda scaled, name: numpy_helper.from_array(_int8_levels(scaled), name))
 
 
 def fp8_tensor(values: np.ndarray, name: str) -> onnx.TensorProto:

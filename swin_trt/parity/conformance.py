@@ -221,9 +221,9 @@ def graph_differences(graph, reference) -> list[str]:
         if structure:
             found.append(f"node {index}: {_node_label(ours)} in the graph, {_node_label(theirs)} in the reference export")
             return found
-        if _attributes(ours) != _attributes(theirs):
-            attribute = next(name for name in sorted(set(_attributes(ours)) | set(_attributes(theirs)))
-                             if _attributes(ours).get(name) != _attributes(theirs).get(name))
+        attributes = (_attributes(ours), _attributes(theirs))
+        if attributes[0] != attributes[1]:
+            attribute = next(name for name in sorted(set(attributes[0]) | set(attributes[1])) if attributes[0].get(name) != attributes[1].get(name))
             found.append(f"node {index}: attribute {attribute!r} of {_node_label(ours)} is not the reference export's")
         for slot, (name, expected) in enumerate(zip(ours.input, theirs.input)):
             ours_constant, theirs_constant = name in constants[0], expected in constants[1]
