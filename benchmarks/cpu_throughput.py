@@ -9,23 +9,23 @@ against its PyTorch fake-quant model with the parity gate's own criterion
 (:func:`swin_trt.parity.compare.relative_errors`, median and 95th percentile against the default
 bounds of :class:`swin_trt.parity.gate.Bounds`).
 
-Timing: images/s at each batch size with a fixed thread count; the runners take turns within each
-repeat, so machine noise hits them alike; medians of the repeats; ratios are to torch FP32 (and
-to the best FP32 peer) in the same run. Results are kept per CPU kind:
+Timing (``timing.time_by_duration``): images/s at each batch size with a fixed thread count; each
+repeat calls a runner until --min-seconds have passed, the runners take turns within each repeat,
+so machine noise hits them alike; medians of the repeats, with the slowest and fastest repeat kept;
+ratios are to torch FP32 (and to the best FP32 peer) in the same run. Results are kept per CPU kind:
 ``benchmarks/results/cpu_throughput/<cpu-kind>.json`` (model, ISA flags, load average, versions).
 
-    python benchmarks/cpu_throughput.py [--batches 1 8 --threads 2 --repeats 7 --recipes trt 1 --precisions 8:8 7:8 7:7]
+    python benchmarks/cpu_throughput.py [--batches 1 8 --threads 2 --repeats 5 --min-seconds 2 --recipes trt 1 --precisions 8:8 7:8 7:7]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +33,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from machine import cpu_kind
+from timing import time_by_duration
 
 try:  # a benchmark-only dependency: pip install -e .[bench]
     import openvino
@@ -70,19 +71,6 @@ def openvino_runner(path: Path, threads: int) -> Runner:
 def ort_runner(path: Path, mode: str, threads: int) -> Runner:
     session = ort.InferenceSession(str(path), session_options(mode, threads), providers=["CPUExecutionProvider"])
     return lambda batch: session.run(None, {"images": batch})[0]
-
-
-def time_runners(runners: dict[str, Runner], batch: np.ndarray, repeats: int) -> dict[str, float]:
-    """Images/s of each runner (median over repeats), the runners taking turns within a repeat."""
-    for run in runners.values():
-        run(batch)  # warm-up
-    seconds: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(repeats):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run(batch)
-            seconds[name].append(time.perf_counter() - start)
-    return {name: len(batch) / statistics.median(values) for name, values in seconds.items()}
 
 
 def profile_by_op(path: Path, mode: str, batch: np.ndarray, threads: int, runs: int = 3) -> dict[str, float]:
@@ -124,7 +112,8 @@ def measure(folder: Path) -> None:
     parser.add_argument("--model", default="swin_tiny_patch4_window7_224")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=5, help="repeats per runner and batch; medians are reported, min and max kept")
+    parser.add_argument("--min-seconds", type=float, default=2.0, help="each repeat calls its runner until this long has passed (timing by duration)")
     parser.add_argument("--recipes", nargs="+", default=["trt", "1"])
     parser.add_argument("--precisions", nargs="+", default=["8:8", "7:8", "7:7"], help="weight:activation bits")
     parser.add_argument("--parity-images", type=int, default=16)
@@ -190,14 +179,19 @@ def measure(folder: Path) -> None:
             engine["parity"] = engines[name.replace(" auto ", f" {engine['ort_mode']} ")]["parity"]
 
     images_per_s: dict[str, dict[str, float]] = {name: {} for name in runners}
+    spread: dict[str, dict[str, dict]] = {name: {} for name in runners}
     with torch.no_grad():
         for size in args.batches:
             batch = rng.standard_normal((size, *shape), dtype=np.float32)
-            for name, value in time_runners(runners, batch, args.repeats).items():
-                images_per_s[name][str(size)] = value
+            timings = time_by_duration({name: functools.partial(run, batch) for name, run in runners.items()}, args.repeats, args.min_seconds)
+            for name, timing in timings.items():
+                rate = timing.rate(size)
+                images_per_s[name][str(size)] = rate["median"]
+                spread[name][str(size)] = {"images_per_s_min": rate["min"], "images_per_s_max": rate["max"], **timing.as_json()}
     for name, engine in engines.items():  # auto: the figures of the engine it chose
         if name not in images_per_s:
-            images_per_s[name] = images_per_s[name.replace(" auto ", f" {engine['ort_mode']} ")]
+            chosen = name.replace(" auto ", f" {engine['ort_mode']} ")
+            images_per_s[name], spread[name] = images_per_s[chosen], spread[chosen]
     largest = max(args.batches)
     default = f"onnxruntime INT8 auto (mode {args.recipes[0]} W{args.precisions[0].replace(':', 'A')})"
     profile_batch = rng.standard_normal((largest, *shape), dtype=np.float32)
@@ -211,13 +205,14 @@ def measure(folder: Path) -> None:
         for size in args.batches:
             value = by_batch[str(size)]
             best_peer = max(images_per_s[p][str(size)] for p in peers)
-            row += [f"{value:.2f}", f"{value / images_per_s['torch FP32'][str(size)]:.2f}x", f"{value / best_peer:.2f}x"]
+            low, high = spread[name][str(size)]["images_per_s_min"], spread[name][str(size)]["images_per_s_max"]
+            row += [f"{value:.2f} ({low:.2f}-{high:.2f})", f"{value / images_per_s['torch FP32'][str(size)]:.2f}x", f"{value / best_peer:.2f}x"]
         found = engines.get(name, {}).get("parity")
         row += [f"{found['rel_error_median']:.3g} / {found['rel_error_p95']:.3g}" if found else "-",
                 ("yes" if found["within_default_bounds"] else "NO") if found else "-"]
         rows.append(row)
-    columns = ["runtime"] + [c for size in args.batches for c in (f"img/s b{size}", f"vs torch b{size}", f"vs best FP32 peer b{size}")]
-    print_table(f"{args.model} on {args.threads} threads, {cpu.describe()} (median of {args.repeats})", columns + ["r median / p95", "gate"], rows)
+    columns = ["runtime"] + [c for size in args.batches for c in (f"img/s b{size} (min-max)", f"vs torch b{size}", f"vs best FP32 peer b{size}")]
+    print_table(f"{args.model} on {args.threads} threads, {cpu.describe()} (median of {args.repeats} repeats of >= {args.min_seconds:g} s)", columns + ["r median / p95", "gate"], rows)
     for name, profile in profiles.items():
         print_table(f"where the time goes: {name}, batch {largest} (share of operator time, %)", ("operator", "%"),
                     [(op, f"{share:.1f}") for op, share in list(profile.items())[:12]])
@@ -225,10 +220,10 @@ def measure(folder: Path) -> None:
     output = args.output or RESULTS / f"{cpu_kind(cpu)}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({
-        "model": args.model, "threads": args.threads, "repeats": args.repeats, "batches": args.batches,
+        "model": args.model, "threads": args.threads, "repeats": args.repeats, "min_seconds": args.min_seconds, "batches": args.batches,
         "recipes": args.recipes, "precisions": args.precisions, "parity_images": args.parity_images,
         "default_engine": default, "fp32_peers": peers,
-        "images_per_s": images_per_s, "engines": {name: {k: v for k, v in e.items() if k != "engine"} for name, e in engines.items()},
+        "images_per_s": images_per_s, "timing": spread, "engines": {name: {k: v for k, v in e.items() if k != "engine"} for name, e in engines.items()},
         "ort_op_time_share": {f"{name} b{largest}": profile for name, profile in profiles.items()},
         "cpu": cpu.as_json(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "versions": {**package_versions(), "openvino": openvino.__version__ if openvino else None},

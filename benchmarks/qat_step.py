@@ -7,10 +7,12 @@ One step = forward, loss, backward, grad-norm clip, AdamW update. Measured for:
 - QAT + distillation: the same plus the FP teacher's forward (no grad) and the KL term;
 each QAT kind also with the compiled one-pass fake-quant kernel (``--compile-fake-quant``)
 where torch.compile works (its compile time is excluded: it is paid once per process).
-The kinds are interleaved within each repeat so that machine noise hits them alike; medians of
-the repeats and the median of the per-repeat ratios are reported.
+Timed by duration (``timing.time_by_duration``): each repeat runs steps of one kind until
+--min-seconds have passed; the kinds are interleaved within each repeat so that machine noise hits
+them alike; medians of the repeats (min and max kept) and the median of the per-repeat ratios are
+reported.
 
-    .venv/bin/python benchmarks/qat_step.py [--batch-size 8 --threads 2 --repeats 5 --int8-mode 1 trt]
+    .venv/bin/python benchmarks/qat_step.py [--batch-size 8 --threads 2 --repeats 5 --min-seconds 4 --int8-mode 1 trt]
 
 Prints a table and saves benchmarks/results/qat_step.json (with the CPU model and ISA flags).
 """
@@ -21,11 +23,11 @@ import argparse
 import copy
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timing import time_by_duration
 
 from swin_trt.console import print_table
 from swin_trt.cpu import read_cpu
@@ -54,11 +56,9 @@ def stepper(model: torch.nn.Module, loss_fn, images: torch.Tensor, targets: torc
     optimizer = torch.optim.AdamW(parameter_groups(model, 0.05), lr=1e-6)
     model.train()
 
-    def step() -> float:
-        start = time.perf_counter()
+    def step() -> None:
         loss = loss_fn(model(images), targets, images)
         optimizer_step(model, loss, optimizer, 5.0, "benchmark step", DistContext())
-        return time.perf_counter() - start
 
     return step
 
@@ -68,7 +68,8 @@ def main() -> None:
     parser.add_argument("--model", default="swin_tiny_patch4_window7_224")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5, help="measured steps of each kind (after one warm-up step)")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats of each kind (after one warm-up step); medians are reported")
+    parser.add_argument("--min-seconds", type=float, default=4.0, help="each repeat runs steps until this long has passed (timing by duration)")
     parser.add_argument("--int8-mode", nargs="+", default=["1", "trt"])
     parser.add_argument("--no-compiled", action="store_true", help="skip the compiled-kernel variants")
     args = parser.parse_args()
@@ -100,12 +101,8 @@ def main() -> None:
             kinds[f"qat mode {mode}{suffix}"] = stepper(student, cross_entropy, images, targets)
             kinds[f"qat mode {mode} + distill{suffix}"] = stepper(copy.deepcopy(student), distill, images, targets)
 
-    for step in kinds.values():
-        step()  # warm-up
-    times: dict[str, list[float]] = {kind: [] for kind in kinds}
-    for _ in range(args.repeats):
-        for kind, step in kinds.items():
-            times[kind].append(step())
+    timings = time_by_duration(kinds, args.repeats, args.min_seconds)
+    times = {kind: timing.seconds_per_call for kind, timing in timings.items()}
     ratios = {kind: statistics.median(t / f for t, f in zip(times[kind], times["fp32"])) for kind in kinds if kind != "fp32"}
 
     results = {
@@ -113,18 +110,20 @@ def main() -> None:
         "batch_size": args.batch_size,
         "threads": args.threads,
         "repeats": args.repeats,
+        "min_seconds": args.min_seconds,
         "step_s_median": {kind: statistics.median(t) for kind, t in times.items()},
         "step_s_all": times,
+        "steps_per_repeat": {kind: timing.calls for kind, timing in timings.items()},
         "ratio_to_fp32_median": ratios,
         "target_ratio": TARGET,
         "compiled_kernel": compiled_note or "used",
         "cpu": read_cpu().as_json(),
         "versions": package_versions(),
     }
-    rows = [(kind, f"{statistics.median(t):.3f}", "1.00x" if kind == "fp32" else f"{ratios[kind]:.2f}x",
+    rows = [(kind, f"{statistics.median(t):.3f} ({min(t):.3f}-{max(t):.3f})", "1.00x" if kind == "fp32" else f"{ratios[kind]:.2f}x",
              "" if kind == "fp32" else ("yes" if ratios[kind] <= TARGET else "no")) for kind, t in times.items()]
     print_table(f"training step: {args.model}, batch {args.batch_size}, {args.threads} threads, median of {args.repeats} ({results['cpu']['model']})",
-                ("step", "seconds", "/ FP32 step", f"<= {TARGET}x"), rows)
+                ("step", "seconds (min-max)", "/ FP32 step", f"<= {TARGET}x"), rows)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"saved {RESULTS}")
