@@ -4,6 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` (auto: one per core); each test file runs whole on one worker, so its
+# module fixtures are built once. `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= auto
 
 .PHONY: install datasets browser toolchain demo test test-slow test-all clean
 
@@ -51,7 +54,7 @@ demo: $(STAMP)
 # demo, subprocess and torchrun runs, Swin-L shapes: minutes each); `make test-all` (and CI, .ci/run): both, fast first.
 # SWIN_TRT_TEST_CACHE=DIR keeps the session's trained swin_micro between the two runs (tests/conftest.py).
 test: $(STAMP) browser toolchain
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-slow: $(STAMP) browser toolchain
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)

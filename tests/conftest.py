@@ -25,18 +25,41 @@ def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs ``-n auto``) each worker gets its share of the cores for
+    torch's intra-op threads: most of a test's time is single-threaded Python (the ONNX exporter,
+    graph checks), so workers side by side are what fills the cores, and N workers x all-core thread
+    pools would only fight over them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers:
+        import torch
+
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
+
+
 @pytest.fixture(scope="session")
 def trained_micro(digits_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """swin_micro trained with TEST_RECIPE, once for the whole session.
+    """swin_micro trained with TEST_RECIPE, once for the whole run: under pytest-xdist the first worker
+    to ask trains it in the run's shared temporary folder and the others wait for it (a file lock) and
+    reuse it (the same config, recipe and data fingerprint).
 
     SWIN_TRT_TEST_CACHE=DIR keeps the trained model between local runs (reused only when config,
-    recipe and data match); CI leaves it unset and trains from scratch.
+    recipe and data match); .ci/run points it at a fresh folder, so CI trains from scratch.
     """
+    from filelock import FileLock
+
     from swin_trt.distributed import DistContext
     from swin_trt.pipelines.train import reuse_or_train
 
-    output = os.environ.get("SWIN_TRT_TEST_CACHE") or tmp_path_factory.mktemp("micro")
-    outcome, _ = reuse_or_train("swin_micro", digits_dir, output, TEST_RECIPE, DistContext())
+    if os.environ.get("SWIN_TRT_TEST_CACHE"):
+        output = Path(os.environ["SWIN_TRT_TEST_CACHE"])
+    elif os.environ.get("PYTEST_XDIST_WORKER"):
+        output = tmp_path_factory.getbasetemp().parent / "micro"  # the run's folder, above each worker's own
+    else:
+        output = tmp_path_factory.mktemp("micro")
+    output.mkdir(parents=True, exist_ok=True)
+    with FileLock(output / "swin_micro.lock"):
+        outcome, _ = reuse_or_train("swin_micro", digits_dir, output, TEST_RECIPE, DistContext())
     return outcome
 
 
