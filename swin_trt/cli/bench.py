@@ -14,6 +14,7 @@ from swin_trt.parity.gate import BY_PRECISION, DEFAULTS
 from swin_trt.runtimes import check_result_path
 from swin_trt.runtimes.timing import DEFAULT_BATCHES
 
+compare = lazy_import("swin_trt.parity.compare")
 console = lazy_import("swin_trt.console")
 localize = lazy_import("swin_trt.parity.localize")
 deploy_stage = lazy_import("swin_trt.pipelines.deploy")
@@ -172,4 +173,5 @@ def summary(outcome: Any) -> dict[str, Any]:
         "passed": outcome.verdict.passed, "failed": list(outcome.verdict.failed),
         "provenance": outcome.provenance.label, "engine_backend": details.get("backend"), "engine_mode": details.get("ort_mode"),
         "reference_agreement": report.reference_agreement, "engine_precision": outcome.precision, "device": str(outcome.device), "graph_mismatches": outcome.graph_mismatches,
+        "rel_error_percentiles": compare.percentiles(report.rel_errors), "machine": deploy_stage.engine_machine(outcome.engine),
     }

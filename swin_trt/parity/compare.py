@@ -49,6 +49,13 @@ def quantile(values: np.ndarray, q: float) -> float:
     return float(np.quantile(values, q, method="higher")) if len(values) else float("nan")
 
 
+def percentiles(values: np.ndarray) -> list[float | None]:
+    """The observed value at 0, 1, ..., 100 % (as :func:`quantile`), ``None`` where infinite (JSON
+    has no infinity): 101 numbers that redraw the distribution of r (the report's gate plot)
+    without storing one number per image."""
+    return [None if not np.isfinite(v) else v for v in (quantile(values, k / 100) for k in range(101))] if len(values) else []
+
+
 @dataclass(frozen=True)
 class ParityReport:
     images: int

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from swin_trt.api import open_model
+from swin_trt.cpu import read_cpu
 from swin_trt.data.datasets import build_dataset
 from swin_trt.data.device_transforms import Normalize, uint8_eval_transform
 from swin_trt.data.loader import build_loader
@@ -49,6 +50,13 @@ class BenchOutcome:
     graph_mismatches: list[str] | None  # where the engine's graph differs from a fresh export of the reference (None: no graph to compare)
     sweep: list[SweepPoint] | None = None
     baseline_sweep: list[SweepPoint] | None = None  # the FP16 (or FP32) engine of the same model
+
+
+def engine_machine(engine: Any) -> dict[str, Any]:
+    """Where the engine ran, for its speed figures: the CPU always, the GPU's name for a CUDA engine
+    (a report never puts figures of two kinds of machine in one series)."""
+    device = engine.device
+    return {"cpu": read_cpu().as_json(), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
 
 
 def bench_device(name: str, engine: Any) -> torch.device:

@@ -69,6 +69,12 @@ def figure(path: Path, caption: str) -> str:
             f"<figcaption class=\"note\">{escape(caption)} ({escape(path.name)})</figcaption></figure>")
 
 
+def group(machine: str, *parts: str) -> str:
+    """Figures and tables of one kind of machine, marked as such (``data-machine``): the page never
+    puts two kinds in one group, and the browser test checks it."""
+    return f'<div class="machine" data-machine="{escape(machine)}">{"".join(parts)}</div>'
+
+
 def section(title: str, *parts: str) -> str:
     return f"<section><h2>{escape(title)}</h2>{''.join(parts)}</section>"
 

@@ -58,20 +58,52 @@ def amax_plot(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     return _save(figure, path)
 
 
-def throughput_plot(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """images/s against batch size, one line per runtime / engine."""
-    series: dict[str, list[tuple[int, float]]] = {}
-    for row in rows:
-        series.setdefault(row["runtime"], []).append((row["batch"], row["images_per_s"]))
-    # the legend goes below the axes and grows with the number of runtimes, so the axes keep their size
-    figure = mpl_figure.Figure(figsize=(8, 4.5 + 0.17 * len(series)), layout="constrained")
+def throughput_bars(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str) -> Path:
+    """images/s of one run on one kind of machine: a group of bars per runtime, one bar per batch
+    size side by side, each labelled with its ratio to torch FP32 when the run has it. Bars, not
+    lines: runtimes are categories, and two machines never share the axes."""
+    runtimes = list(dict.fromkeys(row["runtime"] for row in rows))
+    batches = sorted({row["batch"] for row in rows})
+    height = 0.8 / len(batches)
+    figure = mpl_figure.Figure(figsize=(11, 1.6 + 0.22 * len(runtimes) * len(batches)), layout="constrained")
     axes = figure.add_subplot()
-    for label, points in series.items():
-        points.sort()
-        axes.plot([b for b, _ in points], [v for _, v in points], marker="o", label=label)
-    axes.set_xscale("log", base=2)
-    axes.set_xlabel("batch size")
-    axes.set_yscale("log")  # models of very different sizes share the axes
-    axes.set_ylabel("images/s")
-    axes.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=1)
+    for index, batch in enumerate(batches):
+        chosen = {row["runtime"]: row for row in rows if row["batch"] == batch}
+        positions = [runtimes.index(name) + (index - (len(batches) - 1) / 2) * height for name in chosen]
+        values = [row["images_per_s"] for row in chosen.values()]
+        bars = axes.barh(positions, values, height=height * 0.95, label=f"batch {batch}")
+        ratios = [f" {row['images_per_s']:.1f}" + (f" ({row['vs_torch']:.2f}x)" if row.get("vs_torch") else "") for row in chosen.values()]
+        axes.bar_label(bars, ratios, fontsize="x-small")
+    axes.set_yticks(range(len(runtimes)), runtimes, fontsize="small")
+    axes.invert_yaxis()
+    axes.set_xlabel("images/s (in brackets: / torch FP32 at the same batch)")
+    axes.margins(x=0.25)
+    axes.legend(fontsize="small", loc="lower right")
+    axes.set_title(title, fontsize="medium")
+    return _save(figure, path)
+
+
+def gate_plot(engines: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """The parity gate as the distribution it judges: r per image, sorted (the quantile function
+    from each bench's ``rel_error_percentiles``), one panel per engine, with the gate's median and
+    95th-percentile bounds drawn where they apply (at 50 % and 95 % of the images)."""
+    columns = min(3, len(engines))
+    rows = -(-len(engines) // columns)
+    figure = mpl_figure.Figure(figsize=(4 * columns, 3 * rows + 0.6), layout="constrained")
+    panels = figure.subplots(rows, columns, squeeze=False).ravel()
+    for axes, engine in zip(panels, engines):
+        points = [(k, r) for k, r in enumerate(engine["percentiles"]) if r is not None]
+        axes.plot([k for k, _ in points], [max(r, 1e-6) for _, r in points], color="tab:green" if engine["passed"] else "tab:red")
+        for at, bound, name in ((50, engine.get("max_rel_error"), "median bound"), (95, engine.get("max_rel_error_p95"), "p95 bound")):
+            if bound is not None:
+                axes.hlines(bound, at - 8, at + 4, colors="black", linestyles="--")
+                axes.annotate(f"{name} {bound:g}", (at - 8, bound), fontsize="x-small", va="bottom")
+        axes.set_yscale("log")
+        axes.set_xlim(0, 100)
+        axes.set_title(engine["label"], fontsize="small")
+        axes.set_xlabel("% of images", fontsize="small")
+        axes.set_ylabel("r (floor 1e-6)", fontsize="small")
+    for axes in panels[len(engines):]:
+        axes.set_visible(False)
+    figure.suptitle("r per image, sorted\n(green: the gate passed, red: failed)", fontsize="medium")
     return _save(figure, path)

@@ -12,10 +12,12 @@ file name              written by                             keys used
 ``qat*.json``          ``swin-trt qat --json``                top1, ptq_top1, fp_top1
 ``bench*.json``        ``swin-trt bench --json``              fp32_top1, fakequant_top1, engine_top1,
                                                               agreement, passed, rel_error_median,
-                                                              the gate's bounds, engine_backend,
-                                                              engine_mode, images_per_s, sweep
+                                                              rel_error_percentiles, the gate's
+                                                              bounds, engine_backend, engine_mode,
+                                                              sweep, machine
 ``sensitivity*.json``  ``swin-trt sensitivity --json``        everything (the bars)
-benchmarks ``*.json``  ``benchmarks/*.py``                    images_per_s as {runtime: {batch: value}}
+benchmarks ``*.json``  ``benchmarks/*.py``                    images_per_s as {runtime: {batch: value}},
+                                                              cpu (and gpu), fp32_peers
 =====================  =====================================  ===========================================
 
 The checkpoint a calibrate JSON names gives each activation quantizer's amax and the largest value
@@ -63,6 +65,18 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SwinTrtError(f"{path}: expected one JSON object, as every swin-trt --json writes")
     return data
+
+
+def machine_label(data: dict[str, Any]) -> str:
+    """The kind of machine a result file's speed figures hold for: a bench JSON's ``machine``, a
+    benchmark's top-level ``cpu`` (and ``gpu``); files written before either say so."""
+    machine = data.get("machine") or data
+    if machine.get("gpu"):
+        return f"GPU {machine['gpu']}"
+    cpu = machine.get("cpu")
+    if not isinstance(cpu, dict):
+        return "machine not recorded"
+    return f"{cpu.get('model', 'unknown CPU')} ({', '.join(cpu.get('flags') or []) or 'no AVX2'})"
 
 
 def kind_of(path: Path) -> str | None:
