@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from swin_trt.cli import main as cli_main
 from swin_trt.settings import TrainRecipe
@@ -32,8 +33,6 @@ def pytest_configure(config: pytest.Config) -> None:
     pools would only fight over them."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers:
-        import torch
-
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
 
 
@@ -58,8 +57,15 @@ def trained_micro(digits_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     else:
         output = tmp_path_factory.mktemp("micro")
     output.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
     with FileLock(output / "swin_micro.lock"):
-        outcome, _ = reuse_or_train("swin_micro", digits_dir, output, TEST_RECIPE, DistContext())
+        # every core for the training: the other workers mostly wait for it, and the model is then the one a
+        # single-process run trains (the same thread count, so the same float sums)
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        try:
+            outcome, _ = reuse_or_train("swin_micro", digits_dir, output, TEST_RECIPE, DistContext())
+        finally:
+            torch.set_num_threads(threads)
     return outcome
 
 
