@@ -1,5 +1,5 @@
 """FP32 / INT8 / FP8 (E4M3) fake-quant and onnxruntime-engine top-1 per recipe, the FP8 calibrators,
-optional FP8 QAT, and the gate's relative logit error r for FP8 engines against right and wrong
+optional QAT (FP8, and INT8 beside it), and the gate's relative logit error r for FP8 engines against right and wrong
 references (docs/fp8.md).
 
 Each model's val logits are computed once per network (FP32, every fake-quant reference, every
@@ -35,6 +35,7 @@ from swin_trt.data.datasets import build_dataset  # noqa: E402
 from swin_trt.data.loader import build_loader  # noqa: E402
 from swin_trt.data.transforms import eval_transform  # noqa: E402
 from swin_trt.distributed import DistContext  # noqa: E402
+from swin_trt.models.checkpoint import read_checkpoint  # noqa: E402
 from swin_trt.parity.compare import quantile, relative_errors  # noqa: E402
 from swin_trt.pipelines.calibrate import calibrate_checkpoint  # noqa: E402
 from swin_trt.pipelines.export import export_checkpoint  # noqa: E402
@@ -109,6 +110,12 @@ def engine_of(args, checkpoint: Path, key: str) -> Path:
     return engine
 
 
+def selected_epoch(qat_checkpoint_path: Path) -> int | None:
+    """The epoch ``qat`` kept (0: the calibrated model), from the checkpoint's provenance."""
+    _, meta = read_checkpoint(qat_checkpoint_path)
+    return meta["quantization"]["qat"].get("selected_epoch")
+
+
 def r_figures(engine: np.ndarray, reference: np.ndarray, fp32: np.ndarray) -> dict[str, float]:
     r = relative_errors(engine, reference, fp32)
     return {"r_median": quantile(r, 0.5), "r_p95": quantile(r, 0.95), "agreement": float((engine.argmax(1) == reference.argmax(1)).mean() * 100)}
@@ -125,6 +132,7 @@ def main() -> None:
     parser.add_argument("--calibrators", nargs="*", metavar="RECIPE", help="also compare FP8 calibrators (max, percentile, mse) on these recipes")
     parser.add_argument("--qat", action="store_true", help="also run FP8 QAT (1 epoch, constant LR 1e-5 x batch/512, as the seed) per recipe")
     parser.add_argument("--qat-recipes", nargs="+", default=list(RECIPES))
+    parser.add_argument("--qat-formats", nargs="+", choices=("fp8", "int8"), default=["fp8"], help="QAT of these formats' PTQ checkpoints (INT8 for the side-by-side)")
     parser.add_argument("--qat-train-subset", type=Path, help="data root of a train subset for QAT (val is --data-path's)")
     args = parser.parse_args()
     args.workdir = args.workdir / args.name
@@ -174,21 +182,22 @@ def main() -> None:
         results["pairings"][f"engine int8_{recipe} vs reference int8_{recipe}"] = {"right": True, **r_figures(engines[f"int8_{recipe}"], references[f"int8_{recipe}"], fp32)}
     save()
     if args.qat:
-        for recipe in args.qat_recipes:
-            out = args.workdir / f"qat_fp8_{recipe}"
-            source = calibrate(args, "fp8", recipe, "max")
-            path = out / f"{args.model_name}_qat.pth"
-            if not path.is_file():
-                recipe_settings = QatRecipe(epochs=1, qat_lr=1e-5, lr_schedule="constant", batch_size=64)
-                qat_checkpoint(None, None, source, args.qat_train_subset or args.data_path, False, recipe_settings, out, DistContext(), workers=0,
-                               quant_format="fp8", baseline={"fp_top1": results["fp32_top1"], "ptq_top1": results["ptq"][f"fp8_{recipe}"]["fakequant_top1"]})
-            key = f"qat_fp8_{recipe}"
-            reference = val.logits(f"fq_{key}", torch_runner(open_model(checkpoint=path).model))
-            engine = val.logits(f"engine_{key}", engine_runner(engine_of(args, path, key)))
-            results["qat"][key] = {"fakequant_top1": val.top1(reference), "engine_top1": val.top1(engine),
-                                   "train_data": str(args.qat_train_subset or args.data_path), **r_figures(engine, reference, fp32)}
-            print(key, results["qat"][key], flush=True)
-            save()
+        for fmt in args.qat_formats:
+            for recipe in args.qat_recipes:
+                out = args.workdir / f"qat_{fmt}_{recipe}"
+                source = calibrate(args, fmt, recipe, DEFAULT_CALIBRATOR[fmt])
+                path = out / f"{args.model_name}_qat.pth"
+                if not path.is_file():
+                    recipe_settings = QatRecipe(epochs=1, qat_lr=1e-5, lr_schedule="constant", batch_size=64)
+                    qat_checkpoint(None, None, source, args.qat_train_subset or args.data_path, False, recipe_settings, out, DistContext(), workers=0,
+                                   quant_format=fmt, baseline={"fp_top1": results["fp32_top1"], "ptq_top1": results["ptq"][f"{fmt}_{recipe}"]["fakequant_top1"]})
+                key = f"qat_{fmt}_{recipe}"
+                reference = val.logits(f"fq_{key}", torch_runner(open_model(checkpoint=path).model))
+                engine = val.logits(f"engine_{key}", engine_runner(engine_of(args, path, key)))
+                results["qat"][key] = {"fakequant_top1": val.top1(reference), "engine_top1": val.top1(engine), "selected_epoch": selected_epoch(path),
+                                       "train_data": str(args.qat_train_subset or args.data_path), **r_figures(engine, reference, fp32)}
+                print(key, results["qat"][key], flush=True)
+                save()
     results["complete"] = True
     save()
     print(json.dumps({k: results[k] for k in ("fp32_top1", "ptq", "calibrators", "qat")}, indent=1))

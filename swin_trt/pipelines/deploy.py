@@ -4,7 +4,6 @@ optionally per-layer localisation and a latency sweep. The pieces live in :mod:`
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,19 +20,17 @@ from swin_trt.errors import SwinTrtError
 from swin_trt.float32 import exact_float32
 from swin_trt.io import sidecar_path
 from swin_trt.lazy import lazy_import
-from swin_trt.onnx.hashing import file_sha256
 from swin_trt.parity.compare import ParityReport, compare
 from swin_trt.parity.conformance import graph_differences
 from swin_trt.parity.gate import DEFAULT_MAX_REL_ERROR, FAMILY_PRECISION, Bounds, Verdict, bound_family, default_bounds, judge
 from swin_trt.parity.localize import Localization, localize
 from swin_trt.parity.provenance import Provenance, require, trace
-from swin_trt.pipelines.export import ExportSettings, export_graph
+from swin_trt.pipelines.export import ExportSettings, exported_onnx
 from swin_trt.quantization.model import set_scale_dtype
 from swin_trt.runtimes import open_engine
 from swin_trt.runtimes.timing import SweepPoint, check_batches, sweep
 from swin_trt.versions import package_versions
 
-onnx = lazy_import("onnx")
 onnx_graph = lazy_import("swin_trt.onnx.graph")
 
 
@@ -92,20 +89,13 @@ def graph_family(graph: Any, graph_path: Path, claims: dict[str, str | None]) ->
     return family
 
 
-@functools.lru_cache(maxsize=8)
-def _fresh_export(reference: str, reference_sha256: str, settings: ExportSettings) -> bytes:
-    """The reference's graph under ``settings``, serialized (cached per checkpoint content and settings)."""
-    del reference_sha256  # the cache key: the same path with other bytes is another export
-    return export_graph(reference, settings).proto.SerializeToString()
-
-
 def check_graph(graph: Any, details: dict[str, Any], reference: str | Path) -> list[str]:
     """The complete graph check: ``graph`` (the engine's source graph) against a fresh in-memory
     export of ``reference`` with the settings its sidecar ``details`` records; one line per
     difference (:func:`swin_trt.parity.conformance.graph_differences`)."""
     settings = ExportSettings.from_sidecar(details)
     try:
-        fresh = onnx.ModelProto.FromString(_fresh_export(str(reference), file_sha256(reference), settings))
+        fresh, _ = exported_onnx(reference, settings)
     except SwinTrtError as error:
         return [f"--reference cannot be exported with the graph's settings ({error})"]
     found = graph_differences(graph, fresh)

@@ -7,6 +7,8 @@ those settings and compares the engine's source graph with it tensor by tensor
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,10 @@ from swin_trt.api import open_model
 from swin_trt.errors import SwinTrtError
 from swin_trt.io import write_sidecar
 from swin_trt.lazy import lazy_import
+from swin_trt.onnx.hashing import file_sha256
 from swin_trt.quantization.model import set_scale_dtype
 
+onnx = lazy_import("onnx")
 onnx_export = lazy_import("swin_trt.onnx.export")  # onnx and the exporter load only when exporting
 onnx_graph = lazy_import("swin_trt.onnx.graph")
 onnx_tensorrt = lazy_import("swin_trt.onnx.tensorrt")
@@ -56,8 +60,6 @@ class ExportSettings:
 @dataclass(frozen=True)
 class ExportedGraph:
     proto: Any  # onnx.ModelProto
-    network: torch.nn.Module  # what was exported (the fake-quant model, or the FP one)
-    quantized: bool
     hoisted_transposes: dict[str, list[int]]  # quantizer -> the permutation moved above its Q/DQ (TensorRT target)
 
 
@@ -74,10 +76,9 @@ def resolve_settings(quantized: bool, model: str | None = None, cfg: str | Path 
                           format=quant_format)
 
 
-def export_graph(checkpoint: str | Path | None, settings: ExportSettings, loaded: Any = None) -> ExportedGraph:
-    """The ONNX graph of ``checkpoint`` under ``settings``, in memory (no file is written);
-    ``loaded``: the checkpoint already opened with the settings' model, cfg and int8 mode."""
-    loaded = loaded if loaded is not None else open_model(settings.model, settings.cfg, checkpoint, settings.int8_mode)
+def export_graph(checkpoint: str | Path | None, settings: ExportSettings) -> ExportedGraph:
+    """The ONNX graph of ``checkpoint`` under ``settings``, in memory (no file is written)."""
+    loaded = open_model(settings.model, settings.cfg, checkpoint, settings.int8_mode)
     quantized = loaded.quantized and not settings.no_quant
     if settings.weights in ("int8", "fp8") and not quantized:
         raise SwinTrtError(f"--weights {settings.weights} needs quantized weights: export a calibrated checkpoint without --no-quant")
@@ -103,7 +104,25 @@ def export_graph(checkpoint: str | Path | None, settings: ExportSettings, loaded
     if settings.precision == "fp16":
         proto = onnx_graph.to_float16(proto)
     hoisted = onnx_tensorrt.prepare_for_tensorrt(proto) if settings.target == "tensorrt" else {}
-    return ExportedGraph(proto, network, quantized, hoisted)
+    return ExportedGraph(proto, hoisted)
+
+
+@functools.lru_cache(maxsize=4)
+def _exported_bytes(checkpoint: str, checkpoint_sha256: str, settings: ExportSettings) -> tuple[bytes, str]:
+    del checkpoint_sha256  # part of the key: the same path with other bytes is another export
+    exported = export_graph(checkpoint, settings)
+    return exported.proto.SerializeToString(), json.dumps(exported.hoisted_transposes)
+
+
+def exported_onnx(checkpoint: str | Path, settings: ExportSettings) -> tuple[Any, dict[str, list[int]]]:
+    """The graph of ``checkpoint`` under ``settings`` and its hoisted transposes, as :func:`export_graph`
+    makes them, made once per checkpoint content and settings in a process. Why a cache: the exporter
+    traces the model for seconds (a Swin-T: tens), and a process that exports a checkpoint and then
+    gates an engine of it (the demo, the API, the test suite) would trace it again for the gate's
+    graph check; the graph is a function of the checkpoint's bytes and the settings alone (the export
+    is deterministic across processes: tests/test_graph_check.py), and the cache hands out copies."""
+    data, hoisted = _exported_bytes(str(checkpoint), file_sha256(checkpoint), settings)
+    return onnx.ModelProto.FromString(data), json.loads(hoisted)
 
 
 def export_checkpoint(
@@ -130,8 +149,9 @@ def export_checkpoint(
 
     loaded = open_model(model, cfg, checkpoint, int8_mode)
     settings = resolve_settings(loaded.quantized, model, cfg, int8_mode, weights, no_quant, precision, target, getattr(loaded.model, "quant_format", "int8"))
-    exported = export_graph(checkpoint, settings, loaded)
-    network, quantized = exported.network, exported.quantized
+    proto, hoisted = exported_onnx(checkpoint, settings)
+    quantized = loaded.quantized and not settings.no_quant
+    network = loaded.model if quantized else loaded.fp_model()  # what the sidecar describes (names, bits, recipe; no values)
     fp8 = quantized and settings.format == "fp8"
     if output is None:
         tag = f"int8-mode{network.quant_recipe.name}" + ("_fp8" if fp8 else "") if quantized else "fp32"
@@ -139,9 +159,9 @@ def export_checkpoint(
             tag += f"_w{network.weight_bits}a{network.activation_bits}"
         suffix = ("_w8" if settings.weights in ("int8", "fp8") else "") + ("_fp16" if settings.precision == "fp16" else "") + ("_trt" if target == "tensorrt" else "")
         output = Path("export") / f"{network.swin_trt_config.name}_{tag}{suffix}.onnx"
-    path = onnx_export.save_onnx(exported.proto, output)
+    path = onnx_export.save_onnx(proto, output)
     details = {**onnx_export.sidecar(path, network, checkpoint, settings.weights), "precision": settings.precision, "target": target,
                "scale_dtype": "float16" if quantized and settings.precision == "fp16" else "float32",
                "disabled": list(network.disabled_quantizers) if quantized else [],
-               "export": settings.as_json(), "hoisted_transposes": exported.hoisted_transposes}
+               "export": settings.as_json(), "hoisted_transposes": hoisted}
     return write_sidecar(output, details)
