@@ -100,7 +100,7 @@ def gate_plot(engines: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
                 axes.annotate(f"{name} {bound:g}", (at - 8, bound), fontsize="x-small", va="bottom")
         axes.set_yscale("log")
         axes.set_xlim(0, 100)
-        axes.set_title(engine["label"], fontsize="small")
+        axes.set_title(engine["label"].rsplit("/", 1)[-1], fontsize="x-small")  # the file's name: a panel is a third of the page wide
         axes.set_xlabel("% of images", fontsize="small")
         axes.set_ylabel("r (floor 1e-6)", fontsize="small")
     for axes in panels[len(engines):]:
