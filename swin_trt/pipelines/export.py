@@ -7,8 +7,8 @@ those settings and compares the engine's source graph with it tensor by tensor
 
 from __future__ import annotations
 
-import functools
 import json
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -76,9 +76,10 @@ def resolve_settings(quantized: bool, model: str | None = None, cfg: str | Path 
                           format=quant_format)
 
 
-def export_graph(checkpoint: str | Path | None, settings: ExportSettings) -> ExportedGraph:
-    """The ONNX graph of ``checkpoint`` under ``settings``, in memory (no file is written)."""
-    loaded = open_model(settings.model, settings.cfg, checkpoint, settings.int8_mode)
+def export_graph(checkpoint: str | Path | None, settings: ExportSettings, loaded: Any = None) -> ExportedGraph:
+    """The ONNX graph of ``checkpoint`` under ``settings``, in memory (no file is written);
+    ``loaded``: the checkpoint already opened with the settings' model, cfg and int8 mode."""
+    loaded = loaded if loaded is not None else open_model(settings.model, settings.cfg, checkpoint, settings.int8_mode)
     quantized = loaded.quantized and not settings.no_quant
     if settings.weights in ("int8", "fp8") and not quantized:
         raise SwinTrtError(f"--weights {settings.weights} needs quantized weights: export a calibrated checkpoint without --no-quant")
@@ -107,21 +108,29 @@ def export_graph(checkpoint: str | Path | None, settings: ExportSettings) -> Exp
     return ExportedGraph(proto, hoisted)
 
 
-@functools.lru_cache(maxsize=4)
-def _exported_bytes(checkpoint: str, checkpoint_sha256: str, settings: ExportSettings) -> tuple[bytes, str]:
-    del checkpoint_sha256  # part of the key: the same path with other bytes is another export
-    exported = export_graph(checkpoint, settings)
-    return exported.proto.SerializeToString(), json.dumps(exported.hoisted_transposes)
+RECENT_EXPORTS = 4  # graphs kept by exported_onnx (a Swin-L graph is about 800 MB)
+# (checkpoint path, its SHA-256, settings) -> (serialized graph, hoisted transposes as JSON), oldest first
+_recent: OrderedDict[tuple[str, str, ExportSettings], tuple[bytes, str]] = OrderedDict()
 
 
-def exported_onnx(checkpoint: str | Path, settings: ExportSettings) -> tuple[Any, dict[str, list[int]]]:
+def exported_onnx(checkpoint: str | Path, settings: ExportSettings, loaded: Any = None) -> tuple[Any, dict[str, list[int]]]:
     """The graph of ``checkpoint`` under ``settings`` and its hoisted transposes, as :func:`export_graph`
-    makes them, made once per checkpoint content and settings in a process. Why a cache: the exporter
-    traces the model for seconds (a Swin-T: tens), and a process that exports a checkpoint and then
-    gates an engine of it (the demo, the API, the test suite) would trace it again for the gate's
-    graph check; the graph is a function of the checkpoint's bytes and the settings alone (the export
-    is deterministic across processes: tests/test_graph_check.py), and the cache hands out copies."""
-    data, hoisted = _exported_bytes(str(checkpoint), file_sha256(checkpoint), settings)
+    makes them (from ``loaded`` when given), made once per checkpoint content and settings in a
+    process. Why a cache: the exporter traces the model for seconds (a Swin-T: tens), and a process
+    that exports a checkpoint and then gates an engine of it (the demo, the API, the test suite)
+    would trace it again for the gate's graph check; the graph is a function of the checkpoint's
+    bytes and the settings alone (the export is deterministic across processes:
+    tests/test_graph_check.py), and the cache hands out copies. Written out rather than
+    ``functools.lru_cache``: the opened model ``loaded`` must reach the export without being part
+    of the key (``export`` would otherwise load the checkpoint twice)."""
+    key = (str(checkpoint), file_sha256(checkpoint), settings)
+    if key not in _recent:
+        exported = export_graph(checkpoint, settings, loaded)
+        _recent[key] = (exported.proto.SerializeToString(), json.dumps(exported.hoisted_transposes))
+        while len(_recent) > RECENT_EXPORTS:
+            _recent.popitem(last=False)
+    _recent.move_to_end(key)
+    data, hoisted = _recent[key]
     return onnx.ModelProto.FromString(data), json.loads(hoisted)
 
 
@@ -149,9 +158,9 @@ def export_checkpoint(
 
     loaded = open_model(model, cfg, checkpoint, int8_mode)
     settings = resolve_settings(loaded.quantized, model, cfg, int8_mode, weights, no_quant, precision, target, getattr(loaded.model, "quant_format", "int8"))
-    proto, hoisted = exported_onnx(checkpoint, settings)
+    proto, hoisted = exported_onnx(checkpoint, settings, loaded)
     quantized = loaded.quantized and not settings.no_quant
-    network = loaded.model if quantized else loaded.fp_model()  # what the sidecar describes (names, bits, recipe; no values)
+    network = loaded.model if quantized else loaded.fp_model()  # what was exported, or its twin on a cache hit: the sidecar reads names, bits, recipe
     fp8 = quantized and settings.format == "fp8"
     if output is None:
         tag = f"int8-mode{network.quant_recipe.name}" + ("_fp8" if fp8 else "") if quantized else "fp32"
