@@ -221,7 +221,7 @@ def test_fp8_checkpoint_refused_for_int8_qat(random_fp8, digits_dir, tmp_path, r
     assert code == 2 and "calibrated for fp8, not --format int8" in err and len(err.strip().splitlines()) == 1
 
 
-def test_tensorrt_build_refuses_fp8_below_compute_capability_8_9(random_fp8, digits_dir, tmp_path, monkeypatch):
+def test_tensorrt_build_refuses_fp8_below_compute_capability_8_9(random_fp8, micro_trt, tmp_path, monkeypatch):
     """The GPU is faked at the function boundary (require_tensorrt, require_cuda): the refusal comes before any build."""
     _, _, calibrated, graph = random_fp8
     monkeypatch.setattr(trt_runtime, "require_tensorrt", lambda: object())
@@ -230,11 +230,7 @@ def test_tensorrt_build_refuses_fp8_below_compute_capability_8_9(random_fp8, dig
         trt_runtime.build(graph, tmp_path / "e.plan")
     assert not (tmp_path / "e.plan").exists()
     # an INT8 graph on the same GPU and the FP8 graph on Ada / Hopper pass this check
-    int8_graph = tmp_path / "int8.onnx"
-    request = CalibrationRequest(int8_mode="trt", num_calib_batch=1, calib_batchsz=8)
-    int8 = calibrate_checkpoint(None, None, random_fp8[1], digits_dir, False, request, tmp_path, DistContext(), workers=0).checkpoint
-    export_checkpoint(int8, int8_graph)
-    trt_runtime.check_fp8_capability(int8_graph, "NVIDIA A100-SXM4-80GB", "8.0")
+    trt_runtime.check_fp8_capability(micro_trt.graph["onnx"], "NVIDIA A100-SXM4-80GB", "8.0")
     for capability in ("8.9", "9.0", "10.0"):
         trt_runtime.check_fp8_capability(graph, "GPU", capability)
 
@@ -268,20 +264,21 @@ def test_fp8_is_an_export_setting_the_graph_checks_fresh_export_reproduces(rando
         export_graph(calibrated, ExportSettings())
 
 
-def test_fp8_export_build_bench_gate_on_the_trained_micro_model(trained_micro, digits_dir, tmp_path, run_cli):
+def test_fp8_export_build_bench_gate_on_the_trained_micro_model(trained_micro, micro_trt, digits_dir, tmp_path, run_cli):
     """calibrate --format fp8 -> export -> build (onnxruntime) -> bench: the right engine passes the FP8 gate,
     the INT8 engine of the same recipe benched against the FP8 reference fails it."""
     paths = {}
-    for fmt in ("fp8", "int8"):
-        code, _, err = run_cli("calibrate", "--resume", trained_micro.checkpoint, "--data-path", digits_dir, "--format", fmt, "--int8-mode", "trt",
-                               "--calib-output-path", tmp_path / fmt, "--skip-eval", "--workers", "0", "--device", "cpu")
-        assert code == 0, err
-        calibrated = tmp_path / fmt / "swin_micro_calib.pth"
-        graph, engine = tmp_path / f"{fmt}.onnx", tmp_path / f"{fmt}.ort.onnx"
-        assert run_cli("export", "--resume", calibrated, "--output", graph)[0] == 0
+    code, _, err = run_cli("calibrate", "--resume", trained_micro.checkpoint, "--data-path", digits_dir, "--format", "fp8", "--int8-mode", "trt",
+                           "--calib-output-path", tmp_path / "fp8", "--skip-eval", "--workers", "0", "--device", "cpu")
+    assert code == 0, err
+    calibrated = tmp_path / "fp8" / "swin_micro_calib.pth"
+    assert run_cli("export", "--resume", calibrated, "--output", tmp_path / "fp8.onnx")[0] == 0
+    # the INT8 graph of the same recipe (the session's shared calibration, --format int8 being the default)
+    for fmt, checkpoint, graph in (("fp8", calibrated, tmp_path / "fp8.onnx"), ("int8", micro_trt.checkpoint, micro_trt.graph["onnx"])):
+        engine = tmp_path / f"{fmt}.ort.onnx"
         code, out, err = run_cli("build", "--onnx", graph, "--output", engine)
         assert code == 0, err
-        paths[fmt] = (calibrated, graph, engine)
+        paths[fmt] = (checkpoint, graph, engine)
     assert "FP8 Q/DQ" in json.loads((tmp_path / "fp8.ort.onnx.json").read_text())["ort_mode_reason"]
     reference, _, engine = paths["fp8"]
     code, out, err = run_cli("bench", "--reference", reference, "--engine", engine, "--data-path", digits_dir, "--workers", "0", "--device", "cpu",

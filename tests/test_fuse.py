@@ -15,26 +15,20 @@ import torch
 
 from swin_trt.api import open_model
 from swin_trt.cpu import read_cpu
-from swin_trt.distributed import DistContext
 from swin_trt.io import sidecar_path
 from swin_trt.onnx.export import export_onnx, save_onnx
 from swin_trt.onnx.fuse import export_fusions, fold_bias_into_integer_matmuls
 from swin_trt.parity.compare import quantile, relative_errors
-from swin_trt.pipelines.calibrate import calibrate_checkpoint
-from swin_trt.pipelines.export import export_checkpoint
 from swin_trt.runtimes.onnxruntime import Engine, build, session_options
-from swin_trt.settings import CalibrationRequest
 
 
 @pytest.fixture(scope="module")
-def graphs(trained_micro, digits_dir, tmp_path_factory):
+def graphs(micro_trt, tmp_path_factory):
     """swin_micro, trt recipe: the calibrated checkpoint, its export, and the same export without the fusion passes."""
     out = tmp_path_factory.mktemp("fuse")
-    checkpoint = calibrate_checkpoint(None, None, trained_micro.checkpoint, digits_dir, False, CalibrationRequest(int8_mode="trt"),
-                                      out / "calib", DistContext(), workers=0).checkpoint
-    fused = export_checkpoint(checkpoint, out / "fused.onnx")
+    checkpoint, fused = micro_trt.checkpoint, micro_trt.graph
     plain = save_onnx(export_onnx(open_model(checkpoint=checkpoint).model, fusions=False), out / "plain.onnx")
-    shutil.copy(sidecar_path(out / "fused.onnx"), sidecar_path(out / "plain.onnx"))  # the same model: the sidecar's facts hold for both
+    shutil.copy(sidecar_path(fused["onnx"]), sidecar_path(out / "plain.onnx"))  # the same model: the sidecar's facts hold for both
     return checkpoint, fused, plain
 
 

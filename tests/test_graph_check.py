@@ -20,30 +20,23 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from swin_trt.distributed import DistContext
 from swin_trt.errors import SwinTrtError
 from swin_trt.io import read_sidecar, sidecar_path, write_sidecar
 from swin_trt.parity.localize import perturb_scale, save_edited
-from swin_trt.pipelines.calibrate import calibrate_checkpoint
 from swin_trt.pipelines.deploy import bench_engine
-from swin_trt.pipelines.export import export_checkpoint
 from swin_trt.runtimes.onnxruntime import build
-from swin_trt.settings import CalibrationRequest
 
 
 @pytest.fixture(scope="module")
-def chain(trained_micro, digits_dir, tmp_path_factory):
+def chain(micro_trt, digits_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("graph_check")
-    calibrated = calibrate_checkpoint(None, None, trained_micro.checkpoint, digits_dir, False, CalibrationRequest(int8_mode="trt", num_calib_batch=2),
-                                      out / "calib", DistContext(), workers=0)
-    graph = export_checkpoint(calibrated.checkpoint, out / "m.onnx")
-    engine = build(graph["onnx"], out / "m.ort-exact.onnx", "exact")
-    return {"checkpoint": calibrated.checkpoint, "graph": Path(graph["onnx"]), "engine": Path(engine["engine"]), "digits": digits_dir, "folder": out}
+    engine = build(micro_trt.graph["onnx"], out / "m.ort-exact.onnx", "exact")
+    return {"checkpoint": micro_trt.checkpoint, "graph": Path(micro_trt.graph["onnx"]), "engine": Path(engine["engine"]), "digits": digits_dir, "folder": out}
 
 
 @pytest.fixture(scope="module")
-def trt_graph(chain):
-    return Path(export_checkpoint(chain["checkpoint"], chain["folder"] / "m_trt.onnx", target="tensorrt")["onnx"])
+def trt_graph(micro_trt):
+    return Path(micro_trt.trt_graph["onnx"])
 
 
 def _bench(chain, engine, **options):

@@ -161,6 +161,7 @@ def test_combined_checkpoint_reloads_bit_identically_and_exports_conformant(cali
     assert not [f for f in lint(onnx.load(trt["onnx"])) if f.severity == ERROR]
 
 
+@pytest.mark.slow  # an export per method (about 13 s each): the fast suite exports the checkpoint of all five combined, above
 @pytest.mark.parametrize("method", PTQ_METHODS)
 def test_every_method_exports_a_conformant_graph(method, calibrated, tmp_path):
     from swin_trt.parity.conformance import mismatches

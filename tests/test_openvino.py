@@ -9,21 +9,14 @@ from pathlib import Path
 import pytest
 
 from swin_trt.cpu import read_cpu
-from swin_trt.distributed import DistContext
 from swin_trt.io import sidecar_path
-from swin_trt.pipelines.calibrate import calibrate_checkpoint
-from swin_trt.pipelines.export import export_checkpoint
-from swin_trt.settings import CalibrationRequest
 
 pytest.importorskip("openvino")
 
 
 @pytest.fixture(scope="module")
-def graph(trained_micro, digits_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("openvino")
-    checkpoint = calibrate_checkpoint(None, None, trained_micro.checkpoint, digits_dir, False, CalibrationRequest(int8_mode="trt"),
-                                      out / "calib", DistContext(), workers=0).checkpoint
-    return checkpoint, export_checkpoint(checkpoint, out / "micro_trt.onnx")
+def graph(micro_trt):
+    return micro_trt.checkpoint, micro_trt.graph
 
 
 def test_openvino_engine_passes_the_default_gate_and_localizes(run_cli, graph, digits_dir, tmp_path):

@@ -156,7 +156,8 @@ def test_graph_check_accepts_clamped_narrow_weights_and_catches_changed_ones(nar
     graph = onnx.load(graphs["fp32"]["onnx"])
     clamped = next(init for init in graph.graph.initializer if init.name.endswith("_clamped"))
     changed = numpy_helper.to_array(clamped).copy()
-    changed.flat[0] += 10 * float(np.abs(changed).max())
+    smallest = int(np.abs(changed).argmin())  # far from the clamp: half the range away is another integer, not the same clamped one
+    changed.flat[smallest] += 0.5 * float(np.abs(changed).max())
     clamped.CopyFrom(numpy_helper.from_array(changed, clamped.name))
     onnx.save(graph, tmp_path / "changed.onnx")
     found = mismatches(reference, tmp_path / "changed.onnx")

@@ -125,7 +125,7 @@ def test_int8_mode_coverage_rules(calibrated):
         open_model(checkpoint=calibrated["1"]["checkpoint"], int8_mode="trt-residual")
 
 
-def test_a_trt_checkpoint_from_before_0_2_keeps_its_mlp_residual_quantizers(trained_micro, digits_dir, tmp_path):
+def test_a_trt_checkpoint_from_before_0_2_keeps_its_mlp_residual_quantizers(trained_micro, micro_trt, digits_dir, tmp_path):
     """Before 0.2 the trt recipe also quantized the MLP residual's skip operand: a checkpoint of
     then says ``trt`` and holds calibrated amax for those quantizers. It must load as it was
     calibrated (its engines' graphs have those Q/DQ; the gate compares them with a fresh export),
@@ -135,22 +135,21 @@ def test_a_trt_checkpoint_from_before_0_2_keeps_its_mlp_residual_quantizers(trai
     from swin_trt.pipelines.export import export_checkpoint
     from swin_trt.settings import CalibrationRequest
 
-    outcomes = {mode: calibrate_checkpoint(None, None, trained_micro.checkpoint, digits_dir, False,
-                                           CalibrationRequest(int8_mode=mode, num_calib_batch=2, calib_batchsz=8), tmp_path / mode, DistContext(), workers=0)
-                for mode in ("trt", "trt-residual")}
+    residual_calibration = calibrate_checkpoint(None, None, trained_micro.checkpoint, digits_dir, False,
+                                                CalibrationRequest(int8_mode="trt-residual", num_calib_batch=2, calib_batchsz=8), tmp_path, DistContext(), workers=0)
     residual = [f"layers.{s}.blocks.{b}.mlp_residual_quantizer" for s in range(3) for b in range(2)]
-    state, meta = read_checkpoint(outcomes["trt"].checkpoint)
+    state, meta = read_checkpoint(micro_trt.checkpoint)
     assert meta["quantization"]["int8_mode"] == "trt" and all(state[f"{name}.amax"].isnan().all() for name in residual)
-    assert not set(residual) & set(enabled_quantizers(swin_trt.load_model(checkpoint=outcomes["trt"].checkpoint)))
+    assert not set(residual) & set(enabled_quantizers(swin_trt.load_model(checkpoint=micro_trt.checkpoint)))
 
-    state, meta = read_checkpoint(outcomes["trt-residual"].checkpoint)
+    state, meta = read_checkpoint(residual_calibration.checkpoint)
     assert all(torch.isfinite(state[f"{name}.amax"]).all() for name in residual)
     meta["quantization"]["int8_mode"] = "trt"  # what 0.1 wrote for this calibration
     torch.save({"model": state, "meta": meta}, tmp_path / "legacy.pth")
     legacy = swin_trt.load_model(checkpoint=tmp_path / "legacy.pth")
     assert legacy.quant_recipe.name == "trt-residual" and set(residual) <= set(enabled_quantizers(legacy))
     graph = export_checkpoint(tmp_path / "legacy.pth", tmp_path / "legacy.onnx")
-    assert graph["int8_mode"] == "trt-residual" and graph["dq_nodes"] == export_checkpoint(outcomes["trt"].checkpoint, tmp_path / "trt.onnx")["dq_nodes"] + 6
+    assert graph["int8_mode"] == "trt-residual" and graph["dq_nodes"] == micro_trt.graph["dq_nodes"] + 6
 
 
 def test_eval_compare_fp(run_cli, calibrated, digits_dir, trained_micro, tmp_path):

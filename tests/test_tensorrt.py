@@ -45,12 +45,9 @@ F16 = TensorProto.FLOAT16
 
 
 @pytest.fixture(scope="module")
-def trt_export(trained_micro, digits_dir, tmp_path_factory):
+def trt_export(micro_trt):
     """swin_micro calibrated with --int8-mode trt and exported with --target tensorrt."""
-    out = tmp_path_factory.mktemp("trt")
-    calibrated = calibrate_checkpoint(None, None, trained_micro.checkpoint, digits_dir, False, CalibrationRequest(int8_mode="trt"), out, DistContext(),
-                                      workers=0)
-    return calibrated.checkpoint, export_checkpoint(calibrated.checkpoint, out / "micro_trt.onnx", target="tensorrt")
+    return micro_trt.checkpoint, micro_trt.trt_graph
 
 
 def _val_images(digits_dir, size):

@@ -23,13 +23,25 @@ def _torchrun(nproc: int, *args) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
 
 
-def test_micro_reaches_target_accuracy(trained_micro):
+def test_training_learns_digits(run_cli, digits_dir, tmp_path):
+    """The train stage end to end, on a short run of the demo's recipe: 4 of its 40 epochs (measured: 55 % val
+    top-1 where chance is 10 %, 1 thread, 23 s). The session's model (conftest) is the committed demo model, so
+    this is the fast suite's one training; the demo's whole recipe and its accuracy are tests/test_demo.py's."""
+    code, _, err = run_cli("train", "--model", "swin_micro", "--data-path", digits_dir, "--output", tmp_path, "--epochs", "4", "--workers", "0",
+                           "--json", tmp_path / "train.json")
+    assert code == 0, err
+    result = json.loads((tmp_path / "train.json").read_text())
+    meta = swin_trt.read_checkpoint(result["checkpoint"])[1]
+    assert result["top1"] >= 40.0, result
+    assert len(meta["losses"]) == 4 and meta["losses"][-1] < meta["losses"][0] and meta["recipe"]["epochs"] == 4
+    assert meta["val_top1"] == result["top1"] and meta["config"]["name"] == "swin_micro"
+
+
+def test_session_model_is_a_trained_digits_model(trained_micro):
     assert trained_micro.result.images == 360
-    # the test recipe (12 epochs, tests/conftest.py) measured 88.3 %; the demo's 40-epoch recipe and its 96 % are tests/test_demo.py's
     assert trained_micro.result.top1 >= 85.0, trained_micro.result
-    assert trained_micro.losses[-1] < trained_micro.losses[0]
     meta = swin_trt.read_checkpoint(trained_micro.checkpoint)[1]
-    assert meta["val_top1"] == trained_micro.result.top1 and meta["config"]["name"] == "swin_micro"
+    assert meta["val_top1"] == pytest.approx(trained_micro.result.top1, abs=1.0) and meta["config"]["name"] == "swin_micro"
 
 
 def test_eval_folder_and_zip_agree_and_json_contract(run_cli, trained_micro, digits_dir, tmp_path):

@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--localize", action="store_true",
                        help="also run the engine's source graph with every quantized tensor exposed against the reference's quantizers; "
                        "print the per-layer error and the first layer above --max-rel-error")
-    where.add_argument("--localize-images", type=positive_int, default=8, metavar="N", help="val images for --localize (default 8)")
+    where.add_argument("--localize-images", type=positive_int, default=32, metavar="N", help="val images for --localize (default 32)")
     where.add_argument("--localize-plot", type=Path, metavar="FILE.png", help="save the per-layer errors as a plot (implies --localize)")
     parser.set_defaults(run=run)
 

@@ -108,7 +108,7 @@ def export_graph(checkpoint: str | Path | None, settings: ExportSettings, loaded
     return ExportedGraph(proto, hoisted)
 
 
-RECENT_EXPORTS = 4  # graphs kept by exported_onnx (a Swin-L graph is about 800 MB)
+RECENT_EXPORT_BYTES = 1 << 30  # serialized graphs kept by exported_onnx: a Swin-L graph (about 800 MB) alone, or hundreds of small ones
 # (checkpoint path, its SHA-256, settings) -> (serialized graph, hoisted transposes as JSON), oldest first
 _recent: OrderedDict[tuple[str, str, ExportSettings], tuple[bytes, str]] = OrderedDict()
 
@@ -127,7 +127,7 @@ def exported_onnx(checkpoint: str | Path, settings: ExportSettings, loaded: Any 
     if key not in _recent:
         exported = export_graph(checkpoint, settings, loaded)
         _recent[key] = (exported.proto.SerializeToString(), json.dumps(exported.hoisted_transposes))
-        while len(_recent) > RECENT_EXPORTS:
+        while len(_recent) > 1 and sum(len(data) for data, _ in _recent.values()) > RECENT_EXPORT_BYTES:
             _recent.popitem(last=False)
     _recent.move_to_end(key)
     data, hoisted = _recent[key]

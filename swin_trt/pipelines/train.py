@@ -96,12 +96,18 @@ def reuse_or_train(
 
     config = get_config(model)
     checkpoint = Path(output_dir) / f"{config.name}.pth"
-    if checkpoint.is_file() and not retrain:
-        _, meta = read_checkpoint(checkpoint)
-        # compared as configs, not dicts: a checkpoint saved before a config field existed holds that field's default
-        same = ("losses" in meta and "config" in meta and ModelConfig.from_dict(meta["config"]) == config and meta.get("recipe") == recipe.as_dict()
-                and meta.get("data_fingerprint") == fingerprint(build_dataset(data_path, "train", None)))
-        if same:
-            result = evaluate_split(load_model(checkpoint=checkpoint), data_path, False, 128, context, workers=0)
-            return TrainOutcome(config, checkpoint, list(meta["losses"]), result), True
+    if not retrain and trained_as(checkpoint, config, recipe, data_path):
+        result = evaluate_split(load_model(checkpoint=checkpoint), data_path, False, 128, context, workers=0)
+        return TrainOutcome(config, checkpoint, list(read_checkpoint(checkpoint)[1]["losses"]), result), True
     return train_reference(model, None, None, data_path, False, output_dir, recipe, context), False
+
+
+def trained_as(checkpoint: str | Path, config: ModelConfig, recipe: TrainRecipe, data_path: str | Path) -> bool:
+    """Whether ``checkpoint`` exists and was trained (by :func:`train_reference`) from ``config`` with
+    ``recipe`` on the train split of ``data_path``: then training again would only remake it."""
+    if not Path(checkpoint).is_file():
+        return False
+    _, meta = read_checkpoint(checkpoint)
+    # compared as configs, not dicts: a checkpoint saved before a config field existed holds that field's default
+    return ("losses" in meta and "config" in meta and ModelConfig.from_dict(meta["config"]) == config and meta.get("recipe") == recipe.as_dict()
+            and meta.get("data_fingerprint") == fingerprint(build_dataset(data_path, "train", None)))
