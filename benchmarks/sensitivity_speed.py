@@ -24,7 +24,7 @@ import torch
 
 from swin_trt.api import open_model
 from swin_trt.console import print_table
-from swin_trt.cpu import cpu_description
+from swin_trt.cpu import read_cpu
 from swin_trt.pipelines.sensitivity import split_probe
 from swin_trt.quantization.sensitivity import quantizer_groups
 from swin_trt.versions import package_versions
@@ -68,7 +68,7 @@ def main() -> None:
     print_table(f"sensitivity of {args.resume}: {len(probe.labels)} images, {args.threads} threads (setup {setup_wall:.1f} s: load + 2 cached passes)",
                 ("granularity", "groups", "total wall s", "groups wall s", "CPU s / thread"), rows)
     payload = {"checkpoint": args.resume, "images": len(probe.labels), "threads": args.threads, "setup_wall_s": setup_wall, "setup_cpu_s": setup_cpu,
-               "results": results, "load_average": os.getloadavg(), "cpu": cpu_description(), "versions": package_versions()}
+               "results": results, "load_average": os.getloadavg(), "cpu": read_cpu().as_json(), "versions": package_versions()}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"saved {RESULTS}")
