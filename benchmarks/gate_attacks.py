@@ -17,7 +17,7 @@ Every bench runs on --max-batches 2 (128 val images) with --workers 0 and writes
 runs in this process (``swin_trt.cli.main``), so the gate's fresh export of the reference is
 traced once and reused from the export cache.
 
-    python benchmarks/gate_attacks.py --checkpoint benchmarks/models/swin_micro.pth --data-path /tmp/tr4/digits --workdir /tmp/attacks
+    python benchmarks/gate_attacks.py --checkpoint benchmarks/models/swin_micro.pth --data-path DIGITS --workdir /tmp/attacks  # DIGITS: swin-trt data digits --output DIGITS
 
 Prints one line per attack (attack | expected | exit status | first line of stderr, or the gate
 verdict) and saves benchmarks/results/gate_attacks_<model>.json: every row with its
