@@ -38,13 +38,12 @@ import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
-import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from swin_trt.cli import main as swin_trt
 from swin_trt.cpu import read_cpu
 from swin_trt.io import atomic_path, read_sidecar, sidecar_path, write_sidecar
+from swin_trt.parity.edits import EDITS
 from swin_trt.parity.localize import save_edited
 from swin_trt.versions import package_versions
 
@@ -72,43 +71,6 @@ def setup(*args) -> None:
     code, _, err = cli(*args)
     if code != 0:
         raise SystemExit(f"setup failed (exit {code}): swin-trt {' '.join(map(str, args))}\n{err}")
-
-
-# the edits of tests/test_graph_check.py: one element of one tensor
-def _initializer(model, name):
-    return next(init for init in model.graph.initializer if init.name == name)
-
-
-def _change(model, name, index, change):
-    init = _initializer(model, name)
-    values = numpy_helper.to_array(init).copy()
-    values.reshape(-1)[index] = change(values.reshape(-1)[index])
-    init.CopyFrom(numpy_helper.from_array(values, name))
-
-
-def _own_constant(model, node_name, slot, value):
-    """Give one node its own constant at input ``slot`` (export shares equal constants between nodes)."""
-    node = next(n for n in model.graph.node if n.name == node_name)
-    model.graph.initializer.append(numpy_helper.from_array(value, f"{node_name}.edited_{slot}"))
-    node.input[slot] = f"{node_name}.edited_{slot}"
-
-
-def _scale(model, node_name):
-    node = next(n for n in model.graph.node if n.name == node_name)
-    return numpy_helper.to_array(_initializer(model, node.input[1]))
-
-
-QUANTIZER = "layers.1.blocks.0.mlp.fc1.input_quantizer"
-EDITS = {  # what is edited -> (the edit, what the first graph-check line must name)
-    "bias element": (lambda m: _change(m, "layers.1.blocks.0.mlp.fc1.bias", 3, lambda v: v + np.float32(1e-3)), "layers.1.blocks.0.mlp.fc1.bias"),
-    "LayerNorm gamma": (lambda m: _change(m, "layers.0.blocks.1.norm2.weight", 5, lambda v: v * np.float32(1.01)),
-                        "layers.0.blocks.1.norm2.weight (gamma of LayerNormalization"),
-    "Q scale": (lambda m: _own_constant(m, f"{QUANTIZER}.QuantizeLinear", 1, _scale(m, f"{QUANTIZER}.QuantizeLinear") * np.float32(1.001)),
-                f"(scale of QuantizeLinear '{QUANTIZER}.QuantizeLinear')"),
-    "zero point": (lambda m: _own_constant(m, f"{QUANTIZER}.DequantizeLinear", 2, np.array(1, dtype=np.int8)),
-                   f"(zero point of DequantizeLinear '{QUANTIZER}.DequantizeLinear')"),
-    "position-bias entry": (lambda m: _change(m, "unsqueeze", 7, lambda v: v + np.float32(0.01)), "unsqueeze (input B of Add"),
-}
 
 
 def refused(says: str):

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
 
 from swin_trt.errors import SwinTrtError
 from swin_trt.io import read_sidecar, sidecar_path, write_sidecar
+from swin_trt.parity.edits import EDITS
 from swin_trt.parity.localize import perturb_scale, save_edited
 from swin_trt.pipelines.deploy import bench_engine
 from swin_trt.runtimes.onnxruntime import build
@@ -50,44 +50,6 @@ def _edited(chain, tmp_path, edit) -> Path:
     edit(model)
     graph = save_edited(model, chain["graph"], tmp_path / "edited.onnx")
     return Path(build(graph, tmp_path / "edited.ort-exact.onnx", "exact")["engine"])
-
-
-def _initializer(model, name):
-    return next(init for init in model.graph.initializer if init.name == name)
-
-
-def _change(model, name, change):
-    init = _initializer(model, name)
-    values = numpy_helper.to_array(init).copy()
-    change(values.reshape(-1))
-    init.CopyFrom(numpy_helper.from_array(values, name))
-
-
-def _own_constant(model, node_name, slot, value):
-    """Give one node its own constant at input ``slot`` (export shares equal constants between nodes)."""
-    node = next(n for n in model.graph.node if n.name == node_name)
-    model.graph.initializer.append(numpy_helper.from_array(value, f"{node_name}.edited_{slot}"))
-    node.input[slot] = f"{node_name}.edited_{slot}"
-
-
-def _scale(model, node_name):
-    node = next(n for n in model.graph.node if n.name == node_name)
-    return numpy_helper.to_array(_initializer(model, node.input[1]))
-
-
-QUANTIZER = "layers.1.blocks.0.mlp.fc1.input_quantizer"
-EDITS = {  # what is edited -> (the edit, what the first graph-check line must name)
-    "bias element": (lambda m: _change(m, "layers.1.blocks.0.mlp.fc1.bias", lambda v: v.__setitem__(3, v[3] + np.float32(1e-3))),
-                     "layers.1.blocks.0.mlp.fc1.bias"),
-    "LayerNorm gamma": (lambda m: _change(m, "layers.0.blocks.1.norm2.weight", lambda v: v.__setitem__(5, v[5] * np.float32(1.01))),
-                        "layers.0.blocks.1.norm2.weight (gamma of LayerNormalization"),
-    "Q scale": (lambda m: _own_constant(m, f"{QUANTIZER}.QuantizeLinear", 1, (_scale(m, f"{QUANTIZER}.QuantizeLinear") * np.float32(1.001))),
-                f"(scale of QuantizeLinear '{QUANTIZER}.QuantizeLinear')"),
-    "zero point": (lambda m: _own_constant(m, f"{QUANTIZER}.DequantizeLinear", 2, np.array(1, dtype=np.int8)),
-                   f"(zero point of DequantizeLinear '{QUANTIZER}.DequantizeLinear')"),
-    "position-bias entry": (lambda m: _change(m, "unsqueeze", lambda v: v.__setitem__(7, v[7] + np.float32(0.01))),
-                            "unsqueeze (input B of Add"),
-}
 
 
 def test_genuine_chain_passes_the_graph_check(chain):
