@@ -14,7 +14,7 @@ reported.
 
     .venv/bin/python benchmarks/qat_step.py [--batch-size 8 --threads 2 --repeats 5 --min-seconds 4 --int8-mode 1 trt]
 
-Prints a table and saves benchmarks/results/qat_step.json (with the CPU model and ISA flags).
+Prints a table and saves benchmarks/results/qat_step/<cpu kind>.json (with the CPU model and ISA flags and the load average).
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from machine import cpu_kind
 from timing import time_by_duration
 
 from swin_trt.console import print_table
@@ -41,7 +43,7 @@ from swin_trt.quantization.model import quantize_model, use_compiled_kernel
 from swin_trt.quantization.recipes import get_recipe
 from swin_trt.versions import package_versions
 
-RESULTS = Path(__file__).resolve().parent / "results" / "qat_step.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "qat_step"  # one file per CPU kind
 TARGET = 1.5
 
 
@@ -73,6 +75,7 @@ def main() -> None:
     parser.add_argument("--int8-mode", nargs="+", default=["1", "trt"])
     parser.add_argument("--no-compiled", action="store_true", help="skip the compiled-kernel variants")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = get_config(args.model)
@@ -118,15 +121,18 @@ def main() -> None:
         "target_ratio": TARGET,
         "compiled_kernel": compiled_note or "used",
         "cpu": read_cpu().as_json(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
         "versions": package_versions(),
     }
     rows = [(kind, f"{statistics.median(t):.3f} ({min(t):.3f}-{max(t):.3f})", "1.00x" if kind == "fp32" else f"{ratios[kind]:.2f}x",
              "" if kind == "fp32" else ("yes" if ratios[kind] <= TARGET else "no")) for kind, t in times.items()]
     print_table(f"training step: {args.model}, batch {args.batch_size}, {args.threads} threads, median of {args.repeats} ({results['cpu']['model']})",
                 ("step", "seconds (min-max)", "/ FP32 step", f"<= {TARGET}x"), rows)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {RESULTS}")
+    output = RESULTS / f"{cpu_kind(read_cpu())}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"saved {output}")
 
 
 if __name__ == "__main__":
