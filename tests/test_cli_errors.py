@@ -255,6 +255,7 @@ def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
 
 
+@pytest.mark.slow  # a subprocess each, the export one tracing the model (about 20 s): make test-slow
 @pytest.mark.parametrize("command", ["calibrate", "export"])
 def test_write_failing_midway_is_one_line_and_leaves_nothing(trained_micro, digits_dir, tmp_path, command):
     """The check passes, the write fails when the file grows past the limit (a checkpoint or ONNX

@@ -111,6 +111,7 @@ def test_graph_differences_ignore_the_exporters_names_but_not_the_wiring(chain):
     assert len(found) == 1 and found[0].startswith(f"node {index}: Add") and f"reads {earlier!r}" in found[0], found
 
 
+@pytest.mark.slow  # a second process re-exports (about 20 s): make test-slow
 def test_export_is_deterministic_across_processes(chain, tmp_path):
     """The graph check compares with a fresh export: another process (another hash seed) writes the same bytes."""
     again = tmp_path / "again.onnx"
