@@ -31,7 +31,7 @@ from swin_trt.runtimes.onnxruntime import build
 def chain(micro_trt, digits_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("graph_check")
     engine = build(micro_trt.graph["onnx"], out / "m.ort-exact.onnx", "exact")
-    return {"checkpoint": micro_trt.checkpoint, "graph": Path(micro_trt.graph["onnx"]), "engine": Path(engine["engine"]), "digits": digits_dir, "folder": out}
+    return {"checkpoint": micro_trt.checkpoint, "graph": Path(micro_trt.graph["onnx"]), "engine": Path(engine["engine"]), "digits": digits_dir}
 
 
 @pytest.fixture(scope="module")
