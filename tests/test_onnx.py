@@ -159,10 +159,9 @@ def _bench(run_cli, reference, engine, digits_dir, json_path, *extra):
     return code, out, err, (json.loads(json_path.read_text()) if json_path.exists() else None)
 
 
-def _this_cpu_accumulates_int8_in_int32() -> bool:
-    """VNNI or AMX in this machine's flags, read here from /proc/cpuinfo (not through swin_trt.cpu)."""
-    flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split(":", 1)[1].split()
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
+def _cpu_flags() -> set[str]:
+    """This machine's ISA flags, read here from /proc/cpuinfo (not through swin_trt.cpu)."""
+    return set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split(":", 1)[1].split())
 
 
 @pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="needs /proc/cpuinfo (Linux)")
@@ -172,14 +171,19 @@ def test_build_auto_mode_records_choice_cpu_and_source(run_cli, exported, tmp_pa
     _, details = exported["1"]
     code, out, err = run_cli("build", "--onnx", details["onnx"], "--output", tmp_path / "e.onnx", "--json", tmp_path / "b.json")
     assert code == 0, err
-    # docs/cpu.md's rule, stated here: an 8-bit graph runs fast only where int8 products accumulate in int32
-    mode = "fast" if _this_cpu_accumulates_int8_in_int32() else "exact"
+    # docs/cpu.md's rule, stated here: an 8-bit graph runs fast where onnxruntime has int8 kernels that accumulate in int32:
+    # u8s8 with VNNI or AMX, and on AVX2 without them u8u8, for which the engine stores its Q/DQ unsigned
+    flags = _cpu_flags()
+    int32_signed = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)
+    mode = "fast" if int32_signed or "avx2" in flags else "exact"
     reason = out.split(f"onnxruntime mode: {mode} (", 1)[1].split("); CPU: ", 1)[0] if f"onnxruntime mode: {mode} (" in out else None
     assert reason, out
-    assert ("int32" in reason) if mode == "fast" else ("8-bit signed matmul operands" in reason and "saturate" in reason)
+    assert ("int32" in reason) if mode == "fast" else ("8-bit signed matmul operands" in reason)
+    assert ("u8u8" in reason) is (mode == "fast" and not int32_signed), reason
     assert json.loads((tmp_path / "b.json").read_text()) == {"engine": str(tmp_path / "e.onnx"), "backend": "onnxruntime", "ort_mode": mode}
     sidecar = json.loads((tmp_path / "e.onnx.json").read_text())
     assert sidecar["ort_mode_requested"] == "auto" and sidecar["ort_mode_reason"] == reason and sidecar["cpu"] == read_cpu().as_json()
+    assert sidecar["unsigned_operands"] is (mode == "fast" and not int32_signed)
     assert Path(sidecar["source_onnx"]).is_absolute() and Path(sidecar["source_onnx"]) == Path(details["onnx"]).resolve()
 
 

@@ -20,7 +20,7 @@ from swin_trt.onnx.hashing import file_sha256
 from swin_trt.parity.compare import ParityReport, compare, quantile, relative_errors
 from swin_trt.parity.gate import Bounds, bound_family, default_bounds, judge
 from swin_trt.parity.provenance import ForeignEngineError, require, trace
-from swin_trt.runtimes.onnxruntime import choose_mode
+from swin_trt.runtimes.onnxruntime import choose_mode, unsigned_operands
 
 EPYC = """processor\t: 0
 model name\t: AMD EPYC 9654 96-Core Processor
@@ -49,37 +49,45 @@ def test_read_cpu_on_this_machine():
     assert cpu.model and json.dumps(cpu.as_json())
 
 
-@pytest.mark.parametrize(("text", "quantized", "bits", "mode"), [
-    (EPYC, True, 8, "fast"), (SAPPHIRE, True, None, "fast"), (AVX2, True, None, "exact"), (AVX2, True, 8, "exact"),
-    (AVX2, True, 7, "fast"), (AVX2, True, 4, "fast"), (AVX2, False, None, "fast")])
-def test_auto_mode_is_fast_only_where_int8_kernels_cannot_saturate(text, quantized, bits, mode):
-    chosen, reason = choose_mode(parse_cpuinfo(text), quantized, bits)
-    assert chosen == mode and reason
-    assert choose_mode(CpuInfo("unknown", frozenset()), True)[0] == "exact"  # flags unknown: the safe choice
+@pytest.mark.parametrize(("text", "quantized", "bits", "unsigned"), [
+    (EPYC, True, 8, False), (SAPPHIRE, True, None, False), (AVX2, True, None, True), (AVX2, True, 8, True),
+    (AVX2, True, 7, False), (AVX2, True, 4, False), (AVX2, False, None, False)])
+def test_auto_mode_is_fast_with_kernels_that_cannot_saturate(text, quantized, bits, unsigned):
+    cpu = parse_cpuinfo(text)
+    chosen, reason = choose_mode(cpu, quantized, bits)
+    assert chosen == "fast" and reason
+    assert (unsigned_operands(cpu, bits) if quantized else False) is unsigned
     if text == AVX2 and quantized:
-        assert ("cannot saturate" in reason) == (mode == "fast")
+        assert ("u8u8" in reason) is unsigned and ("cannot saturate" in reason) is not unsigned
+    # flags unknown (no AVX2 read, so neither MLAS kernel is known): the safe choice
+    assert choose_mode(CpuInfo("unknown", frozenset()), True, 8)[0] == "exact"
+    assert choose_mode(CpuInfo("unknown", frozenset()), True)[0] == "exact"
 
 
-def _matmul_integer(unsigned: np.ndarray, signed: np.ndarray) -> np.ndarray:
-    """onnxruntime's own u8 x s8 -> s32 MatMulInteger kernel (MLAS), the one its fast mode fuses Q/DQ matmuls into."""
+def _matmul_integer(unsigned: np.ndarray, right: np.ndarray, right_zero_point: int = 0) -> np.ndarray:
+    """onnxruntime's own MatMulInteger kernel (MLAS) for u8 x ``right`` (s8 or u8) -> s32, the kernels its fast mode fuses
+    Q/DQ matmuls into: u8s8 for int8 operands, u8u8 for the uint8 ones of ``unsigned_int8_operands``."""
     import onnxruntime as ort
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
-    graph = helper.make_graph([helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "matmul_integer",
+    right_type = TensorProto.INT8 if right.dtype == np.int8 else TensorProto.UINT8
+    zero_point = numpy_helper.from_array(np.array(right_zero_point, dtype=right.dtype), "zero_point")
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["A", "B", "", "zero_point"], ["Y"])], "matmul_integer",
                               [helper.make_tensor_value_info("A", TensorProto.UINT8, list(unsigned.shape)),
-                               helper.make_tensor_value_info("B", TensorProto.INT8, list(signed.shape))],
-                              [helper.make_tensor_value_info("Y", TensorProto.INT32, None)])
+                               helper.make_tensor_value_info("B", right_type, list(right.shape))],
+                              [helper.make_tensor_value_info("Y", TensorProto.INT32, None)], initializer=[zero_point])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"A": unsigned, "B": signed})[0]
+    return session.run(None, {"A": unsigned, "B": right})[0]
 
 
 @pytest.mark.parametrize("rows", [1, 16])  # a matrix-vector product (MLAS's GEMV kernel) and a GEMM
 def test_onnxruntime_int8_kernels_saturate_only_beyond_seven_bits_without_vnni(rows):
-    """What SATURATION_FREE_BITS and choose_mode rest on, measured on onnxruntime's own kernels: the worst case
-    of u8 = 255 against a signed operand at either extreme of its width. MLAS picks those kernels from CPUID
-    (no session option, ORT_ or MLAS environment variable selects the AVX2 ones on a VNNI CPU), so on a
-    CPU with VNNI/AMX this checks the other half of the rule: int32 accumulation, exact at 8 bits."""
+    """What SATURATION_FREE_BITS, choose_mode and unsigned_operands rest on, measured on onnxruntime's own kernels: the
+    worst case of u8 = 255 against a signed operand at either extreme of its width. MLAS picks those kernels from
+    CPUID (no session option, ORT_ or MLAS environment variable selects the AVX2 ones on a VNNI CPU), so on a CPU
+    with VNNI/AMX this checks the other half of the rule: int32 accumulation, exact at 8 bits. The same 8-bit
+    values stored unsigned (zero point 128, as unsigned_int8_operands stores them) are exact on every CPU."""
     from swin_trt.runtimes.onnxruntime import SATURATION_FREE_BITS
 
     cpu = read_cpu()
@@ -87,13 +95,16 @@ def test_onnxruntime_int8_kernels_saturate_only_beyond_seven_bits_without_vnni(r
         pytest.skip(f"{cpu.describe()}: neither the AVX2 nor the VNNI int8 kernels")
     unsigned = np.full((rows, 64), 255, dtype=np.uint8)
 
-    def exact_at(bits: int) -> bool:
+    def exact_at(bits: int, stored_unsigned: bool = False) -> bool:
         results = []
         for extreme in (-(1 << (bits - 1)), (1 << (bits - 1)) - 1):
-            signed = np.full((64, 16), extreme, dtype=np.int8)
-            results.append(np.array_equal(_matmul_integer(unsigned, signed), unsigned.astype(np.int64) @ signed.astype(np.int64)))
+            signed = np.full((64, 16), extreme, dtype=np.int64)
+            right = (signed + 128).astype(np.uint8) if stored_unsigned else signed.astype(np.int8)
+            got = _matmul_integer(unsigned, right, 128 if stored_unsigned else 0)
+            results.append(np.array_equal(got, unsigned.astype(np.int64) @ signed))
         return all(results)
 
+    assert exact_at(8, stored_unsigned=True)
     if cpu.int8_dot_product:
         assert exact_at(8)
     else:

@@ -11,7 +11,9 @@ as onnxruntime contrib operators:
   transformer optimizer turns fc1's bias add + the erf GELU into one ``BiasGelu`` (onnxruntime's
   graph optimizer does not match the exporter's GELU form), and after onnxruntime has fused the
   Q/DQ GEMMs, :func:`fold_bias_into_integer_matmuls` moves each remaining bias add into its
-  ``MatMulIntegerToFloat`` (whose epilogue adds a bias; onnxruntime's QDQ selectors leave it out).
+  ``MatMulIntegerToFloat`` (whose epilogue adds a bias; onnxruntime's QDQ selectors leave it out);
+  on CPUs without VNNI/AMX, :func:`unsigned_int8_operands` stores the graph's int8 Q/DQ as uint8 so
+  that the fused GEMMs take MLAS's exact u8u8 kernels instead of the saturating u8s8 ones.
 
 Measured against the graph without them in ``docs/cpu.md``; the tests check each pass against
 onnxruntime's outputs on the unmodified graph.
@@ -154,3 +156,61 @@ def fold_bias_into_integer_matmuls(model: onnx.ModelProto) -> int:
 def onnxruntime_fusions(model: onnx.ModelProto) -> onnx.ModelProto:
     """The contrib-operator fusions that go before onnxruntime's own optimizer (see the module doc)."""
     return bias_gelu(model)
+
+
+UNSIGNED_OFFSET = 128  # int8 q with zero point z is uint8 q + 128 with zero point z + 128: the same real value
+
+
+def _shifted(tensor: onnx.TensorProto, name: str) -> onnx.TensorProto:
+    return numpy_helper.from_array((numpy_helper.to_array(tensor).astype(np.int16) + UNSIGNED_OFFSET).astype(np.uint8), name)
+
+
+def unsigned_int8_operands(model: onnx.ModelProto) -> int:
+    """Store every signed 8-bit QuantizeLinear -> DequantizeLinear pair (and every int8 weight
+    initializer behind a DequantizeLinear) as uint8 with its zero point + 128, in place; returns how
+    many DequantizeLinear nodes changed.
+
+    The graph computes exactly what it did: uint8 [0, 255] with zero point z + 128 holds int8
+    [-128, 127] with zero point z, level for level, and QuantizeLinear saturates at the same real
+    values. What changes is the kernel onnxruntime fuses the pair into. On x86 without VNNI/AMX,
+    MLAS's u8s8 GEMM sums pairs of u8*s8 products in int16 with saturation, wrong for 8-bit signed
+    operands (``integer_gemm_operand_bits``); its u8u8 GEMM widens both operands to int16 and
+    accumulates pairs in int32 (``vpmaddwd``), exact for any 8-bit values. No ONNX Runtime option
+    selects that kernel; the operand type does. Why by hand: onnxruntime's own QDQ S8->U8 pass
+    converts activations only, and keeps int8 weights on the u8s8 path."""
+    graph = model.graph
+    initializers, producers, consumers = _index(graph)
+    shifted: dict[str, str] = {}  # int8 initializer -> its uint8 copy (zero points are shared between nodes)
+
+    def unsigned(name: str) -> str:
+        if name not in shifted:
+            shifted[name] = f"{name}_uint8"
+            graph.initializer.append(_shifted(initializers[name], shifted[name]))
+        return shifted[name]
+
+    def signed_constant(name: str) -> bool:
+        return name in initializers and initializers[name].data_type == onnx.TensorProto.INT8
+
+    changed, retyped = 0, set()
+    for node in list(graph.node):
+        if len(node.input) < 3 or not signed_constant(node.input[2]):
+            continue
+        source = node.input[0]
+        if node.op_type == "DequantizeLinear" and signed_constant(source) and len(consumers[source]) == 1:  # int8 weights (export --weights int8)
+            node.input[0] = unsigned(source)
+            pairs = [node]
+        elif node.op_type == "QuantizeLinear" and consumers[node.output[0]] and all(
+                c.op_type == "DequantizeLinear" and list(c.input[1:]) == list(node.input[1:]) for c in consumers[node.output[0]]):
+            pairs = consumers[node.output[0]]
+            node.input[2] = unsigned(node.input[2])
+            retyped.add(node.output[0])
+        else:
+            continue
+        for dequantize in pairs:
+            dequantize.input[2] = unsigned(dequantize.input[2])
+        changed += len(pairs)
+    for info in graph.value_info:  # the exporter's type annotations of the quantized tensors
+        if info.name in retyped:
+            info.type.tensor_type.elem_type = onnx.TensorProto.UINT8
+    prune_initializers(graph)
+    return changed

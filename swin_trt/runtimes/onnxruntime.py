@@ -1,17 +1,19 @@
 """onnxruntime backend: build (optimise and save) and run a Q/DQ graph.
 
-Two modes, because on x86 CPUs onnxruntime's fused integer kernels may trade parity for speed:
-``fast`` (ORT_ENABLE_ALL: Q/DQ pairs fused into integer MatMuls, plus the fusions of
+Two modes: ``fast`` (ORT_ENABLE_ALL: Q/DQ pairs fused into integer MatMuls, plus the fusions of
 :func:`swin_trt.onnx.fuse.onnxruntime_fusions`, BiasGelu and bias adds in the integer GEMMs) and ``exact``
 (ORT_ENABLE_BASIC: Q/DQ stay explicit, float math between them, as in the fake-quant model).
-``auto`` picks one per CPU (:func:`choose_mode`).
+``auto`` picks one per CPU (:func:`choose_mode`). A fast engine computes the graph's integers
+exactly on every x86 CPU with AVX2: where VNNI/AMX are missing and the signed operands are wider
+than 7 bits, the build stores the Q/DQ as uint8 (:func:`unsigned_operands`), which moves the
+fused GEMMs from MLAS's saturating u8s8 kernels to its exact u8u8 ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -37,16 +39,25 @@ ERROR_LOG_LEVEL = 3  # onnxruntime's own warnings (e.g. "hardware specific optim
 SATURATION_FREE_BITS = 7
 
 
+def unsigned_operands(cpu: CpuInfo, operand_bits: int | None) -> bool:
+    """Whether a fast engine must store its int8 Q/DQ as uint8 to stay exact on ``cpu``.
+
+    With VNNI or AMX, onnxruntime's u8s8 kernels accumulate in int32: exact, and the fastest. On
+    AVX2 without them, they sum pairs of u8*s8 products in int16 with saturation, exact only when
+    every signed right-hand operand of a fused matmul (``operand_bits``: GEMM weights, and
+    attention's k and v, from :func:`swin_trt.onnx.graph.integer_gemm_operand_bits`) fits in 7
+    bits; wider (or unknown) operands are stored unsigned, which selects the u8u8 kernels (int16
+    operands, int32 pair sums: exact at 8 bits, at about half the u8s8 kernels' multiply rate)."""
+    return not cpu.int8_dot_product and (operand_bits is None or operand_bits > SATURATION_FREE_BITS)
+
+
 def choose_mode(cpu: CpuInfo, quantized: bool, operand_bits: int | None = None) -> tuple[str, str]:
     """The ``--ort-mode auto`` choice for a graph on ``cpu``: (mode, the reason, for the user).
 
-    ``fast`` only where its fused int8 kernels compute the exact integer result, which is what
-    makes them hold the default parity gate (docs/parity.md, docs/cpu.md): with VNNI or AMX the
-    products accumulate in int32; on AVX2 without them, pairs of u8*s8 products are summed in
-    int16 with saturation, exact only when every signed right-hand operand of a fused matmul
-    (``operand_bits``: GEMM weights, and attention's k and v, from
-    :func:`swin_trt.onnx.graph.integer_gemm_operand_bits`) fits in 7 bits. ``None`` means unknown
-    (the safe answer: exact there).
+    ``fast`` wherever its fused int8 kernels compute the exact integer result, which is what
+    makes them hold the default parity gate (docs/parity.md, docs/cpu.md): VNNI or AMX, operands
+    of at most 7 bits, or (AVX2 without either) the unsigned operands of :func:`unsigned_operands`.
+    ``exact`` where the CPU's int8 kernels are unknown (no AVX2 flag read: the safe answer).
     """
     if not quantized:
         return "fast", "no Q/DQ in the graph: fusions do not touch quantized arithmetic"
@@ -57,9 +68,12 @@ def choose_mode(cpu: CpuInfo, quantized: bool, operand_bits: int | None = None) 
         return "fast", (f"no VNNI/AMX, but every signed operand of the fused int8 matmuls fits {operand_bits} bits: "
                         "u8s8 pair sums cannot saturate int16, so the fast kernels are exact (docs/cpu.md)")
     widest = "unknown" if operand_bits is None else f"{operand_bits}-bit"
-    return "exact", (f"no VNNI/AMX and {widest} signed matmul operands (weights, attention k/v): fused u8s8 kernels can saturate "
-                     f"int16 sums and fail the default gate; weights and activations of {SATURATION_FREE_BITS} bits "
-                     f"(calibrate --wprec {SATURATION_FREE_BITS} --aprec {SATURATION_FREE_BITS}) make fast exact (docs/cpu.md)")
+    if "avx2" in cpu.flags:
+        return "fast", (f"no VNNI/AMX and {widest} signed matmul operands, which onnxruntime's u8s8 kernels would sum in saturating int16: "
+                        "the engine stores its Q/DQ as uint8 (zero point + 128, the same values), so the fused GEMMs take the u8u8 kernels, "
+                        "which accumulate in int32 and are exact (docs/cpu.md)")
+    return "exact", (f"int8 kernels of this CPU unknown (no AVX2 flag read) and {widest} signed matmul operands: "
+                     "exact keeps the Q/DQ arithmetic explicit (docs/cpu.md)")
 
 
 def session_options(mode: str, threads: int | None = None):
@@ -82,61 +96,85 @@ def providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def resolve_mode(onnx_path: str | Path, mode: str) -> tuple[str, str]:
-    """(exact or fast, why) for ``--ort-mode`` ``mode`` (exact, fast or auto) and this CPU."""
+class Plan(NamedTuple):
+    """How :func:`build` optimises a graph: the mode, why, and whether its Q/DQ go unsigned."""
+
+    mode: str
+    reason: str
+    unsigned: bool
+
+
+def resolve_mode(onnx_path: str | Path, mode: str) -> Plan:
+    """The :class:`Plan` for ``--ort-mode`` ``mode`` (exact, fast or auto) on this CPU."""
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise SwinTrtError(f"ONNX file not found: {onnx_path} (make one with `swin-trt export`)")
     if mode != "auto":
         session_options(mode)  # validates the name
-        return mode, "chosen with --ort-mode"
+    if mode == "exact":
+        return Plan("exact", "chosen with --ort-mode", False)
     graph = read_sidecar(onnx_path) or {}
     quantized = graph["q_nodes"] > 0 if "q_nodes" in graph else _has_qdq(onnx_path)
-    if quantized and "fp8" in onnx_graph.qdq_formats(onnx.load(str(onnx_path), load_external_data=False)):
-        return "exact", ("FP8 Q/DQ: onnxruntime has no fused FP8 kernels on the CPU, and exact keeps its float fusions out, "
-                         "so the graph runs as the fake-quant reference computes it (docs/fp8.md)")
     cpu = read_cpu()
     if not quantized or cpu.int8_dot_product:
-        return choose_mode(cpu, quantized)
-    return choose_mode(cpu, quantized, onnx_graph.integer_gemm_operand_bits(onnx.load(str(onnx_path))))
+        chosen, reason = choose_mode(cpu, quantized)
+        return Plan(chosen, reason, False) if mode == "auto" else Plan(mode, "chosen with --ort-mode", False)
+    model = onnx_graph.read_model(onnx_path)
+    onnx.load_external_data_for_model(model, str(onnx_path.parent))  # integer_gemm_operand_bits reads the weights
+    if "fp8" in onnx_graph.qdq_formats(model):
+        reason = ("FP8 Q/DQ: onnxruntime has no fused FP8 kernels on the CPU, and exact keeps its float fusions out, "
+                  "so the graph runs as the fake-quant reference computes it (docs/fp8.md)")
+        return Plan("exact", reason, False) if mode == "auto" else Plan(mode, "chosen with --ort-mode", False)
+    bits = onnx_graph.integer_gemm_operand_bits(model)
+    chosen, reason = choose_mode(cpu, quantized, bits) if mode == "auto" else (mode, "chosen with --ort-mode")
+    return Plan(chosen, reason, chosen == "fast" and unsigned_operands(cpu, bits))
 
 
 def build(onnx_path: str | Path, engine_path: str | Path, mode: str = "auto") -> dict[str, Any]:
     """Optimise ``onnx_path`` for this machine in ``mode`` (exact, fast or auto) and save it to
-    ``engine_path`` with a sidecar recording the mode, why it was chosen, and the CPU (a fast
-    engine holds fusions chosen for this CPU's instruction set)."""
+    ``engine_path`` with a sidecar recording the mode, why it was chosen, whether the Q/DQ were
+    stored unsigned, and the CPU (a fast engine holds fusions and operand types chosen for this
+    CPU's instruction set)."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     requested = mode
-    mode, reason = resolve_mode(onnx_path, mode)
+    plan = resolve_mode(onnx_path, mode)
     with atomic_path(engine_path) as tmp:
-        options = session_options(mode)
+        options = session_options(plan.mode)
         options.optimized_model_filepath = str(tmp)
         try:
             source = onnx.load(str(onnx_path))
         except Exception as error:  # protobuf DecodeError and friends
             raise SwinTrtError(f"{onnx_path}: not an ONNX model ({error})") from None
-        if mode == "fast":  # exact keeps the graph's own arithmetic: no contrib fusions
-            source = onnx_fuse.onnxruntime_fusions(source)
+        if plan.mode == "fast":  # exact keeps the graph's own arithmetic: no contrib fusions
+            source = _fast_source(source, plan.unsigned)
         try:
             ort.InferenceSession(source.SerializeToString(), options, providers=providers())
         except Exception as error:  # onnxruntime raises its own Fail / InvalidGraph types
             raise SwinTrtError(f"{onnx_path}: onnxruntime cannot load it ({str(error).splitlines()[0]})") from None
-        if mode == "fast":
+        if plan.mode == "fast":
             optimized = onnx.load(str(tmp))
             onnx_fuse.fold_bias_into_integer_matmuls(optimized)
             onnx.save(optimized, str(tmp))
     details = {
         "engine": str(engine_path),
         "backend": "onnxruntime",
-        "ort_mode": mode,
+        "ort_mode": plan.mode,
         "ort_mode_requested": requested,
-        "ort_mode_reason": reason,
+        "ort_mode_reason": plan.reason,
+        "unsigned_operands": plan.unsigned,
         "cpu": read_cpu().as_json(),
         "providers": providers(),
         **source_record(onnx_path),
         "versions": package_versions(),
     }
     return write_sidecar(engine_path, details)
+
+
+def _fast_source(model, unsigned: bool):
+    """The graph a fast engine is optimised from: onnxruntime's contrib fusions, and uint8 Q/DQ where :func:`unsigned_operands` says so."""
+    if unsigned:
+        onnx_fuse.unsigned_int8_operands(model)
+    return onnx_fuse.onnxruntime_fusions(model)
 
 
 def _has_qdq(onnx_path: Path) -> bool:
@@ -174,6 +212,8 @@ def intermediate_outputs(onnx_path: str | Path, names: list[str], details: dict[
     measures the graph's own arithmetic (scales, placement), not the fused kernels' rounding.
     """
     model = onnx.load(str(onnx_path))
+    if details.get("unsigned_operands"):  # as the engine stores them (the exposed DequantizeLinear outputs are the same floats)
+        onnx_fuse.unsigned_int8_operands(model)
     inferred = onnx.shape_inference.infer_shapes(model).graph
     typed = {info.name: info for info in (*inferred.value_info, *inferred.output)}
     missing = [name for name in names if name not in typed]
