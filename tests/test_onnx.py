@@ -180,7 +180,9 @@ def test_build_auto_mode_records_choice_cpu_and_source(run_cli, exported, tmp_pa
     assert reason, out
     assert ("int32" in reason) if mode == "fast" else ("8-bit signed matmul operands" in reason)
     assert ("u8u8" in reason) is (mode == "fast" and not int32_signed), reason
-    assert json.loads((tmp_path / "b.json").read_text()) == {"engine": str(tmp_path / "e.onnx"), "backend": "onnxruntime", "ort_mode": mode}
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert {key: result[key] for key in ("engine", "backend", "ort_mode")} == {"engine": str(tmp_path / "e.onnx"), "backend": "onnxruntime", "ort_mode": mode}
+    assert set(result) == {"engine", "backend", "ort_mode", "backend_reason"}  # build --backend auto (the default) says why onnxruntime
     sidecar = json.loads((tmp_path / "e.onnx.json").read_text())
     assert sidecar["ort_mode_requested"] == "auto" and sidecar["ort_mode_reason"] == reason and sidecar["cpu"] == read_cpu().as_json()
     assert sidecar["unsigned_operands"] is (mode == "fast" and not int32_signed)

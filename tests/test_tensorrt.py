@@ -630,7 +630,7 @@ def test_engine_load_refuses_other_versions_and_unreadable_plans(stand_in_tensor
 def test_build_rejects_tensorrt_options_for_onnxruntime(run_cli, tmp_path):
     onnx.save(_fp32_graph(), tmp_path / "g.onnx")
     code, _, err = run_cli("build", "--onnx", tmp_path / "g.onnx", "--max-batch", "4", "--timing-cache", tmp_path / "cache")
-    assert code == 2 and "--max-batch, --timing-cache: TensorRT options, given with --backend onnxruntime" in err
+    assert code == 2 and "--max-batch, --timing-cache: TensorRT options, given with --backend auto" in err
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 from swin_trt.cli.common import emit_json, positive_int
@@ -14,6 +15,7 @@ from swin_trt.runtimes import BACKENDS, backend_module, check_engine_output, che
 console = lazy_import("swin_trt.console")
 onnx_graph = lazy_import("swin_trt.onnx.graph")
 ort_runtime = lazy_import("swin_trt.runtimes.onnxruntime")
+backend_select = lazy_import("swin_trt.runtimes.select")
 
 TENSORRT_OPTIONS = ("min_batch", "opt_batch", "max_batch", "timing_cache", "builder_optimization_level", "workspace")
 
@@ -28,7 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "mode, CPU) into engines/.",
     )
     parser.add_argument("--onnx", type=Path, required=True, metavar="FILE")
-    parser.add_argument("--backend", choices=tuple(BACKENDS), default="onnxruntime")
+    parser.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
+                        help="auto (default): onnxruntime for quantized graphs (its engines compute the graph's integers exactly); for graphs "
+                        "without Q/DQ, whichever of onnxruntime and OpenVINO (where installed) runs faster here, measured at build time. "
+                        "The choice and why go into the sidecar and --json (backend, backend_reason); tensorrt is never chosen by auto")
     parser.add_argument("--ort-mode", choices=("auto", "exact", "fast"), default="auto",
                         help="onnxruntime: fast fuses integer kernels, exact keeps Q/DQ explicit (closest to fake-quant); "
                         "auto (default) takes fast where its int8 kernels compute exact integer results: a CPU with VNNI or AMX, "
@@ -42,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--timing-cache", type=Path, metavar="FILE", help="read tactic timings from FILE if it exists and save them back (faster rebuilds)")
     group.add_argument("--builder-optimization-level", type=int, choices=range(6), metavar="{0-5}", help="TensorRT's default is 3; higher searches longer")
     group.add_argument("--workspace", type=positive_int, metavar="MiB", help="workspace memory limit for tactics (default: TensorRT's, the GPU's memory)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write {engine, backend, ort_mode} as JSON")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write {engine, backend, ort_mode (onnxruntime), backend_reason (auto)} as JSON")
     parser.set_defaults(run=run)
 
 
@@ -66,23 +71,46 @@ def run(args: argparse.Namespace) -> int:
     if given:
         raise SwinTrtError(f"{', '.join(given)}: TensorRT options, given with --backend {args.backend} (add --backend tensorrt or drop them)")
     if args.backend == "openvino":
-        return _build_openvino(args)
+        return _report_openvino(args, backend_module("openvino").build(args.onnx, _checked_output(args, _default_output(args, "openvino"))))
+    if args.backend == "auto":
+        return _build_auto(args)
+    return _report_onnxruntime(args, ort_runtime.build(args.onnx, _checked_output(args, _default_output(args, "onnxruntime")), args.ort_mode))
 
-    output = _checked_output(args, Path("engines") / f"{args.onnx.stem}.ort-{ort_runtime.resolve_mode(args.onnx, args.ort_mode)[0]}.onnx")
-    details = ort_runtime.build(args.onnx, output, args.ort_mode)
+
+def _default_output(args: argparse.Namespace, backend: str) -> Path:
+    if backend == "openvino":
+        return Path("engines") / f"{args.onnx.stem}.openvino.blob"
+    return Path("engines") / f"{args.onnx.stem}.ort-{ort_runtime.resolve_mode(args.onnx, args.ort_mode).mode}.onnx"
+
+
+def _build_auto(args: argparse.Namespace) -> int:
+    installed = importlib.util.find_spec("openvino") is not None
+    outputs = {backend: _checked_output(args, _default_output(args, backend)) for backend in ("onnxruntime", "openvino")}
+    builders = {"onnxruntime": lambda onnx, engine: ort_runtime.build(onnx, engine, args.ort_mode),
+                "openvino": lambda onnx, engine: backend_module("openvino").build(onnx, engine)}
+    details = backend_select.build_fastest(args.onnx, outputs, builders, installed)
+    print(f"backend: {details['backend_reason']}")
+    return (_report_onnxruntime if details["backend"] == "onnxruntime" else _report_openvino)(args, details)
+
+
+def _report_onnxruntime(args: argparse.Namespace, details: dict) -> int:
     print(f"onnxruntime mode: {details['ort_mode']} ({details['ort_mode_reason']}); CPU: {details['cpu']['model']}")
     console.print_table("build", ("engine", "backend", "mode", "providers"), [(details["engine"], details["backend"], details["ort_mode"], ", ".join(details["providers"]))])
-    emit_json(args, {"engine": details["engine"], "backend": details["backend"], "ort_mode": details["ort_mode"]})
+    emit_json(args, _json(details, ort_mode=details["ort_mode"]))
     return 0
 
 
-def _build_openvino(args: argparse.Namespace) -> int:
-    output = _checked_output(args, Path("engines") / f"{args.onnx.stem}.openvino.blob")
-    details = backend_module("openvino").build(args.onnx, output)
+def _report_openvino(args: argparse.Namespace, details: dict) -> int:
     console.print_table("build", ("engine", "backend", "OpenVINO", "device", "precision outside Q/DQ"),
                         [(details["engine"], details["backend"], details["openvino_version"], details["device"], details["inference_precision"])])
-    emit_json(args, {"engine": details["engine"], "backend": details["backend"]})
+    emit_json(args, _json(details))
     return 0
+
+
+def _json(details: dict, **extra) -> dict:
+    """``build --json``: the engine, its backend, and with ``--backend auto`` why that backend."""
+    reason = {"backend_reason": details["backend_reason"]} if "backend_reason" in details else {}
+    return {"engine": details["engine"], "backend": details["backend"], **extra, **reason}
 
 
 def _build_tensorrt(args: argparse.Namespace) -> int:
