@@ -14,7 +14,8 @@ reported.
 
     .venv/bin/python benchmarks/qat_step.py [--batch-size 8 --threads 2 --repeats 5 --min-seconds 4 --int8-mode 1 trt]
 
-Prints a table and saves benchmarks/results/qat_step/<cpu kind>.json (with the CPU model and ISA flags and the load average).
+Prints a table and saves benchmarks/results/qat_step/<cpu kind>.json (with the CPU model and ISA flags, the allocator setting
+and the load average; ``--allocator glibc-default`` writes <cpu kind>_glibc-default.json).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from machine import cpu_kind
 from timing import time_by_duration
 
+from swin_trt.allocator import keep_freed_memory
 from swin_trt.console import print_table
 from swin_trt.cpu import read_cpu
 from swin_trt.distributed import DistContext
@@ -74,7 +76,10 @@ def main() -> None:
     parser.add_argument("--min-seconds", type=float, default=4.0, help="each repeat runs steps until this long has passed (timing by duration)")
     parser.add_argument("--int8-mode", nargs="+", default=["1", "trt"])
     parser.add_argument("--no-compiled", action="store_true", help="skip the compiled-kernel variants")
+    parser.add_argument("--allocator", choices=("keep-freed", "glibc-default"), default="keep-freed",
+                        help="keep-freed (what swin-trt's commands do, swin_trt.allocator) or glibc's defaults (every large tensor mmapped afresh)")
     args = parser.parse_args()
+    allocator = args.allocator if args.allocator == "glibc-default" or keep_freed_memory() else "glibc-default (mallopt unavailable)"
     load_before = os.getloadavg()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -120,6 +125,7 @@ def main() -> None:
         "ratio_to_fp32_median": ratios,
         "target_ratio": TARGET,
         "compiled_kernel": compiled_note or "used",
+        "allocator": allocator,
         "cpu": read_cpu().as_json(),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
@@ -129,7 +135,7 @@ def main() -> None:
              "" if kind == "fp32" else ("yes" if ratios[kind] <= TARGET else "no")) for kind, t in times.items()]
     print_table(f"training step: {args.model}, batch {args.batch_size}, {args.threads} threads, median of {args.repeats} ({results['cpu']['model']})",
                 ("step", "seconds (min-max)", "/ FP32 step", f"<= {TARGET}x"), rows)
-    output = RESULTS / f"{cpu_kind(read_cpu())}.json"
+    output = RESULTS / f"{cpu_kind(read_cpu())}{'' if args.allocator == 'keep-freed' else '_glibc-default'}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"saved {output}")

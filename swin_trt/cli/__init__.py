@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from swin_trt import __version__
+from swin_trt.allocator import keep_freed_memory
 from swin_trt.cli import bench, build, calibrate, data, demo, eval, export, inspect, models, qat, quant_summary, report, sensitivity, train
 from swin_trt.errors import SwinTrtError, one_line
 from swin_trt.io import OutputError, check_writable
@@ -76,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_third_party()
+    keep_freed_memory()  # large tensors reused from the heap instead of faulted in afresh every step (swin_trt/allocator.py)
     rank = _launched_rank()
     try:
         if getattr(args, "json", None):
