@@ -171,21 +171,19 @@ def test_build_auto_mode_records_choice_cpu_and_source(run_cli, exported, tmp_pa
     _, details = exported["1"]
     code, out, err = run_cli("build", "--onnx", details["onnx"], "--output", tmp_path / "e.onnx", "--json", tmp_path / "b.json")
     assert code == 0, err
-    # docs/cpu.md's rule, stated here: an 8-bit graph runs fast where onnxruntime has int8 kernels that accumulate in int32:
-    # u8s8 with VNNI or AMX, and on AVX2 without them u8u8, for which the engine stores its Q/DQ unsigned
-    flags = _cpu_flags()
-    int32_signed = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)
-    mode = "fast" if int32_signed or "avx2" in flags else "exact"
+    # docs/cpu.md's rule, stated here: auto builds an 8-bit graph fast only where int8 products of signed operands accumulate
+    # in int32 (VNNI or AMX); elsewhere exact, and the reason names the unsigned (u8u8) fast engine a user may ask for
+    int32_signed = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & _cpu_flags())
+    mode = "fast" if int32_signed else "exact"
     reason = out.split(f"onnxruntime mode: {mode} (", 1)[1].split("); CPU: ", 1)[0] if f"onnxruntime mode: {mode} (" in out else None
     assert reason, out
-    assert ("int32" in reason) if mode == "fast" else ("8-bit signed matmul operands" in reason)
-    assert ("u8u8" in reason) is (mode == "fast" and not int32_signed), reason
+    assert ("int32" in reason) if mode == "fast" else ("8-bit signed matmul operands" in reason and "u8u8" in reason)
     result = json.loads((tmp_path / "b.json").read_text())
     assert {key: result[key] for key in ("engine", "backend", "ort_mode")} == {"engine": str(tmp_path / "e.onnx"), "backend": "onnxruntime", "ort_mode": mode}
     assert set(result) == {"engine", "backend", "ort_mode", "backend_reason"}  # build --backend auto (the default) says why onnxruntime
     sidecar = json.loads((tmp_path / "e.onnx.json").read_text())
     assert sidecar["ort_mode_requested"] == "auto" and sidecar["ort_mode_reason"] == reason and sidecar["cpu"] == read_cpu().as_json()
-    assert sidecar["unsigned_operands"] is (mode == "fast" and not int32_signed)
+    assert sidecar["unsigned_operands"] is False  # exact keeps the graph's own types; fast with VNNI/AMX needs no rewrite
     assert Path(sidecar["source_onnx"]).is_absolute() and Path(sidecar["source_onnx"]) == Path(details["onnx"]).resolve()
 
 

@@ -49,17 +49,19 @@ def test_read_cpu_on_this_machine():
     assert cpu.model and json.dumps(cpu.as_json())
 
 
-@pytest.mark.parametrize(("text", "quantized", "bits", "unsigned"), [
-    (EPYC, True, 8, False), (SAPPHIRE, True, None, False), (AVX2, True, None, True), (AVX2, True, 8, True),
-    (AVX2, True, 7, False), (AVX2, True, 4, False), (AVX2, False, None, False)])
-def test_auto_mode_is_fast_with_kernels_that_cannot_saturate(text, quantized, bits, unsigned):
+@pytest.mark.parametrize(("text", "quantized", "bits", "mode", "unsigned"), [
+    (EPYC, True, 8, "fast", False), (SAPPHIRE, True, None, "fast", False), (AVX2, True, None, "exact", True), (AVX2, True, 8, "exact", True),
+    (AVX2, True, 7, "fast", False), (AVX2, True, 4, "fast", False), (AVX2, False, None, "fast", False)])
+def test_auto_mode_and_the_operands_fast_takes(text, quantized, bits, mode, unsigned):
+    """auto is fast where signed int8 kernels are exact and held the gate; on AVX2 at 8 bits, exact, while an explicit
+    fast build stores its operands unsigned (the exact u8u8 kernels)."""
     cpu = parse_cpuinfo(text)
     chosen, reason = choose_mode(cpu, quantized, bits)
-    assert chosen == "fast" and reason
+    assert chosen == mode and reason
     assert (unsigned_operands(cpu, bits) if quantized else False) is unsigned
     if text == AVX2 and quantized:
-        assert ("u8u8" in reason) is unsigned and ("cannot saturate" in reason) is not unsigned
-    # flags unknown (no AVX2 read, so neither MLAS kernel is known): the safe choice
+        assert ("cannot saturate" in reason) is (mode == "fast") and ("u8u8" in reason) is (mode == "exact")
+    # flags unknown: the safe choice
     assert choose_mode(CpuInfo("unknown", frozenset()), True, 8)[0] == "exact"
     assert choose_mode(CpuInfo("unknown", frozenset()), True)[0] == "exact"
 

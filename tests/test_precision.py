@@ -168,10 +168,10 @@ def test_graph_check_accepts_clamped_narrow_weights_and_catches_changed_ones(nar
 def test_fast_engines_pass_the_gate_on_onnxruntimes_own_kernels(narrow, micro_trt, digits_dir, tmp_path):
     """The fast path end to end, on whatever CPU runs the suite: ``build --ort-mode auto`` builds the W7A7
     graph fast with its signed operands (no signed operand of a fused int8 matmul is wider than 7 bits, so
-    even AVX2's int16 pair sums cannot saturate) and the W8A8 graph fast too (on a CPU without VNNI/AMX with
-    its Q/DQ stored unsigned, the u8u8 kernels), and both engines, onnxruntime's fused integer kernels and
-    all, pass the default gate against their references. That the signed 8-bit operands would fail it there
-    is test_fuse's (docs/cpu.md)."""
+    even AVX2's int16 pair sums cannot saturate), and ``--ort-mode fast`` the W8A8 graph (on a CPU without
+    VNNI/AMX with its Q/DQ stored unsigned, the u8u8 kernels); on the committed digits model both engines,
+    onnxruntime's fused integer kernels and all, pass the default gate against their references. That the
+    signed 8-bit operands would fail it there is test_fuse's (docs/cpu.md)."""
     from swin_trt.cpu import read_cpu
     from swin_trt.pipelines.deploy import bench_engine
 
@@ -182,7 +182,7 @@ def test_fast_engines_pass_the_gate_on_onnxruntimes_own_kernels(narrow, micro_tr
     assert vnni or "cannot saturate" in seven["ort_mode_reason"], seven["ort_mode_reason"]
     outcome = bench_engine(checkpoint, seven["engine"], digits_dir, workers=0)
     assert outcome.verdict.passed, (outcome.verdict.failures, outcome.report.rel_error_median, outcome.report.rel_error_p95)
-    eight = build(micro_trt.graph["onnx"], tmp_path / "w8a8.ort.onnx")
+    eight = build(micro_trt.graph["onnx"], tmp_path / "w8a8.ort.onnx", "fast")
     assert eight["ort_mode"] == "fast" and eight["unsigned_operands"] is not vnni, eight["ort_mode_reason"]
     outcome = bench_engine(micro_trt.checkpoint, eight["engine"], digits_dir, workers=0)
     assert outcome.verdict.passed and outcome.report.rel_error_median < 1e-3, (outcome.verdict.failures, outcome.report.rel_error_median)
