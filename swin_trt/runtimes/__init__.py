@@ -26,7 +26,10 @@ from typing import Any
 
 from swin_trt.errors import SwinTrtError
 from swin_trt.io import read_sidecar, sidecar_path
+from swin_trt.lazy import lazy_import
 from swin_trt.onnx.hashing import file_sha256
+
+onnx = lazy_import("onnx")
 
 BACKENDS: dict[str, str] = {
     "onnxruntime": "swin_trt.runtimes.onnxruntime",
@@ -54,6 +57,15 @@ def source_record(onnx_path: str | Path) -> dict[str, Any]:
         "model": graph.get("model"),
         "precision": graph.get("precision"),
     }
+
+
+def has_qdq(onnx_path: str | Path) -> bool:
+    """Whether the graph quantizes anything: its sidecar's ``q_nodes`` where it has one, else its nodes
+    (read without external data: the weights are not needed to see the QuantizeLinear nodes)."""
+    graph = read_sidecar(onnx_path) or {}
+    if "q_nodes" in graph:
+        return graph["q_nodes"] > 0
+    return any(node.op_type == "QuantizeLinear" for node in onnx.load(str(onnx_path), load_external_data=False).graph.node)
 
 
 ARTIFACT_SUFFIXES = (".onnx", ".plan", ".engine", ".trt", ".blob")

@@ -22,7 +22,7 @@ from swin_trt.cpu import CpuInfo, read_cpu
 from swin_trt.errors import SwinTrtError
 from swin_trt.io import atomic_path, read_sidecar, write_sidecar
 from swin_trt.lazy import lazy_import
-from swin_trt.runtimes import source_record
+from swin_trt.runtimes import has_qdq, source_record
 from swin_trt.versions import package_versions
 
 ort = lazy_import("onnxruntime")
@@ -113,8 +113,7 @@ def resolve_mode(onnx_path: str | Path, mode: str) -> Plan:
         session_options(mode)  # validates the name
     if mode == "exact":
         return Plan("exact", "chosen with --ort-mode", False)
-    graph = read_sidecar(onnx_path) or {}
-    quantized = graph["q_nodes"] > 0 if "q_nodes" in graph else _has_qdq(onnx_path)
+    quantized = has_qdq(onnx_path)
     cpu = read_cpu()
     if not quantized or cpu.int8_dot_product:
         chosen, reason = choose_mode(cpu, quantized)
@@ -178,10 +177,6 @@ def _fast_source(model, unsigned: bool):
     if unsigned:
         onnx_fuse.unsigned_int8_operands(model)
     return onnx_fuse.onnxruntime_fusions(model)
-
-
-def _has_qdq(onnx_path: Path) -> bool:
-    return any(node.op_type == "QuantizeLinear" for node in onnx.load(str(onnx_path), load_external_data=False).graph.node)
 
 
 class Engine:

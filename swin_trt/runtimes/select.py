@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swin_trt.io import read_sidecar, write_sidecar
+from swin_trt.io import write_sidecar
 from swin_trt.lazy import lazy_import
+from swin_trt.runtimes import backend_module, has_qdq
 
 np = lazy_import("numpy")
 onnx_graph = lazy_import("swin_trt.onnx.graph")
@@ -51,10 +52,7 @@ def candidates(onnx_path: str | Path, openvino_installed: bool) -> Candidates:
     """The backends ``--backend auto`` chooses among for this graph (see the module docstring)."""
     if not openvino_installed:
         return Candidates(("onnxruntime",), "OpenVINO is not installed")
-    graph = read_sidecar(onnx_path) or {}
-    quantized = graph["q_nodes"] > 0 if "q_nodes" in graph else any(
-        node.op_type == "QuantizeLinear" for node in onnx_graph.read_model(onnx_path).graph.node)
-    if quantized:
+    if has_qdq(onnx_path):
         return Candidates(("onnxruntime",), "OpenVINO's int8 kernels do not compute the graph's integers, so its engine holds the gate "
                                             "only where measured per model (docs/parity.md); build it with --backend openvino to try")
     return Candidates(("onnxruntime", "openvino"), "")
@@ -91,8 +89,6 @@ def build_fastest(onnx_path: Path, output_for: dict[str, Path], build: dict[str,
     if len(found.backends) == 1:
         backend = found.backends[0]
         return _record(build[backend](onnx_path, output_for[backend]), output_for[backend], f"{backend}, the only candidate: {found.excluded}")
-    from swin_trt.runtimes import backend_module
-
     folder = output_for[found.backends[0]].parent
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".auto-") as scratch:
