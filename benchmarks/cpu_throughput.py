@@ -3,11 +3,16 @@
 One run measures torch FP32, onnxruntime FP32, OpenVINO FP32 and, for each recipe and precision
 (weights/activations bits), the onnxruntime INT8 engines (exact and fast, built by
 ``swin_trt.runtimes.onnxruntime.build``; ``auto`` is whichever of them ``choose_mode`` picks on
-this CPU) and OpenVINO INT8 on the same Q/DQ graph. Random weights, amax from a short
+this CPU) and OpenVINO INT8 on the same Q/DQ graph; for the first recipe and precision also
+the exporter's graph without swin-trt's fusion passes and the graph in timm's token layout
+(``--layout timm``), to measure what each gains. Random weights, amax from a short
 calibration on random images (speed does not depend on the values). Each engine is also put
 against its PyTorch fake-quant model with the parity gate's own criterion
 (:func:`swin_trt.parity.compare.relative_errors`, median and 95th percentile against the default
 bounds of :class:`swin_trt.parity.gate.Bounds`).
+
+Memory: freed blocks stay in the process (``swin_trt.allocator``), as in swin-trt's commands; without it the
+torch runner page-faults its activations in again at every call.
 
 Timing (``timing.time_by_duration``): images/s at each batch size with a fixed thread count; each
 repeat calls a runner until --min-seconds have passed, the runners take turns within each repeat,
@@ -40,6 +45,7 @@ try:  # a benchmark-only dependency: pip install -e .[bench]
 except ImportError:
     openvino = None
 
+from swin_trt.allocator import keep_freed_memory
 from swin_trt.console import print_table
 from swin_trt.cpu import read_cpu
 from swin_trt.distributed import DistContext
@@ -121,6 +127,7 @@ def measure(folder: Path) -> None:
     parser.add_argument("--output", type=Path, help=f"result file (default {RESULTS}/<cpu kind>.json)")
     args = parser.parse_args()
     args.no_openvino = args.no_openvino or openvino is None
+    allocator = "keep-freed" if keep_freed_memory() else "glibc-default (mallopt unavailable)"  # as swin-trt's commands run
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cpu = read_cpu()
@@ -159,6 +166,14 @@ def measure(folder: Path) -> None:
                 runners[name] = ort_runner(plain, "fast", args.threads)
                 engines[name] = {"recipe": recipe, "weight_bits": wbits, "activation_bits": abits, "backend": "onnxruntime", "ort_mode": "fast",
                                  "engine": str(plain), "parity": parity(runners[name](parity_images), fakequant, fp32_logits)}
+                timm = save_onnx(export_onnx(quantized, token_layout="timm"), folder / "int8_timm_layout.onnx")  # what the gather layout gains
+                sidecar_path(timm).write_text(json.dumps(sidecar(timm, quantized, None, "fp32")))
+                for mode in ("exact", "fast"):
+                    details = build(timm, folder / f"int8_timm_layout.{mode}.onnx", mode)
+                    name = f"onnxruntime INT8 {mode}, timm layout ({label})"
+                    runners[name] = ort_runner(Path(details["engine"]), mode, args.threads)
+                    engines[name] = {"recipe": recipe, "weight_bits": wbits, "activation_bits": abits, "backend": "onnxruntime", "ort_mode": mode,
+                                     "engine": details["engine"], "parity": parity(runners[name](parity_images), fakequant, fp32_logits)}
                 first = False
             for mode in ("exact", "fast", "auto"):
                 details = build(graph, folder / f"{graph.stem}.{mode}.onnx", mode)
@@ -225,7 +240,7 @@ def measure(folder: Path) -> None:
         "default_engine": default, "fp32_peers": peers,
         "images_per_s": images_per_s, "timing": spread, "engines": {name: {k: v for k, v in e.items() if k != "engine"} for name, e in engines.items()},
         "ort_op_time_share": {f"{name} b{largest}": profile for name, profile in profiles.items()},
-        "cpu": cpu.as_json(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
+        "cpu": cpu.as_json(), "allocator": allocator, "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "versions": {**package_versions(), "openvino": openvino.__version__ if openvino else None},
     }, indent=2) + "\n")
     print(f"saved {output}")

@@ -46,7 +46,11 @@ from swin_trt.quantization.recipes import get_recipe
 from swin_trt.versions import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "qat_step"  # one file per CPU kind
-TARGET = 1.5
+TARGETS = {"qat": 1.3, "distill": 1.6}  # issue 20: QAT step <= 1.3x the FP32 step, with distillation <= 1.6x
+
+
+def target(kind: str) -> float:
+    return TARGETS["distill" if "distill" in kind else "qat"]
 
 
 def calibrated(fp32: torch.nn.Module, int8_mode: str, images: torch.Tensor) -> torch.nn.Module:
@@ -123,7 +127,7 @@ def main() -> None:
         "step_s_all": times,
         "steps_per_repeat": {kind: timing.calls for kind, timing in timings.items()},
         "ratio_to_fp32_median": ratios,
-        "target_ratio": TARGET,
+        "target_ratio": {kind: target(kind) for kind in ratios},
         "compiled_kernel": compiled_note or "used",
         "allocator": allocator,
         "cpu": read_cpu().as_json(),
@@ -132,9 +136,9 @@ def main() -> None:
         "versions": package_versions(),
     }
     rows = [(kind, f"{statistics.median(t):.3f} ({min(t):.3f}-{max(t):.3f})", "1.00x" if kind == "fp32" else f"{ratios[kind]:.2f}x",
-             "" if kind == "fp32" else ("yes" if ratios[kind] <= TARGET else "no")) for kind, t in times.items()]
+             "" if kind == "fp32" else f"{'yes' if ratios[kind] <= target(kind) else 'no'} (<= {target(kind)}x)") for kind, t in times.items()]
     print_table(f"training step: {args.model}, batch {args.batch_size}, {args.threads} threads, median of {args.repeats} ({results['cpu']['model']})",
-                ("step", "seconds (min-max)", "/ FP32 step", f"<= {TARGET}x"), rows)
+                ("step", "seconds (min-max)", "/ FP32 step", "target met"), rows)
     output = RESULTS / f"{cpu_kind(read_cpu())}{'' if args.allocator == 'keep-freed' else '_glibc-default'}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")

@@ -160,6 +160,29 @@ def test_quantizer_rounds_in_float32_under_autocast():
     assert y.dtype == torch.bfloat16 and torch.equal(y, quantizer(x.float()).bfloat16())
 
 
+@pytest.mark.parametrize("learned", [False, True], ids=["fixed-amax", "learned-amax"])
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per-tensor", "per-channel"])
+def test_straight_through_gradient_passes_exactly_where_x_is_within_amax(learned, per_channel):
+    """The gradient is the upstream one where |x| <= amax (amax itself included: a max-calibrated
+    weight's largest element trains) and 0 outside, also just past -amax where the rounded level
+    still fits the integer range (-127.6 s rounds to -128). Expected values are written per element
+    in Python, independent of the mask's dtype (float on the CPU, for speed)."""
+    amax = [0.5, 2.0] if per_channel else [0.5]
+    quantizer = TensorQuantizer(2, axis=0) if per_channel else TensorQuantizer()
+    quantizer.enabled = True
+    quantizer.set_amax(torch.tensor(amax if per_channel else amax[0]))
+    quantizer.set_learn_amax(learned)
+    steps = [-130.0, -127.6, -127.4, -127.0, -3.5, 0.0, 0.4, 126.6, 127.0, 127.2, 127.6, 200.0]
+    x = torch.tensor([[s * a / 127 for s in steps] for a in amax])
+    upstream = torch.arange(1.0, x.numel() + 1).reshape(x.shape)
+    leaf = x.clone().requires_grad_()
+    quantizer(leaf).backward(upstream)
+    expected = [[g if abs(v) <= a else 0.0 for v, g in zip(row, grads)]
+                for row, grads, a in zip(x.tolist(), upstream.tolist(), amax)]
+    assert leaf.grad.tolist() == expected
+    assert leaf.grad.dtype == torch.float32
+
+
 def test_compiled_kernel_trains_on_the_same_values_and_mask():
     model = quantize_model(swin_trt.build_model(get_config("swin_micro")), get_recipe("trt"))
     unusable = use_compiled_kernel(model)

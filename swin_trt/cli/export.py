@@ -11,6 +11,8 @@ from swin_trt.errors import SwinTrtError
 from swin_trt.io import check_writable
 from swin_trt.lazy import lazy_import
 
+from swin_trt.onnx.layout import LAYOUTS
+
 console = lazy_import("swin_trt.console")
 export_stage = lazy_import("swin_trt.pipelines.export")
 
@@ -38,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", choices=("fp32", "fp16"), default=None,
                         help="precision of the non-quantized parts, inputs and logits stay float32 (default fp32; fp16 with --target tensorrt)")
     parser.add_argument("--no-quant", action="store_true", help="export the FP weights without quantizers")
+    parser.add_argument("--layout", choices=LAYOUTS, default=LAYOUTS[0],
+                        help="how shifted windows move: gather (one Gather each way per block, the default) or timm (roll and window "
+                        "partition as timm writes them, every graph before 0.3); the same values either way, see docs/onnx.md")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write {onnx, q_nodes, dq_nodes, bytes} as JSON")
     parser.set_defaults(run=run)
 
@@ -48,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         check_writable(args.output, "--output")
     details = export_stage.export_checkpoint(args.resume, args.output, args.model, args.cfg, args.int8_mode, args.weights, args.no_quant, args.precision,
-                                          args.target)
+                                          args.target, args.layout)
     console.print_table("export", ("onnx", "int8 mode", "format", "QuantizeLinear", "DequantizeLinear", "weights", "MB"),
                 [(details["onnx"], details["int8_mode"] or "-", details["format"] or "-", details["q_nodes"], details["dq_nodes"], details["weights"], details["bytes"] / 1e6)])
     emit_json(args, {k: details[k] for k in ("onnx", "q_nodes", "dq_nodes", "bytes")})

@@ -55,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--no-mixup", dest="mixup", action="store_false", help="plain labels with label smoothing instead of the config's mixup/cutmix")
     group.add_argument("--learn-amax", action="store_true", help="train the scales too (LSQ gradient); default: fixed, as calibrated")
     group.add_argument("--compile-fake-quant", action="store_true",
-                       help="fake-quantize in one compiled pass (torch.compile; needs a C++ compiler, ~1 min to compile; the same values)")
+                       help="fake-quantize in one compiled pass (torch.compile; needs a C++ compiler, ~1 min to compile; the same values; "
+                       "measured 2.2x slower than eager on a 2-core AVX2 CPU, see docs/qat.md)")
     group.add_argument("--select-images", type=non_negative_int, default=_DEFAULTS.selection_images, metavar="N",
                        help="keep the best of the calibrated model and every epoch by top-1 on N held-out train images (those after the "
                        f"calibration images in its seeded order; default {_DEFAULTS.selection_images}); 0 keeps the last epoch")

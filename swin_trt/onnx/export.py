@@ -23,6 +23,7 @@ from torch import nn
 from swin_trt.io import atomic_path
 from swin_trt.onnx.fuse import export_fusions
 from swin_trt.onnx.graph import drop_int8_clips, fold_weight_clips
+from swin_trt.onnx.layout import DEFAULT_LAYOUT, layout
 from swin_trt.onnx.hashing import file_sha256
 from swin_trt.quantization.model import named_quantizers, uncalibrated
 from swin_trt.quantization.quantizer import UncalibratedError
@@ -50,17 +51,18 @@ def export_mode(model: nn.Module) -> Iterator[None]:
             quantizer.exporting = False
 
 
-def export_onnx(model: nn.Module, example_batch: int = 2, fusions: bool = True):
+def export_onnx(model: nn.Module, example_batch: int = 2, fusions: bool = True, token_layout: str = DEFAULT_LAYOUT):
     """``model`` (eval mode, CPU) as an ONNX ``ModelProto`` with a dynamic batch axis, Q/DQ pairs
     adjacent (see :func:`swin_trt.onnx.graph.drop_int8_clips`); weights of fewer than 8 bits are
     clamped in place (:func:`swin_trt.onnx.graph.fold_weight_clips`); zero-width Pads dropped and
     each shifted block's position bias and mask added as one constant (:mod:`swin_trt.onnx.fuse`;
-    ``fusions=False`` leaves them as the exporter wrote them, for measuring what they gain)."""
+    ``fusions=False`` leaves them as the exporter wrote them, for measuring what they gain); the
+    shifted windows moved as ``token_layout`` says (:mod:`swin_trt.onnx.layout`)."""
     config = model.swin_trt_config
     model = model.eval().cpu()
     example = torch.randn(example_batch, config.in_chans, config.img_size, config.img_size)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    with export_mode(model), torch.no_grad():
+    with export_mode(model), layout(model, token_layout), torch.no_grad():
         program = torch.onnx.export(
             model,
             (example,),

@@ -26,6 +26,7 @@ onnx = lazy_import("onnx")
 onnx_export = lazy_import("swin_trt.onnx.export")  # onnx and the exporter load only when exporting
 onnx_graph = lazy_import("swin_trt.onnx.graph")
 onnx_tensorrt = lazy_import("swin_trt.onnx.tensorrt")
+onnx_layout = lazy_import("swin_trt.onnx.layout")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class ExportSettings:
     target: str = "onnxruntime"
     fusions: bool = True  # the standard-ONNX export passes (swin_trt.onnx.fuse.export_fusions); off for FP16, see docs/onnx.md
     format: str = "int8"  # the Q/DQ format (the checkpoint's --format): int8, or fp8 (float8e4m3fn zero points); int8 for a graph without Q/DQ
+    layout: str = "gather"  # how shifted windows move (swin_trt.onnx.layout.LAYOUTS): gather, or timm (every graph before 0.3)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,13 +50,15 @@ class ExportSettings:
     @classmethod
     def from_sidecar(cls, sidecar: dict[str, Any]) -> ExportSettings:
         """The settings a graph's sidecar records; a sidecar written before ``export`` was
-        recorded gives them from its other fields (fusions were then on exactly for FP32)."""
+        recorded gives them from its other fields (fusions were then on exactly for FP32), and one
+        written before ``layout`` was recorded had timm's."""
         quant_format = sidecar.get("format") or "int8"  # recorded beside ``export`` before ``export`` recorded it
         if "export" in sidecar:
-            return cls(**{"format": quant_format, **sidecar["export"]})
+            return cls(**{"format": quant_format, "layout": "timm", **sidecar["export"]})
         precision = sidecar.get("precision") or "fp32"
         return cls(int8_mode=sidecar.get("int8_mode"), weights=sidecar.get("weights") or "fp32", no_quant=sidecar.get("int8_mode") is None,
-                   precision=precision, target=sidecar.get("target") or "onnxruntime", fusions=precision == "fp32", format=quant_format)
+                   precision=precision, target=sidecar.get("target") or "onnxruntime", fusions=precision == "fp32", format=quant_format,
+                   layout="timm")
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ class ExportedGraph:
 
 def resolve_settings(quantized: bool, model: str | None = None, cfg: str | Path | None = None, int8_mode: str | None = None,
                      weights: str | None = None, no_quant: bool = False, precision: str | None = None, target: str = "onnxruntime",
-                     quant_format: str = "int8") -> ExportSettings:
+                     quant_format: str = "int8", layout: str = "gather") -> ExportSettings:
     """The CLI's options with their defaults filled in (the TensorRT target: FP16 and weights stored
     in the checkpoint's format, INT8 or FP8); ``quant_format``: the checkpoint's format."""
     quantized = quantized and not no_quant
@@ -73,7 +77,7 @@ def resolve_settings(quantized: bool, model: str | None = None, cfg: str | Path 
     weights = weights or (quant_format if target == "tensorrt" and quantized else "fp32")
     precision = precision or ("fp16" if target == "tensorrt" else "fp32")
     return ExportSettings(model, str(cfg) if cfg is not None else None, int8_mode, weights, no_quant, precision, target, fusions=precision == "fp32",
-                          format=quant_format)
+                          format=quant_format, layout=layout)
 
 
 def export_graph(checkpoint: str | Path | None, settings: ExportSettings, loaded: Any = None) -> ExportedGraph:
@@ -97,7 +101,7 @@ def export_graph(checkpoint: str | Path | None, settings: ExportSettings, loaded
         )
     if quantized:
         set_scale_dtype(network, torch.float16 if settings.precision == "fp16" else None)
-    proto = onnx_export.export_onnx(network, fusions=settings.fusions)
+    proto = onnx_export.export_onnx(network, fusions=settings.fusions, token_layout=settings.layout)
     if settings.weights == "int8":
         onnx_graph.store_int8_weights(proto)
     elif settings.weights == "fp8":
@@ -144,6 +148,7 @@ def export_checkpoint(
     no_quant: bool = False,
     precision: str | None = None,
     target: str = "onnxruntime",
+    layout: str = "gather",
 ) -> dict:
     """Export a calibrated checkpoint (or its FP weights, or an FP checkpoint) to ONNX, with a
     JSON sidecar beside it; returns the sidecar. ``precision`` is that of the non-quantized
@@ -154,10 +159,11 @@ def export_checkpoint(
     Q/DQ (``float8e4m3fn`` zero points); its stored weights are ``fp8`` (``int8`` is refused).
     Without ``output`` the graph goes to ``export/<model>_<int8-modeN or fp32>[_fp8][_wXaY][_w8]
     [_fp16][_trt].onnx`` (``_wXaY`` when a precision is below 8 bits; ``_w8`` for weights stored
-    in 8 bits, INT8 or FP8)."""
+    in 8 bits, INT8 or FP8). ``layout``: how shifted windows move (:mod:`swin_trt.onnx.layout`)."""
 
     loaded = open_model(model, cfg, checkpoint, int8_mode)
-    settings = resolve_settings(loaded.quantized, model, cfg, int8_mode, weights, no_quant, precision, target, getattr(loaded.model, "quant_format", "int8"))
+    settings = resolve_settings(loaded.quantized, model, cfg, int8_mode, weights, no_quant, precision, target, getattr(loaded.model, "quant_format", "int8"),
+                                layout)
     proto, hoisted = exported_onnx(checkpoint, settings, loaded)
     quantized = loaded.quantized and not settings.no_quant
     network = loaded.model if quantized else loaded.fp_model()  # what was exported, or its twin on a cache hit: the sidecar reads names, bits, recipe

@@ -62,6 +62,26 @@ def quantize_levels(scaled: torch.Tensor, qmin: float, qmax: float, fp8: bool) -
     return fp8_levels(scaled) if fp8 else scaled.round_().clamp_(qmin, qmax)
 
 
+def straight_through_mask(x: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
+    """Where the straight-through gradient passes: ``|x| <= amax``.
+
+    On the CPU it is a float32 tensor of ones and zeros, elsewhere a bool tensor. PyTorch's CPU
+    kernels that produce or consume bool tensors are several times slower than the float ones
+    (2-core AVX2 EPYC, 9.6 M elements: ``|x| <= amax`` into bool 5.4 ms and ``torch.where`` on it
+    18 ms, against 1.5 ms and 2.4 ms for a float mask and a multiply; ``benchmarks/qat_step.py``
+    measures the training step). On a GPU both are one pass, and bool keeps the saved mask at a
+    quarter of the memory."""
+    magnitude = x.abs()
+    if x.device.type == "cpu":
+        return torch.le(magnitude, amax, out=torch.empty_like(magnitude))
+    return magnitude <= amax
+
+
+def pass_where(inside: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``grad`` where ``inside`` (a mask from :func:`straight_through_mask`), zero elsewhere."""
+    return grad * inside if inside.is_floating_point() else torch.where(inside, grad, 0.0)
+
+
 def _quantize_with_mask(x: torch.Tensor, scale: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The fake-quantized values and the straight-through mask, written for ``torch.compile``."""
     return torch.round(x / scale).clamp(qmin, qmax) * scale, x.abs() <= amax
@@ -103,7 +123,7 @@ class _FakeQuantize(torch.autograd.Function):
         if fused and not fp8:  # the compiled kernel is the integer one
             values, inside = _fused_forward(x, scale, amax, qmin, qmax)
         else:
-            inside = x.abs() <= amax
+            inside = straight_through_mask(x, amax)
             values = quantize_levels(x / scale, qmin, qmax, fp8).mul_(scale)
         ctx.save_for_backward(inside)
         return values
@@ -111,8 +131,7 @@ class _FakeQuantize(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (inside,) = ctx.saved_tensors
-        # where, not grad * inside: multiplying by a bool mask first copies it to float on the CPU
-        return torch.where(inside, grad, 0.0), None, None, None, None, None, None
+        return pass_where(inside, grad), None, None, None, None, None, None
 
 
 class _FakeQuantizeLearnedAmax(torch.autograd.Function):
@@ -138,12 +157,12 @@ class _FakeQuantizeLearnedAmax(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, amax = ctx.saved_tensors
         scale = amax / ctx.qmax
-        inside = x.abs() <= amax
+        inside = straight_through_mask(x, amax)
         scaled = x / scale
         level = quantize_levels(scaled.clone(), ctx.qmin, ctx.qmax, ctx.fp8)
         lsq_scale = (x.numel() / ctx.examples / amax.numel() * ctx.qmax) ** -0.5
-        grad_amax = (grad * (level - scaled * inside)).sum_to_size(amax.shape) * (lsq_scale / ctx.qmax)
-        return torch.where(inside, grad, 0.0), grad_amax, None, None, None, None
+        grad_amax = (grad * (level - pass_where(inside, scaled))).sum_to_size(amax.shape) * (lsq_scale / ctx.qmax)
+        return pass_where(inside, grad), grad_amax, None, None, None, None
 
 
 class TensorQuantizer(nn.Module):

@@ -2,7 +2,8 @@
 
 Two modes: ``fast`` (ORT_ENABLE_ALL: Q/DQ pairs fused into integer MatMuls, plus the fusions of
 :func:`swin_trt.onnx.fuse.onnxruntime_fusions`, BiasGelu and bias adds in the integer GEMMs) and ``exact``
-(ORT_ENABLE_BASIC: Q/DQ stay explicit, float math between them, as in the fake-quant model).
+(ORT_ENABLE_BASIC: Q/DQ stay explicit, float math between them, as in the fake-quant model; each
+weight's constant Q/DQ is folded into the float weight it computes, see :func:`session_options`).
 ``auto`` picks one per CPU (:func:`choose_mode`). A fast engine computes the graph's integers
 exactly on every x86 CPU with AVX2: where VNNI/AMX are missing and the signed operands are wider
 than 7 bits, the build stores the Q/DQ as uint8 (:func:`unsigned_operands`), which moves the
@@ -83,6 +84,12 @@ def session_options(mode: str, threads: int | None = None):
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if mode == "fast" else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     )
+    if mode == "exact":
+        # onnxruntime's QDQ handling keeps every DequantizeLinear out of constant folding (for its fusions, which exact
+        # does not run), so an exact engine dequantized all its weights at every call: 20-23 % of Swin-T's operator time,
+        # 2.4x the batch-1 time on the AVX2 EPYC (docs/cpu.md). Off, the weights' Q/DQ fold into the float weights they
+        # compute, by the same kernels (tests/test_parity.py), and activation Q/DQ run as before.
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
     options.log_severity_level = ERROR_LOG_LEVEL
     # engines are ONNX files whatever the user named them: onnxruntime would read a name ending in .ort as its ORT format
     options.add_session_config_entry("session.load_model_format", "ONNX")
