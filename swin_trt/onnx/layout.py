@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
-
 from typing import Any
 
 from swin_trt.lazy import lazy_import
