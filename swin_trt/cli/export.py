@@ -10,8 +10,7 @@ from swin_trt.cli.common import add_model_args, emit_json
 from swin_trt.errors import SwinTrtError
 from swin_trt.io import check_writable
 from swin_trt.lazy import lazy_import
-
-from swin_trt.onnx.layout import LAYOUTS
+from swin_trt.onnx.layout import DEFAULT_LAYOUT, LAYOUTS
 
 console = lazy_import("swin_trt.console")
 export_stage = lazy_import("swin_trt.pipelines.export")
@@ -40,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", choices=("fp32", "fp16"), default=None,
                         help="precision of the non-quantized parts, inputs and logits stay float32 (default fp32; fp16 with --target tensorrt)")
     parser.add_argument("--no-quant", action="store_true", help="export the FP weights without quantizers")
-    parser.add_argument("--layout", choices=LAYOUTS, default=LAYOUTS[0],
+    parser.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT,
                         help="how shifted windows move: gather (one Gather each way per block, the default) or timm (roll and window "
                         "partition as timm writes them, every graph before 0.3); the same values either way, see docs/onnx.md")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write {onnx, q_nodes, dq_nodes, bytes} as JSON")

@@ -23,8 +23,8 @@ from torch import nn
 from swin_trt.io import atomic_path
 from swin_trt.onnx.fuse import export_fusions
 from swin_trt.onnx.graph import drop_int8_clips, fold_weight_clips
-from swin_trt.onnx.layout import DEFAULT_LAYOUT, layout
 from swin_trt.onnx.hashing import file_sha256
+from swin_trt.onnx.layout import DEFAULT_LAYOUT, layout
 from swin_trt.quantization.model import named_quantizers, uncalibrated
 from swin_trt.quantization.quantizer import UncalibratedError
 from swin_trt.versions import package_versions

@@ -20,13 +20,13 @@ from swin_trt.errors import SwinTrtError
 from swin_trt.io import write_sidecar
 from swin_trt.lazy import lazy_import
 from swin_trt.onnx.hashing import file_sha256
+from swin_trt.onnx.layout import DEFAULT_LAYOUT
 from swin_trt.quantization.model import set_scale_dtype
 
 onnx = lazy_import("onnx")
 onnx_export = lazy_import("swin_trt.onnx.export")  # onnx and the exporter load only when exporting
 onnx_graph = lazy_import("swin_trt.onnx.graph")
 onnx_tensorrt = lazy_import("swin_trt.onnx.tensorrt")
-onnx_layout = lazy_import("swin_trt.onnx.layout")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class ExportSettings:
     target: str = "onnxruntime"
     fusions: bool = True  # the standard-ONNX export passes (swin_trt.onnx.fuse.export_fusions); off for FP16, see docs/onnx.md
     format: str = "int8"  # the Q/DQ format (the checkpoint's --format): int8, or fp8 (float8e4m3fn zero points); int8 for a graph without Q/DQ
-    layout: str = "gather"  # how shifted windows move (swin_trt.onnx.layout.LAYOUTS): gather, or timm (every graph before 0.3)
+    layout: str = DEFAULT_LAYOUT  # how shifted windows move (swin_trt.onnx.layout.LAYOUTS): gather, or timm (every graph before 0.3)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,7 +69,7 @@ class ExportedGraph:
 
 def resolve_settings(quantized: bool, model: str | None = None, cfg: str | Path | None = None, int8_mode: str | None = None,
                      weights: str | None = None, no_quant: bool = False, precision: str | None = None, target: str = "onnxruntime",
-                     quant_format: str = "int8", layout: str = "gather") -> ExportSettings:
+                     quant_format: str = "int8", layout: str = DEFAULT_LAYOUT) -> ExportSettings:
     """The CLI's options with their defaults filled in (the TensorRT target: FP16 and weights stored
     in the checkpoint's format, INT8 or FP8); ``quant_format``: the checkpoint's format."""
     quantized = quantized and not no_quant
@@ -148,7 +148,7 @@ def export_checkpoint(
     no_quant: bool = False,
     precision: str | None = None,
     target: str = "onnxruntime",
-    layout: str = "gather",
+    layout: str = DEFAULT_LAYOUT,
 ) -> dict:
     """Export a calibrated checkpoint (or its FP weights, or an FP checkpoint) to ONNX, with a
     JSON sidecar beside it; returns the sidecar. ``precision`` is that of the non-quantized

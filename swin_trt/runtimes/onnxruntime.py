@@ -88,7 +88,7 @@ def session_options(mode: str, threads: int | None = None):
         # onnxruntime's QDQ handling keeps every DequantizeLinear out of constant folding (for its fusions, which exact
         # does not run), so an exact engine dequantized all its weights at every call: 20-23 % of Swin-T's operator time,
         # 2.4x the batch-1 time on the AVX2 EPYC (docs/cpu.md). Off, the weights' Q/DQ fold into the float weights they
-        # compute, by the same kernels (tests/test_parity.py), and activation Q/DQ run as before.
+        # compute, by the same kernels (tests/test_fuse.py), and activation Q/DQ run as before.
         options.add_session_config_entry("session.disable_quant_qdq", "1")
     options.log_severity_level = ERROR_LOG_LEVEL
     # engines are ONNX files whatever the user named them: onnxruntime would read a name ending in .ort as its ORT format
