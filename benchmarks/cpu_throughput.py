@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import functools
 import json
 import os
@@ -108,6 +109,21 @@ def parity(logits: np.ndarray, fakequant: np.ndarray, fp32: np.ndarray) -> dict[
             "within_default_bounds": bool(median <= bounds.max_rel_error and p95 <= bounds.max_rel_error_p95)}
 
 
+@dataclasses.dataclass
+class Lineup:
+    """The runners to time, and for each quantized engine what the result file records of it with its
+    parity against its fake-quant model (measured once, when the engine joins)."""
+
+    parity_images: np.ndarray
+    fp32_logits: np.ndarray
+    runners: dict[str, Runner] = dataclasses.field(default_factory=dict)
+    engines: dict[str, dict] = dataclasses.field(default_factory=dict)
+
+    def add_engine(self, name: str, run: Runner, fakequant: np.ndarray, **record) -> None:
+        self.runners[name] = run
+        self.engines[name] = {**record, "parity": parity(run(self.parity_images), fakequant, self.fp32_logits)}
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cpu_throughput_") as folder:
         measure(Path(folder))
@@ -140,12 +156,13 @@ def measure(folder: Path) -> None:
     with torch.no_grad():
         fp32_logits = fp32(torch.from_numpy(parity_images)).numpy()
 
-    runners: dict[str, Runner] = {"torch FP32": lambda batch: fp32(torch.from_numpy(batch))}
+    lineup = Lineup(parity_images, fp32_logits)
+    runners, engines = lineup.runners, lineup.engines
+    runners["torch FP32"] = lambda batch: fp32(torch.from_numpy(batch))
     fp32_onnx = save_onnx(export_onnx(fp32), folder / "fp32.onnx")
     runners["onnxruntime FP32"] = ort_runner(fp32_onnx, "fast", args.threads)
     if not args.no_openvino:
         runners["OpenVINO FP32"] = openvino_runner(fp32_onnx, args.threads)
-    engines: dict[str, dict] = {}
     first = True
     for recipe in args.recipes:
         quantized = quantize_model(copy.deepcopy(fp32), get_recipe(recipe)).eval()
@@ -160,35 +177,29 @@ def measure(folder: Path) -> None:
             graph = save_onnx(export_onnx(quantized), folder / f"int8_{recipe}_w{wbits}a{abits}.onnx")
             sidecar_path(graph).write_text(json.dumps(sidecar(graph, quantized, None, "fp32")))
             label = f"mode {recipe} W{wbits}A{abits}"
+            setting = {"recipe": recipe, "weight_bits": wbits, "activation_bits": abits}
             if first:  # what swin-trt's fusion passes gain: the exporter's graph in plain onnxruntime fast mode
                 plain = save_onnx(export_onnx(quantized, fusions=False), folder / "int8_plain.onnx")
-                name = f"onnxruntime INT8 fast, no swin-trt fusions ({label})"
-                runners[name] = ort_runner(plain, "fast", args.threads)
-                engines[name] = {"recipe": recipe, "weight_bits": wbits, "activation_bits": abits, "backend": "onnxruntime", "ort_mode": "fast",
-                                 "engine": str(plain), "parity": parity(runners[name](parity_images), fakequant, fp32_logits)}
+                lineup.add_engine(f"onnxruntime INT8 fast, no swin-trt fusions ({label})", ort_runner(plain, "fast", args.threads), fakequant,
+                                  **setting, backend="onnxruntime", ort_mode="fast", engine=str(plain))
                 timm = save_onnx(export_onnx(quantized, token_layout="timm"), folder / "int8_timm_layout.onnx")  # what the gather layout gains
                 sidecar_path(timm).write_text(json.dumps(sidecar(timm, quantized, None, "fp32")))
                 for mode in ("exact", "fast"):
                     details = build(timm, folder / f"int8_timm_layout.{mode}.onnx", mode)
-                    name = f"onnxruntime INT8 {mode}, timm layout ({label})"
-                    runners[name] = ort_runner(Path(details["engine"]), mode, args.threads)
-                    engines[name] = {"recipe": recipe, "weight_bits": wbits, "activation_bits": abits, "backend": "onnxruntime", "ort_mode": mode,
-                                     "engine": details["engine"], "parity": parity(runners[name](parity_images), fakequant, fp32_logits)}
+                    lineup.add_engine(f"onnxruntime INT8 {mode}, timm layout ({label})", ort_runner(Path(details["engine"]), mode, args.threads),
+                                      fakequant, **setting, backend="onnxruntime", ort_mode=mode, engine=details["engine"])
                 first = False
             for mode in ("exact", "fast", "auto"):
                 details = build(graph, folder / f"{graph.stem}.{mode}.onnx", mode)
                 name = f"onnxruntime INT8 {mode} ({label})"
-                engines[name] = {"recipe": recipe, "weight_bits": wbits, "activation_bits": abits, "backend": "onnxruntime",
-                                 "ort_mode": details["ort_mode"], "ort_mode_reason": details["ort_mode_reason"], "engine": details["engine"]}
-                if mode == "auto":  # the same engine as the one it chose: parity only, not timed twice
-                    continue
-                runners[name] = ort_runner(Path(details["engine"]), details["ort_mode"], args.threads)
-                engines[name]["parity"] = parity(runners[name](parity_images), fakequant, fp32_logits)
+                record = {**setting, "backend": "onnxruntime", "ort_mode": details["ort_mode"], "ort_mode_reason": details["ort_mode_reason"],
+                          "engine": details["engine"]}
+                if mode == "auto":  # the same engine as the one it chose: its parity and figures are copied below, not measured twice
+                    engines[name] = record
+                else:
+                    lineup.add_engine(name, ort_runner(Path(details["engine"]), details["ort_mode"], args.threads), fakequant, **record)
             if not args.no_openvino:
-                name = f"OpenVINO INT8 ({label})"
-                runners[name] = openvino_runner(graph, args.threads)
-                engines[name] = {"recipe": recipe, "weight_bits": wbits, "activation_bits": abits, "backend": "openvino",
-                                 "parity": parity(runners[name](parity_images), fakequant, fp32_logits)}
+                lineup.add_engine(f"OpenVINO INT8 ({label})", openvino_runner(graph, args.threads), fakequant, **setting, backend="openvino")
     for name, engine in engines.items():
         if engine.get("ort_mode") and name.startswith("onnxruntime INT8 auto"):
             engine["parity"] = engines[name.replace(" auto ", f" {engine['ort_mode']} ")]["parity"]
