@@ -249,14 +249,23 @@ def _tell_once(message: str) -> None:
 def read_sidecar(artifact: str | Path) -> dict[str, Any] | None:
     """The sidecar of ``artifact``, or None when there is none. A sidecar under the name used
     before 0.2 (``model.json`` beside ``model.onnx``) is still read, and the user told once to
-    rebuild: that name is shared by every artifact with the same stem."""
+    rebuild. That name is shared by every artifact with the same stem (``m.onnx`` and its engine
+    ``m.ort`` both wrote ``m.json``, the later one winning), so it is taken only when the path it
+    records (``engine`` for an engine, ``onnx`` for a graph) names this artifact."""
     sidecar = sidecar_path(artifact)
-    if not sidecar.is_file():
-        legacy = Path(artifact).with_suffix(".json")
-        if legacy == Path(artifact) or not legacy.is_file():
-            return None
-        _tell_once(f"note: {legacy} is a sidecar under the old name; re-export / rebuild to get {sidecar.name}")
-        sidecar = legacy
+    if sidecar.is_file():
+        return _read_json_sidecar(sidecar)
+    legacy = Path(artifact).with_suffix(".json")
+    if legacy == Path(artifact) or not legacy.is_file():
+        return None
+    record = _read_json_sidecar(legacy)
+    if Path(record.get("engine") or record.get("onnx") or "").name != Path(artifact).name:
+        return None  # the old name's other owner
+    _tell_once(f"note: {legacy} is a sidecar under the old name; re-export / rebuild to get {sidecar.name}")
+    return record
+
+
+def _read_json_sidecar(sidecar: Path) -> dict[str, Any]:
     try:
         return json.loads(sidecar.read_text())
     except json.JSONDecodeError as error:

@@ -195,9 +195,9 @@ def chain(tmp_path: Path) -> dict[str, Path]:
     engine.parent.mkdir()
     checkpoint.write_bytes(b"calibrated weights")
     graph.write_bytes(b"graph")
-    write_sidecar(graph, {"source_checkpoint": str(checkpoint), "source_sha256": file_sha256(checkpoint)})
+    write_sidecar(graph, {"onnx": str(graph), "source_checkpoint": str(checkpoint), "source_sha256": file_sha256(checkpoint)})
     engine.write_bytes(b"engine")
-    write_sidecar(engine, {"backend": "onnxruntime", "source_onnx": str(graph.resolve()), "source_onnx_sha256": file_sha256(graph)})
+    write_sidecar(engine, {"engine": str(engine), "backend": "onnxruntime", "source_onnx": str(graph.resolve()), "source_onnx_sha256": file_sha256(graph)})
     return {"checkpoint": checkpoint, "graph": graph, "engine": engine}
 
 
@@ -258,6 +258,24 @@ def test_sidecars_written_before_0_2_are_read_with_a_note_and_do_not_verify(chai
     assert read_sidecar(chain["engine"]) == details
     assert "under the old name" in capsys.readouterr().err
     assert "records no SHA-256 of the engine" in _broken(chain)
+
+
+def test_a_sidecar_under_the_old_shared_name_is_read_only_for_the_artifact_it_names(tmp_path):
+    """Before 0.2 ``m.onnx`` and its engine ``m.ort`` both wrote ``m.json``: the later one's record
+    must not be read as the other's."""
+    from swin_trt.io import read_sidecar
+
+    graph, engine = tmp_path / "m.onnx", tmp_path / "m.ort"
+    graph.write_bytes(b"graph")
+    engine.write_bytes(b"engine")
+    engine_record = {"engine": str(engine), "backend": "onnxruntime", "source_onnx": str(graph)}
+    (tmp_path / "m.json").write_text(json.dumps(engine_record))
+    assert read_sidecar(engine) == engine_record
+    assert read_sidecar(graph) is None
+    graph_record = {"onnx": str(graph), "model": "swin_micro"}
+    (tmp_path / "m.json").write_text(json.dumps(graph_record))
+    assert read_sidecar(graph) == graph_record
+    assert read_sidecar(engine) is None
 
 
 def test_graph_without_sidecar_is_foreign(chain):
