@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--no-mixup", dest="mixup", action="store_false", help="as `swin-trt qat --no-mixup`")
     parser.add_argument("--lr-schedule", choices=("cosine", "constant"), default=QatRecipe().lr_schedule)
     parser.add_argument("--select-images", type=int, default=QatRecipe().selection_images, help="as `swin-trt qat --select-images` (0: keep the last epoch)")
+    parser.add_argument("--select-alpha", type=float, default=QatRecipe().selection_alpha, help="as `swin-trt qat --select-alpha`")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -66,7 +67,8 @@ def main() -> None:
             request = CalibrationRequest(int8_mode=mode, weight_bits=weight_bits, activation_bits=activation_bits)
             calibrated = calibrate_checkpoint(None, None, args.checkpoint, args.data_path, False, request, Path(scratch) / tag, context, workers=0)
             recipe = QatRecipe(epochs=args.epochs, batch_size=args.batch_size, qat_lr=args.qat_lr, distill=True, mixup=args.mixup,
-                               lr_schedule=args.lr_schedule, selection_images=args.select_images)
+                               lr_schedule=args.lr_schedule, selection_images=args.select_images,
+                               selection_alpha=args.select_alpha)
             outcome = qat_checkpoint(None, None, calibrated.checkpoint, args.data_path, False, recipe, Path(scratch) / tag, context,
                                      teacher=args.checkpoint, workers=0)
             fp32, ptq = outcome.progress.baseline["fp_top1"], outcome.progress.baseline["ptq_top1"]
@@ -76,14 +78,15 @@ def main() -> None:
             held_out = [outcome.progress.baseline.get("held_out_ptq_top1")] + [h.get("held_out_top1") for h in outcome.progress.history]
             rows.append({"int8_mode": mode, "weight_bits": weight_bits, "activation_bits": activation_bits, "calibrator": request.calibrator,
                          "fp32_top1": fp32, "ptq_top1": ptq, "qat_top1": per_epoch[-1], "qat_top1_per_epoch": per_epoch, "recovered": recovered,
-                         "selected_epoch": outcome.selected_epoch, "selected_top1": outcome.top1, "held_out_top1_per_epoch": held_out})
+                         "selected_epoch": outcome.selected_epoch, "selected_top1": outcome.top1, "held_out_top1_per_epoch": held_out,
+                         "held_out_p_per_epoch": [h.get("held_out_p") for h in outcome.progress.history]})
             print(f"{tag}: FP32 {fp32:.2f}  PTQ {ptq:.2f}  QAT {' -> '.join(f'{t:.2f}' for t in per_epoch)}  held-out {held_out}  "
                   f"kept epoch {outcome.selected_epoch}: {outcome.top1:.2f}", flush=True)
     results = {
         "dataset": args.name,
         "checkpoint": args.checkpoint,
         "qat": {"epochs": args.epochs, "qat_lr": args.qat_lr, "batch_size": args.batch_size, "distill": True, "mixup": args.mixup,
-                "lr_schedule": args.lr_schedule, "select_images": args.select_images,
+                "lr_schedule": args.lr_schedule, "select_images": args.select_images, "select_alpha": args.select_alpha,
                 "peak_lr": QatRecipe(qat_lr=args.qat_lr, batch_size=args.batch_size).peak_lr(1)},
         "rows": rows,
         "load_average_end": os.getloadavg(),

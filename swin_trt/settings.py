@@ -96,6 +96,7 @@ class QatRecipe:
     mixup: bool = True  # the config's AUG.MIXUP / CUTMIX / MODEL.LABEL_SMOOTHING; False: plain labels with label smoothing
     learn_amax: bool = False
     selection_images: int = 1000  # held-out train images that pick the best epoch (0 = keep the last, as before)
+    selection_alpha: float = 0.05  # an epoch replaces the kept one only when better on them by a one-sided sign test at p < this
     weight_bits: int | None = None  # None: the calibrated checkpoint's precision
     activation_bits: int | None = None
     seed: int = 0

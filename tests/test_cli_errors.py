@@ -295,6 +295,7 @@ def test_atomic_path_refuses_a_device_and_keeps_foreign_errors(tmp_path):
     (["calibrate", "--data-path", "d", "--int8-mode", "3"], "usage: swin-trt calibrate --data-path DIR [options]", "argument --int8-mode: invalid choice: '3'"),
     (["train", "--data-path", "d", "--output", "o", "--epochs", "0"], "usage: swin-trt train --data-path DIR --output DIR [options]", "argument --epochs: must be >= 1, got 0"),
     (["inspect"], "usage: swin-trt inspect [options] FILE", "the following arguments are required: FILE"),
+    (["qat", "--data-path", "d", "--resume", "c", "--select-alpha", "0"], "usage: swin-trt qat --data-path DIR [options]", "argument --select-alpha: must be above 0 and at most 1, got 0"),
     (["calibrat"], "usage: swin-trt [options] COMMAND", "swin-trt: error: argument COMMAND: invalid choice: 'calibrat'"),
 ])
 def test_usage_error_is_the_usage_line_and_the_error(run_cli, argv, usage, error):

@@ -305,7 +305,7 @@ def test_result_is_a_calibrated_checkpoint_that_evaluates_and_exports(run_cli, c
                                 "--select-images", "0", "--json", tmp_path / "qat.json")
     assert code == 0, err
     result = json.loads((tmp_path / "qat.json").read_text())
-    assert set(result) == {"checkpoint", "top1", "ptq_top1", "fp_top1", "selected_epoch", "held_out_top1"}
+    assert set(result) == {"checkpoint", "top1", "ptq_top1", "fp_top1", "selected_epoch", "held_out_top1", "held_out_p"}
     assert result["selected_epoch"] is None  # --select-images 0: the last epoch, as before
     assert "FP32 / PTQ / QAT" in stdout
     _, meta = swin_trt.read_checkpoint(result["checkpoint"])
@@ -330,6 +330,39 @@ def test_result_is_a_calibrated_checkpoint_that_evaluates_and_exports(run_cli, c
     code, _, err = run_cli("qat", "--resume", calibrated, "--teacher", trained_micro.checkpoint, "--distill", "--num-epochs", "1",
                            "--batch-size", "32", "--qat-lr", "2e-4", "--data-path", tiny_digits, "--output", out, "--workers", "0", "--select-images", "0")
     assert code == 2 and "other settings" in err and "qat_lr" in err and "--restart" in err
+
+
+def test_sign_test_p_is_the_one_sided_binomial_tail():
+    from swin_trt.pipelines.qat import sign_test_p
+
+    # P(X >= wins) for X ~ binomial(wins + losses, 1/2), written out
+    assert sign_test_p(5, 0) == 1 / 32
+    assert sign_test_p(4, 0) == 1 / 16
+    assert sign_test_p(9, 1) == (1 + 10) / 1024
+    assert sign_test_p(3, 3) == (20 + 15 + 6 + 1) / 64
+    assert sign_test_p(0, 0) == 1.0
+
+
+def test_an_epoch_replaces_the_kept_model_only_when_better_beyond_chance():
+    """1,000 held-out images, 700 right in the kept model: 5 gained and 2 lost is 3 images of noise
+    (p = 29/128); 12 gained and 2 lost is not (p = 106/16384); more losses than gains never replace."""
+    from swin_trt.pipelines.qat import better_than_kept
+
+    kept = torch.zeros(1000, dtype=torch.bool)
+    kept[:700] = True
+
+    def moved(gained: int, lost: int) -> torch.Tensor:
+        correct = kept.clone()
+        correct[700:700 + gained] = True
+        correct[:lost] = False
+        return correct
+
+    assert better_than_kept(moved(5, 2), kept, 0.05) == (False, 29 / 128)
+    assert better_than_kept(moved(12, 2), kept, 0.05) == (True, 106 / 16384)
+    assert better_than_kept(moved(12, 2), kept, 0.005) == (False, 106 / 16384)
+    assert better_than_kept(moved(5, 2), kept, 1.0)[0]  # --select-alpha 1: any gain
+    assert not better_than_kept(moved(2, 5), kept, 1.0)[0]
+    assert not better_than_kept(kept, kept, 1.0)[0]
 
 
 def test_qat_never_ends_below_where_it_started(run_cli, calibrated, tiny_digits, tmp_path):

@@ -62,6 +62,14 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def probability(text: str) -> float:
+    """A significance level: above 0, at most 1."""
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {value:g}")
+    return value
+
+
 def emit_json(args: argparse.Namespace, payload: dict[str, Any]) -> None:
     if getattr(args, "json", None):
         write_json(args.json, payload)

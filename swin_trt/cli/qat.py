@@ -15,6 +15,7 @@ from swin_trt.cli.common import (
     emit_json,
     non_negative_int,
     positive_int,
+    probability,
 )
 from swin_trt.errors import SwinTrtError
 from swin_trt.lazy import lazy_import
@@ -60,6 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--select-images", type=non_negative_int, default=_DEFAULTS.selection_images, metavar="N",
                        help="keep the best of the calibrated model and every epoch by top-1 on N held-out train images (those after the "
                        f"calibration images in its seeded order; default {_DEFAULTS.selection_images}); 0 keeps the last epoch")
+    group.add_argument("--select-alpha", type=probability, default=_DEFAULTS.selection_alpha, metavar="P",
+                       help="a later epoch replaces the one kept only when it is better on the held-out images by a one-sided sign test "
+                       f"at p < P (default {_DEFAULTS.selection_alpha:g}; 1 keeps any improvement, however small)")
     group.add_argument("--seed", type=non_negative_int, default=_DEFAULTS.seed)
     group.add_argument("--restart", action="store_true", help="start over, ignoring a saved run in --output (by default the same command continues it)")
     group.add_argument("--quant-mode", metavar="MODE", help=argparse.SUPPRESS)  # the seed's; the reference ignores it too
@@ -93,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         mixup=args.mixup,
         learn_amax=args.learn_amax,
         selection_images=args.select_images,
+        selection_alpha=args.select_alpha,
         weight_bits=args.wprec,
         activation_bits=args.aprec,
         seed=args.seed,
@@ -115,16 +120,19 @@ def run(args: argparse.Namespace) -> int:
             console.print_table(
                 f"qat {outcome.meta['config']['name']} (int8 mode {outcome.meta['quantization']['int8_mode']}, "
                 + ("FP8 E4M3)" if outcome.meta["quantization"].get("format") == "fp8" else f"W{outcome.recipe.weight_bits}A{outcome.recipe.activation_bits})"),
-                ("epoch", "train loss", "val top-1 %", "held-out top-1 %", "lr"),
-                [(h["epoch"], h["loss"], h["top1"], h.get("held_out_top1", "-"), f"{h['lr']:.2e}") for h in history],
+                ("epoch", "train loss", "val top-1 %", "held-out top-1 %", "p (sign test vs kept)", "lr"),
+                [(h["epoch"], h["loss"], h["top1"], h.get("held_out_top1", "-"), f"{h['held_out_p']:.3g}" if "held_out_p" in h else "-",
+                  f"{h['lr']:.2e}") for h in history],
             )
             if outcome.selected_epoch is not None:
-                print(f"kept epoch {outcome.selected_epoch} of {len(history)} (0 = the calibrated model): the best held-out top-1")
+                print(f"kept epoch {outcome.selected_epoch} of {len(history)} (0 = the calibrated model): no later epoch beat it on the held-out "
+                      f"images at p < {outcome.recipe.selection_alpha:g}")
             console.print_table(
                 "FP32 / PTQ / QAT",
                 ("checkpoint", "FP32 top-1 %", "PTQ top-1 %", "QAT top-1 %"),
                 [(outcome.checkpoint, baseline["fp_top1"], baseline["ptq_top1"], outcome.top1)],
             )
             emit_json(args, {"checkpoint": str(outcome.checkpoint), "top1": outcome.top1, "ptq_top1": baseline["ptq_top1"], "fp_top1": baseline["fp_top1"],
-                             "selected_epoch": outcome.selected_epoch, "held_out_top1": [baseline.get("held_out_ptq_top1")] + [h.get("held_out_top1") for h in history]})
+                             "selected_epoch": outcome.selected_epoch, "held_out_top1": [baseline.get("held_out_ptq_top1")] + [h.get("held_out_top1") for h in history],
+                             "held_out_p": [h.get("held_out_p") for h in history]})
     return 0

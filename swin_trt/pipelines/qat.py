@@ -12,6 +12,7 @@ state made with other settings. ``<output>/<model>_qat.pth`` is the result.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,13 +74,25 @@ def calibration_images(stored: dict[str, Any]) -> int:
 
 
 @torch.no_grad()
-def top1_on(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
-    """Top-1 % of ``model`` on tensors held in memory (every rank computes the same number)."""
+def correct_on(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Whether ``model`` classifies each image right (bool per image, on the CPU), on tensors held
+    in memory: every rank computes the same answer."""
     was_training = model.training
     model.eval()
-    correct = sum(int((model(part).argmax(dim=1) == target).sum()) for part, target in zip(torch.split(images, batch_size), torch.split(labels, batch_size), strict=True))
+    correct = torch.cat([(model(part).argmax(dim=1) == target).cpu()
+                         for part, target in zip(torch.split(images, batch_size), torch.split(labels, batch_size), strict=True)])
     model.train(was_training)
-    return 100.0 * correct / len(labels)
+    return correct
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """One-sided exact sign test: the probability of at least ``wins`` of the ``wins + losses``
+    images on which two models disagree going one way if both were equally good. Two models'
+    top-1 on the same images differ by a handful of images from training noise alone; only the
+    images where exactly one of them is right carry evidence, and their count is binomial(n, 1/2)
+    under no difference (McNemar's exact test, one-sided)."""
+    n = wins + losses
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n
 
 
 def load_teacher(path: str | Path, config: ModelConfig) -> nn.Module:
@@ -215,26 +228,29 @@ def qat_checkpoint(
     def val_top1(network: nn.Module) -> float:
         return evaluate(network.to(context.device), val_loader, context, description=f"{config.name} val").top1
 
-    def held_out_top1() -> float:
-        return top1_on(student, *held_out, batch_size=recipe.batch_size)
+    def held_out_correct() -> torch.Tensor:
+        return correct_on(student, *held_out, batch_size=recipe.batch_size)
 
-    best: dict[str, Any] | None = None  # {"epoch", "top1" (held-out), "model" (state on the CPU)}
+    best: dict[str, Any] | None = None  # {"epoch", "top1" and "correct" (held-out), "model" (state on the CPU)}
     if saved is not None:
         position = run.load_state_dict(saved)
         best = saved.get("best")
     else:
         position = loop.QatProgress(baseline=baseline or {"fp_top1": val_top1(loaded.fp_model()), "ptq_top1": val_top1(student)})
         if held_out is not None:
-            position.baseline["held_out_ptq_top1"] = held_out_top1()
-            best = {"epoch": 0, "top1": position.baseline["held_out_ptq_top1"], "model": _cpu_state(student)}
+            correct = held_out_correct()
+            position.baseline["held_out_ptq_top1"] = percent(correct)
+            best = {"epoch": 0, "top1": percent(correct), "correct": correct, "model": _cpu_state(student)}
 
     def epoch_metrics(epoch: int) -> dict[str, float]:
         nonlocal best
         metrics = {"top1": val_top1(student)}
         if held_out is not None:
-            metrics["held_out_top1"] = held_out_top1()
-            if metrics["held_out_top1"] > best["top1"]:  # ties keep the earlier epoch
-                best = {"epoch": epoch, "top1": metrics["held_out_top1"], "model": _cpu_state(student)}
+            correct = held_out_correct()
+            metrics["held_out_top1"] = percent(correct)
+            better, metrics["held_out_p"] = better_than_kept(correct, best["correct"], recipe.selection_alpha)
+            if better:
+                best = {"epoch": epoch, "top1": metrics["held_out_top1"], "correct": correct, "model": _cpu_state(student)}
         return metrics
 
 
@@ -278,13 +294,28 @@ def qat_checkpoint(
         learn_amax(student, False)
     if best is not None and best["epoch"] != position.epoch:
         load_state_dict(student, best["model"], source=f"epoch {best['epoch']} of this run")
-        note(f"keeping epoch {best['epoch']} (held-out top-1 {best['top1']:.2f} %), the best of epochs 0-{position.epoch} on {len(held_out[1])} held-out train images")
+        note(f"keeping epoch {best['epoch']} (held-out top-1 {best['top1']:.2f} %): no later epoch of 1-{position.epoch} was better on "
+             f"{len(held_out[1])} held-out train images by a one-sided sign test at p < {recipe.selection_alpha:g}")
     meta = meta_at(position)
     result = output_dir / f"{config.name}_qat.pth"
     if context.is_main:
         save_checkpoint(result, student, meta)
     barrier(context)
     return QatOutcome(student.eval(), result, state_path, recipe, position, meta, best["epoch"] if best else None)
+
+
+def better_than_kept(correct: torch.Tensor, kept: torch.Tensor, alpha: float) -> tuple[bool, float]:
+    """Whether a model right on ``correct`` replaces the one kept (right on ``kept``, the same
+    held-out images), and the sign test's p. Only beyond chance: a few images' difference either
+    way is training noise, and keeping it would as often leave the test images below where QAT
+    started as above (docs/qat.md)."""
+    wins, losses = int((correct & ~kept).sum()), int((kept & ~correct).sum())
+    p = sign_test_p(wins, losses)
+    return wins > losses and p < alpha, p
+
+
+def percent(correct: torch.Tensor) -> float:
+    return 100.0 * float(correct.float().mean())
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
