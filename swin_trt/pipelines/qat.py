@@ -315,7 +315,7 @@ def better_than_kept(correct: torch.Tensor, kept: torch.Tensor, alpha: float) ->
 
 
 def percent(correct: torch.Tensor) -> float:
-    return 100.0 * float(correct.float().mean())
+    return 100.0 * int(correct.sum()) / correct.numel()
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
