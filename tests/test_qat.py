@@ -380,6 +380,8 @@ def test_qat_never_ends_below_where_it_started(run_cli, calibrated, tiny_digits,
     assert all(torch.equal(saved[k], start[k]) or not torch.isfinite(start[k]).all() for k in start)
     qat = swin_trt.read_checkpoint(result["checkpoint"])[1]["quantization"]["qat"]
     assert qat["selected_epoch"] == 0 and qat["held_out_images"] == 100
+    # the 100 held-out images are not trained on: 240 - 100 = 140 images, 4 full batches of 32 (7 with them)
+    assert qat["train_images"] == 140 and qat["steps_per_epoch"] == 4
 
 
 @pytest.mark.slow  # a subprocess / torchrun run: make test-slow

@@ -168,14 +168,19 @@ def qat_checkpoint(
     criterion, mixup = loop.make_criterion(config.data.train, config.num_classes, recipe.mixup)
     if mixup is not None and recipe.batch_size % 2:
         raise SwinTrtError(f"--batch-size {recipe.batch_size} is odd: mixup/cutmix pairs the images of a batch; use an even size or --no-mixup")
-    held_out = None
+    held_out, selection_indices = None, []
     if recipe.selection_images:
         # model selection on train images neither calibration nor val saw (calibration's seeded order, next N), as --auto-fallback does
         selection_set = build_dataset(data_path, "train", eval_transform(config.data), use_zip, config.num_classes)
-        indices = held_out_indices(len(selection_set), calibration_images(stored), int(stored.get("seed", 0)), recipe.selection_images)
-        held_out = load_images(Subset(selection_set, indices), recipe.batch_size, workers, context.device)
-    if len(train_set) // context.world_size < recipe.batch_size:
-        raise SwinTrtError(f"the train split has {len(train_set)} images, fewer than one batch of {recipe.batch_size} per process: lower --batch-size")
+        selection_indices = held_out_indices(len(selection_set), calibration_images(stored), int(stored.get("seed", 0)), recipe.selection_images,
+                                             "qat's --select-images")
+        held_out = load_images(Subset(selection_set, selection_indices), recipe.batch_size, workers, context.device)
+    # the held-out images stay out of training: scored on images an epoch has trained on, selection
+    # would favour the epochs that fit them, not the ones that generalise
+    training_images = training_indices(len(train_set), selection_indices)
+    if len(training_images) // context.world_size < recipe.batch_size:
+        raise SwinTrtError(f"the train split has {len(training_images)} images to train on (besides {len(selection_indices)} held out "
+                           f"by --select-images), fewer than one batch of {recipe.batch_size} per process: lower --batch-size or --select-images")
 
     teacher_model, teacher_name, teacher_sha = None, None, None
     if recipe.distill:
@@ -218,7 +223,7 @@ def qat_checkpoint(
         if unusable:
             note(f"{unusable}; training with the eager fake-quant kernel")
     student.to(context.device)
-    loader = resumable_loader(train_set, recipe.batch_size, context, recipe.seed, workers)
+    loader = resumable_loader(Subset(train_set, training_images), recipe.batch_size, context, recipe.seed, workers)
     steps_per_epoch = len(loader)
     optimizer, scheduler = loop.make_optimizer(student, recipe, context.world_size, recipe.epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda") if loop.autocast_dtype(context.device) == torch.float16 else None
@@ -265,6 +270,7 @@ def qat_checkpoint(
             "global_batch": recipe.batch_size * context.world_size,
             "peak_lr": recipe.peak_lr(context.world_size),
             "steps_per_epoch": steps_per_epoch,
+            "train_images": len(training_images),
             "precision": str(loop.autocast_dtype(context.device) or torch.float32).removeprefix("torch."),
             "data_fingerprint": settings["data_fingerprint"],
             "epochs_done": at.epoch,
@@ -302,6 +308,12 @@ def qat_checkpoint(
         save_checkpoint(result, student, meta)
     barrier(context)
     return QatOutcome(student.eval(), result, state_path, recipe, position, meta, best["epoch"] if best else None)
+
+
+def training_indices(length: int, held_out: list[int]) -> list[int]:
+    """The train split's images QAT trains on: all but the held-out ones that select the epoch."""
+    excluded = set(held_out)
+    return [index for index in range(length) if index not in excluded]
 
 
 def better_than_kept(correct: torch.Tensor, kept: torch.Tensor, alpha: float) -> tuple[bool, float]:

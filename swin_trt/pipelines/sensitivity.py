@@ -49,12 +49,12 @@ def sensitivity_payload(probe: SensitivityProbe, results: list[GroupSensitivity]
     }
 
 
-def held_out_indices(length: int, calibration_images: int, seed: int, count: int) -> list[int]:
+def held_out_indices(length: int, calibration_images: int, seed: int, count: int, user: str = "--auto-fallback") -> list[int]:
     """Train images the calibration did not see: calibration takes the first ``calibration_images``
     of the seeded permutation (``data.loader.ShardSampler``), these come right after them."""
     order = torch.randperm(length, generator=torch.Generator().manual_seed(seed)).tolist()
     held_out = order[calibration_images: calibration_images + count]
     if not held_out:
-        raise SwinTrtError(f"--auto-fallback needs train images that calibration did not use, and calibration used all {length}: "
+        raise SwinTrtError(f"{user} needs train images that calibration did not use, and calibration used all {length}: "
                            "lower --num-calib-batch or --calib-batchsz")
     return held_out
