@@ -236,7 +236,7 @@ def qat_checkpoint(
     def held_out_correct() -> torch.Tensor:
         return correct_on(student, *held_out, batch_size=recipe.batch_size)
 
-    best: dict[str, Any] | None = None  # {"epoch", "top1" and "correct" (held-out), "model" (state on the CPU)}
+    best: dict[str, Any] | None = None  # {"epoch", "correct" (on the held-out images), "model" (state on the CPU)}
     if saved is not None:
         position = run.load_state_dict(saved)
         best = saved.get("best")
@@ -245,7 +245,7 @@ def qat_checkpoint(
         if held_out is not None:
             correct = held_out_correct()
             position.baseline["held_out_ptq_top1"] = percent(correct)
-            best = {"epoch": 0, "top1": percent(correct), "correct": correct, "model": _cpu_state(student)}
+            best = {"epoch": 0, "correct": correct, "model": _cpu_state(student)}
 
     def epoch_metrics(epoch: int) -> dict[str, float]:
         nonlocal best
@@ -255,7 +255,7 @@ def qat_checkpoint(
             metrics["held_out_top1"] = percent(correct)
             better, metrics["held_out_p"] = better_than_kept(correct, best["correct"], recipe.selection_alpha)
             if better:
-                best = {"epoch": epoch, "top1": metrics["held_out_top1"], "correct": correct, "model": _cpu_state(student)}
+                best = {"epoch": epoch, "correct": correct, "model": _cpu_state(student)}
         return metrics
 
 
@@ -300,8 +300,8 @@ def qat_checkpoint(
         learn_amax(student, False)
     if best is not None and best["epoch"] != position.epoch:
         load_state_dict(student, best["model"], source=f"epoch {best['epoch']} of this run")
-        note(f"keeping epoch {best['epoch']} (held-out top-1 {best['top1']:.2f} %): no later epoch of 1-{position.epoch} was better on "
-             f"{len(held_out[1])} held-out train images by a one-sided sign test at p < {recipe.selection_alpha:g}")
+        note(f"keeping epoch {best['epoch']} (held-out top-1 {percent(best['correct']):.2f} %): no epoch after it, up to {position.epoch}, was better "
+             f"on {len(held_out[1])} held-out train images by a one-sided sign test at p < {recipe.selection_alpha:g}")
     meta = meta_at(position)
     result = output_dir / f"{config.name}_qat.pth"
     if context.is_main:
