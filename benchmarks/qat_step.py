@@ -10,7 +10,9 @@ where torch.compile works (its compile time is excluded: it is paid once per pro
 Timed by duration (``timing.time_by_duration``): each repeat runs steps of one kind until
 --min-seconds have passed; the kinds are interleaved within each repeat so that machine noise hits
 them alike; medians of the repeats (min and max kept) and the median of the per-repeat ratios are
-reported.
+reported. Every turn opens with --turn-warmup untimed steps: a step that
+follows another kind's runs 1.5-2x slower for two or three steps while the allocator re-fits
+memory the other model freed, a cost a training run (one model throughout) never pays.
 
     .venv/bin/python benchmarks/qat_step.py [--batch-size 8 --threads 2 --repeats 5 --min-seconds 4 --int8-mode 1 trt]
 
@@ -79,6 +81,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="repeats of each kind (after one warm-up step); medians are reported")
     parser.add_argument("--min-seconds", type=float, default=4.0, help="each repeat runs steps until this long has passed (timing by duration)")
     parser.add_argument("--int8-mode", nargs="+", default=["1", "trt"])
+    parser.add_argument("--turn-warmup", type=int, default=2,
+                        help="untimed steps at the start of every turn: a step right after another kind's runs slow (timing.time_by_duration)")
     parser.add_argument("--no-compiled", action="store_true", help="skip the compiled-kernel variants")
     parser.add_argument("--allocator", choices=("keep-freed", "glibc-default"), default="keep-freed",
                         help="keep-freed (what swin-trt's commands do, swin_trt.allocator) or glibc's defaults (every large tensor mmapped afresh)")
@@ -113,7 +117,7 @@ def main() -> None:
             kinds[f"qat mode {mode}{suffix}"] = stepper(student, cross_entropy, images, targets)
             kinds[f"qat mode {mode} + distill{suffix}"] = stepper(copy.deepcopy(student), distill, images, targets)
 
-    timings = time_by_duration(kinds, args.repeats, args.min_seconds)
+    timings = time_by_duration(kinds, args.repeats, args.min_seconds, turn_warmup=args.turn_warmup)
     times = {kind: timing.seconds_per_call for kind, timing in timings.items()}
     ratios = {kind: statistics.median(t / f for t, f in zip(times[kind], times["fp32"])) for kind in kinds if kind != "fp32"}
 
@@ -123,6 +127,7 @@ def main() -> None:
         "threads": args.threads,
         "repeats": args.repeats,
         "min_seconds": args.min_seconds,
+        "turn_warmup": args.turn_warmup,
         "step_s_median": {kind: statistics.median(t) for kind, t in times.items()},
         "step_s_all": times,
         "steps_per_repeat": {kind: timing.calls for kind, timing in timings.items()},

@@ -39,17 +39,24 @@ class Timing:
 
 
 def time_by_duration(runners: Mapping[str, Callable[[], object]], repeats: int, min_seconds: float,
-                     clock: Callable[[], float] = time.perf_counter) -> dict[str, Timing]:
+                     clock: Callable[[], float] = time.perf_counter, turn_warmup: int = 0) -> dict[str, Timing]:
     """Each runner, once to warm up, then ``repeats`` times: called until ``min_seconds`` have passed
-    (at least once). The runners take turns within each repeat."""
-    if repeats < 1 or min_seconds < 0:
-        raise ValueError(f"repeats must be >= 1 and min_seconds >= 0 (got {repeats}, {min_seconds})")
+    (at least once). The runners take turns within each repeat.
+
+    ``turn_warmup`` untimed calls open every turn. Taking turns has a price where a runner's
+    memory is large: a Swin-T training step that follows another model's steps ran 1.5-2x slower
+    for its first two or three steps (AVX2 EPYC, the allocator re-faulting the other model's
+    freed memory into its own sizes), which a training run, one model throughout, never pays."""
+    if repeats < 1 or min_seconds < 0 or turn_warmup < 0:
+        raise ValueError(f"repeats must be >= 1, min_seconds and turn_warmup >= 0 (got {repeats}, {min_seconds}, {turn_warmup})")
     for run in runners.values():
         run()
     per_call: dict[str, list[float]] = {name: [] for name in runners}
     calls: dict[str, list[int]] = {name: [] for name in runners}
     for _ in range(repeats):
         for name, run in runners.items():
+            for _ in range(turn_warmup):
+                run()
             count, start = 0, clock()
             while True:
                 run()

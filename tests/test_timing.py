@@ -46,6 +46,25 @@ def test_each_repeat_calls_until_the_duration_and_runners_take_turns():
     assert not fast and not slow  # no call beyond what the durations needed
 
 
+def test_turn_warmup_calls_open_every_turn_untimed():
+    clock, order = FakeClock(), []
+
+    def runner(name: str, first: float, then: float):
+        def run() -> None:  # slow on the first call after another runner's (re-warming), fast after its own
+            clock.now += then if order and order[-1] == name else first
+            order.append(name)
+
+        return run
+
+    runners = {"a": runner("a", 5.0, 1.0), "b": runner("b", 7.0, 2.0)}
+    timings = time_by_duration(runners, repeats=2, min_seconds=2.0, clock=clock, turn_warmup=1)
+    assert order == ["a", "b"] + ["a"] * 3 + ["b"] * 2 + ["a"] * 3 + ["b"] * 2
+    assert timings["a"].seconds_per_call == pytest.approx((1.0, 1.0)) and timings["a"].calls == (2, 2)
+    assert timings["b"].seconds_per_call == pytest.approx((2.0, 2.0)) and timings["b"].calls == (1, 1)
+    with pytest.raises(ValueError, match="turn_warmup"):
+        time_by_duration(runners, repeats=1, min_seconds=1.0, clock=clock, turn_warmup=-1)
+
+
 def test_zero_duration_times_one_call_per_repeat_and_bad_arguments_are_refused():
     clock = FakeClock()
 

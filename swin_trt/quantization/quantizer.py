@@ -73,13 +73,43 @@ def straight_through_mask(x: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
     quarter of the memory."""
     magnitude = x.abs()
     if x.device.type == "cpu":
-        return torch.le(magnitude, amax, out=torch.empty_like(magnitude))
+        return torch.le(magnitude, amax, out=magnitude)
     return magnitude <= amax
 
 
 def pass_where(inside: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """``grad`` where ``inside`` (a mask from :func:`straight_through_mask`), zero elsewhere."""
     return grad * inside if inside.is_floating_point() else torch.where(inside, grad, 0.0)
+
+
+def clip_bound(amax: torch.Tensor) -> float:
+    """The float b with ``-b < x < b`` exactly where ``|x| <= amax`` for float32 x: the next float32
+    above amax. ``hardtanh_backward``'s bounds are strict and scalars (converted to the tensor's
+    dtype in its kernel), so this bound makes it the straight-through gradient clipped at +-amax,
+    ends included."""
+    return float(torch.nextafter(amax.detach().float().reshape(()), torch.tensor(float("inf"))))
+
+
+def saves_input(x: torch.Tensor, amax: torch.Tensor) -> bool:
+    """Whether the straight-through backward works from the saved input (one fused CPU pass,
+    ``hardtanh_backward``) instead of a mask made in the forward.
+
+    On the CPU a mask costs the forward two passes over every activation (``|x|``, the compare)
+    and an allocation, a third of the fake-quant forward of a QAT step; the input is a tensor
+    of the same size that the backward can read directly. Only per-tensor quantizers
+    (hardtanh's bounds are scalars): per-channel ones are the weights, a tenth of the values.
+    On a GPU the mask stays: bool, a quarter of the input's memory, and one pass either way."""
+    return x.device.type == "cpu" and amax.numel() == 1 and x.dtype == torch.float32
+
+
+def straight_through(grad: torch.Tensor, saved: torch.Tensor, bound: float | None) -> torch.Tensor:
+    """The straight-through gradient: ``grad`` where |x| <= amax, zero elsewhere, from the saved
+    input and :func:`clip_bound` (``bound`` set) or from a :func:`straight_through_mask`.
+    A NaN input passes its gradient on the first path and not on the second; either way the
+    step is already lost to the NaN."""
+    if bound is None:
+        return pass_where(saved, grad)
+    return torch.ops.aten.hardtanh_backward(grad, saved, -bound, bound)
 
 
 def _quantize_with_mask(x: torch.Tensor, scale: torch.Tensor, amax: torch.Tensor, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,18 +150,22 @@ class _FakeQuantize(torch.autograd.Function):
                 fp8: bool = False) -> torch.Tensor:
         if not ctx.needs_input_grad[0]:  # evaluation: no mask (nothing will ask for the gradient)
             return quantize_levels(x / scale, qmin, qmax, fp8).mul_(scale)
+        ctx.bound = None
         if fused and not fp8:  # the compiled kernel is the integer one
             values, inside = _fused_forward(x, scale, amax, qmin, qmax)
+            ctx.save_for_backward(inside)
+            return values
+        if saves_input(x, amax):
+            ctx.bound = clip_bound(amax)
+            ctx.save_for_backward(x)
         else:
-            inside = straight_through_mask(x, amax)
-            values = quantize_levels(x / scale, qmin, qmax, fp8).mul_(scale)
-        ctx.save_for_backward(inside)
-        return values
+            ctx.save_for_backward(straight_through_mask(x, amax))
+        return quantize_levels(x / scale, qmin, qmax, fp8).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (inside,) = ctx.saved_tensors
-        return pass_where(inside, grad), None, None, None, None, None, None
+        (saved,) = ctx.saved_tensors
+        return straight_through(grad, saved, ctx.bound), None, None, None, None, None, None
 
 
 class _FakeQuantizeLearnedAmax(torch.autograd.Function):
