@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--model", default="swin_tiny_patch4_window7_224")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5, help="repeats of each kind (after one warm-up step); medians are reported")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats of each kind (after one warm-up step; each turn also opens with --turn-warmup untimed steps); medians are reported")
     parser.add_argument("--min-seconds", type=float, default=4.0, help="each repeat runs steps until this long has passed (timing by duration)")
     parser.add_argument("--int8-mode", nargs="+", default=["1", "trt"])
     parser.add_argument("--turn-warmup", type=int, default=2,
