@@ -4,7 +4,9 @@ not depend on them).
 One step = forward, loss, backward, grad-norm clip, AdamW update. Measured for:
 - FP32: the FP model with cross-entropy;
 - QAT: the fake-quant model (each --int8-mode given), scales fixed;
-- QAT + distillation: the same plus the FP teacher's forward (no grad) and the KL term;
+- QAT + distillation: the same plus the FP teacher's forward (no grad) and the KL term, the teacher
+  run as ``swin-trt qat --distill`` runs it on the CPU (onnxruntime, ``swin_trt.loops.teacher``), and
+  once more with the teacher in PyTorch (``, torch teacher``: what the teacher's runtime gains);
 each QAT kind also with the compiled one-pass fake-quant kernel (``--compile-fake-quant``)
 where torch.compile works (its compile time is excluded: it is paid once per process).
 Timed by duration (``timing.time_by_duration``): each repeat runs steps of one kind until
@@ -39,6 +41,7 @@ from swin_trt.console import print_table
 from swin_trt.cpu import read_cpu
 from swin_trt.distributed import DistContext
 from swin_trt.loops.distillation import DistillationLoss, StudentTeacherLoss
+from swin_trt.loops.teacher import OnnxruntimeTeacher, choose_teacher_runtime
 from swin_trt.loops.train import optimizer_step, parameter_groups
 from swin_trt.models.swin import build_model
 from swin_trt.models.zoo import get_config
@@ -100,7 +103,13 @@ def main() -> None:
     def cross_entropy(logits, labels, _images):
         return F.cross_entropy(logits, labels)
 
-    distill = StudentTeacherLoss(lambda logits, labels: F.cross_entropy(logits, labels), teacher, DistillationLoss(10000.0, 3.0, config.num_classes))
+    def cross_entropy_only(logits, labels):
+        return F.cross_entropy(logits, labels)
+
+    distillation = DistillationLoss(10000.0, 3.0, config.num_classes)
+    runtime = choose_teacher_runtime("auto", "cpu")  # as `swin-trt qat --distill` runs its teacher on the CPU
+    distill = StudentTeacherLoss(cross_entropy_only, OnnxruntimeTeacher(teacher, args.threads) if runtime == "onnxruntime" else teacher, distillation)
+    torch_teacher = StudentTeacherLoss(cross_entropy_only, teacher, distillation)  # what the teacher's runtime gains
     kinds = {"fp32": stepper(fp32, cross_entropy, images, targets)}
     compiled_note = "skipped" if args.no_compiled else None
     for mode in args.int8_mode:
@@ -116,12 +125,15 @@ def main() -> None:
             suffix = "" if kernel == "eager" else ", compiled"
             kinds[f"qat mode {mode}{suffix}"] = stepper(student, cross_entropy, images, targets)
             kinds[f"qat mode {mode} + distill{suffix}"] = stepper(copy.deepcopy(student), distill, images, targets)
+            if kernel == "eager":
+                kinds[f"qat mode {mode} + distill, torch teacher"] = stepper(copy.deepcopy(student), torch_teacher, images, targets)
 
     timings = time_by_duration(kinds, args.repeats, args.min_seconds, turn_warmup=args.turn_warmup)
     times = {kind: timing.seconds_per_call for kind, timing in timings.items()}
     ratios = {kind: statistics.median(t / f for t, f in zip(times[kind], times["fp32"])) for kind in kinds if kind != "fp32"}
 
     results = {
+        "teacher_runtime": runtime,
         "model": args.model,
         "batch_size": args.batch_size,
         "threads": args.threads,

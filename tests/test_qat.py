@@ -329,6 +329,7 @@ def test_result_is_a_calibrated_checkpoint_that_evaluates_and_exports(run_cli, c
     qat = meta["quantization"]["qat"]
     assert meta["quantization"]["int8_mode"] == "1" and meta["quantization"]["weight_bits"] == 8
     assert qat["teacher"] == str(trained_micro.checkpoint) and len(qat["teacher_sha256"]) == 64
+    assert qat["teacher_runtime"] == "onnxruntime" and "the teacher runs in onnxruntime" in stdout  # auto, on the CPU
     assert qat["settings"]["distill"] and qat["epochs_done"] == 1 and len(qat["losses"]) == 1
     assert qat["steps_per_epoch"] == 240 // 32 and qat["peak_lr"] == pytest.approx(1e-4 * 32 / 512)
     assert not torch.equal(_weights(result["checkpoint"])["layers.0.blocks.0.mlp.fc1.weight"], _weights(calibrated)["layers.0.blocks.0.mlp.fc1.weight"])

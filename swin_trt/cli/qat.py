@@ -19,6 +19,7 @@ from swin_trt.cli.common import (
 )
 from swin_trt.errors import SwinTrtError
 from swin_trt.lazy import lazy_import
+from swin_trt.loops.teacher import TEACHER_RUNTIMES
 from swin_trt.settings import QatRecipe
 
 console = lazy_import("swin_trt.console")
@@ -73,6 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     distill.add_argument("--distillation-loss-scale", "--distillation_loss_scale", dest="distillation_loss_scale", type=float, metavar="S",
                          default=_DEFAULTS.distillation_loss_scale,
                          help="weight of the KL term in the reference's units (KL averaged over images and classes; default 10000)")
+    distill.add_argument("--teacher-runtime", choices=TEACHER_RUNTIMES, default="auto",
+                         help="where the teacher's forward runs: auto (default) onnxruntime on the CPU (the FP32 graph exported once: "
+                         "about 1.4x PyTorch's forward for Swin-T, float32 throughout, docs/qat.md), PyTorch on a GPU")
     distill.add_argument("--temperature", type=float, default=_DEFAULTS.temperature, help=f"softmax temperature (default {_DEFAULTS.temperature:g})")
     add_precision_args(parser)
     parser.set_defaults(wprec=None, aprec=None)
@@ -109,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             outcome = qat_stage.qat_checkpoint(
                 args.model, args.cfg, args.resume, args.data_path, args.zip, recipe, args.output, context,
                 int8_mode=args.int8_mode, teacher=args.teacher, restart=args.restart, workers=args.workers,
-                compile_kernel=args.compile_fake_quant, quant_format=args.format,
+                compile_kernel=args.compile_fake_quant, quant_format=args.format, teacher_runtime=args.teacher_runtime,
             )
         except qat_loop.TrainingInterrupted as stopped:
             if context.is_main:

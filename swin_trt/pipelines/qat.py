@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from swin_trt.errors import CheckpointError, SwinTrtError
 from swin_trt.loops import qat as loop
 from swin_trt.loops.distillation import DistillationLoss, StudentTeacherLoss
 from swin_trt.loops.evaluate import evaluate
+from swin_trt.loops.teacher import OnnxruntimeTeacher, choose_teacher_runtime
 from swin_trt.loops.train import distributed_model
 from swin_trt.models.checkpoint import load_state_dict, read_checkpoint, save_checkpoint
 from swin_trt.models.config import ModelConfig
@@ -134,6 +136,7 @@ def qat_checkpoint(
     compile_kernel: bool = False,
     baseline: dict[str, float] | None = None,
     quant_format: str | None = None,
+    teacher_runtime: str = "auto",
 ) -> QatOutcome:
     """Fine-tune the calibrated ``checkpoint`` with ``recipe`` (DDP under torchrun) and save
     ``<output_dir>/<name>_qat.pth``; resumes from ``<output_dir>/<name>_qat_last.pth`` unless
@@ -141,7 +144,9 @@ def qat_checkpoint(
     values, fewer passes over memory), when ``torch.compile`` works here. ``baseline``
     (``{"fp_top1", "ptq_top1"}`` on this val split) spares a caller that has just measured them
     two evaluations. ``quant_format`` (int8 or fp8; None: the checkpoint's) must be the
-    checkpoint's format: QAT keeps the calibrated scales, which belong to one format."""
+    checkpoint's format: QAT keeps the calibrated scales, which belong to one format.
+    ``teacher_runtime`` (auto, torch, onnxruntime): where the distillation teacher's forward runs
+    (:mod:`swin_trt.loops.teacher`; auto: onnxruntime on the CPU)."""
     loaded = open_model(model, cfg, checkpoint, int8_mode)
     if not loaded.quantized:
         raise SwinTrtError(f"{checkpoint} is not a calibrated checkpoint: QAT fine-tunes a calibrated model; "
@@ -190,6 +195,12 @@ def qat_checkpoint(
             teacher_model, teacher_name = loaded.fp_model(), f"FP weights of {checkpoint}"
             note(f"distilling from the FP weights stored in {checkpoint} (no --teacher given)")
         teacher_model.to(context.device).eval().requires_grad_(False)
+        teacher_runtime = choose_teacher_runtime(teacher_runtime, context.device)
+        if teacher_runtime == "onnxruntime":
+            start = time.perf_counter()
+            teacher_model = OnnxruntimeTeacher(teacher_model, torch.get_num_threads())
+            note(f"the teacher runs in onnxruntime on the CPU (FP32, exported in {time.perf_counter() - start:.1f} s; "
+                 "--teacher-runtime torch keeps it in PyTorch)")
     elif teacher is not None:
         note("--teacher is ignored without --distill (as in the reference)")
     distillation = DistillationLoss(recipe.distillation_loss_scale, recipe.temperature, config.num_classes) if teacher_model is not None else None
@@ -265,6 +276,7 @@ def qat_checkpoint(
             "source_sha256": settings["source_sha256"],
             "teacher": teacher_name,
             "teacher_sha256": teacher_sha,
+            "teacher_runtime": teacher_runtime if teacher_model is not None else None,
             "settings": recipe.as_dict(),
             "world_size": context.world_size,
             "global_batch": recipe.batch_size * context.world_size,
