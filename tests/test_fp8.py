@@ -235,6 +235,17 @@ def test_tensorrt_build_refuses_fp8_below_compute_capability_8_9(random_fp8, mic
         trt_runtime.check_fp8_capability(graph, "GPU", capability)
 
 
+@pytest.mark.parametrize("flags", [{"avx2"}, {"avx2", "avx512f", "avx512_vnni"}, {"avx2", "amx_tile", "amx_int8"}], ids=["avx2", "vnni", "amx"])
+def test_auto_builds_fp8_graphs_exact_on_every_cpu_kind(random_fp8, monkeypatch, flags):
+    """Found on the Zen 5 VNNI EPYC: the int8 units' shortcut answered before the FP8 check, so auto built FP8 graphs fast there."""
+    from swin_trt.cpu import CpuInfo
+    from swin_trt.runtimes import onnxruntime as ort_runtime
+
+    monkeypatch.setattr(ort_runtime, "read_cpu", lambda: CpuInfo("test CPU", frozenset(flags)))
+    plan = ort_runtime.resolve_mode(random_fp8[3], "auto")
+    assert plan.mode == "exact" and "FP8 Q/DQ" in plan.reason and not plan.unsigned
+
+
 def test_openvino_refuses_fp8_graphs(random_fp8, tmp_path):
     pytest.importorskip("openvino")
     from swin_trt.runtimes import openvino as ov_runtime

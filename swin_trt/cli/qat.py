@@ -76,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="weight of the KL term in the reference's units (KL averaged over images and classes; default 10000)")
     distill.add_argument("--teacher-runtime", choices=TEACHER_RUNTIMES, default="auto",
                          help="where the teacher's forward runs: auto (default) onnxruntime on the CPU (the FP32 graph exported once: "
-                         "about 1.4x PyTorch's forward for Swin-T, float32 throughout, docs/qat.md), PyTorch on a GPU")
+                         "about 1.4x as fast as PyTorch's forward for Swin-T, float32 throughout, docs/qat.md), PyTorch on a GPU")
     distill.add_argument("--temperature", type=float, default=_DEFAULTS.temperature, help=f"softmax temperature (default {_DEFAULTS.temperature:g})")
     add_precision_args(parser)
     parser.set_defaults(wprec=None, aprec=None)
