@@ -100,16 +100,11 @@ def main() -> None:
     fp32 = build_model(config)
     teacher = copy.deepcopy(fp32).eval().requires_grad_(False)
 
-    def cross_entropy(logits, labels, _images):
-        return F.cross_entropy(logits, labels)
-
-    def cross_entropy_only(logits, labels):
-        return F.cross_entropy(logits, labels)
-
+    cross_entropy = StudentTeacherLoss(F.cross_entropy)  # no teacher: the criterion alone
     distillation = DistillationLoss(10000.0, 3.0, config.num_classes)
-    runtime = choose_teacher_runtime("auto", "cpu")  # as `swin-trt qat --distill` runs its teacher on the CPU
-    distill = StudentTeacherLoss(cross_entropy_only, OnnxruntimeTeacher(teacher, args.threads) if runtime == "onnxruntime" else teacher, distillation)
-    torch_teacher = StudentTeacherLoss(cross_entropy_only, teacher, distillation)  # what the teacher's runtime gains
+    runtime = choose_teacher_runtime("auto", "cpu")  # onnxruntime: as `swin-trt qat --distill` runs its teacher on the CPU
+    distill = StudentTeacherLoss(F.cross_entropy, OnnxruntimeTeacher(teacher, args.threads), distillation)
+    torch_teacher = StudentTeacherLoss(F.cross_entropy, teacher, distillation)  # what the teacher's runtime gains
     kinds = {"fp32": stepper(fp32, cross_entropy, images, targets)}
     compiled_note = "skipped" if args.no_compiled else None
     for mode in args.int8_mode:

@@ -196,15 +196,8 @@ def qat_checkpoint(
             note(f"distilling from the FP weights stored in {checkpoint} (no --teacher given)")
         teacher_model.to(context.device).eval().requires_grad_(False)
         teacher_runtime = choose_teacher_runtime(teacher_runtime, context.device)
-        if teacher_runtime == "onnxruntime":
-            start = time.perf_counter()
-            teacher_model = OnnxruntimeTeacher(teacher_model, torch.get_num_threads())
-            note(f"the teacher runs in onnxruntime on the CPU (FP32, exported in {time.perf_counter() - start:.1f} s; "
-                 "--teacher-runtime torch keeps it in PyTorch)")
     elif teacher is not None:
         note("--teacher is ignored without --distill (as in the reference)")
-    distillation = DistillationLoss(recipe.distillation_loss_scale, recipe.temperature, config.num_classes) if teacher_model is not None else None
-    loss_fn = StudentTeacherLoss(criterion, teacher_model, distillation)
 
     settings = {
         "recipe": recipe.as_dict(),
@@ -238,6 +231,13 @@ def qat_checkpoint(
     steps_per_epoch = len(loader)
     optimizer, scheduler = loop.make_optimizer(student, recipe, context.world_size, recipe.epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda") if loop.autocast_dtype(context.device) == torch.float16 else None
+    if teacher_model is not None and teacher_runtime == "onnxruntime":  # exported only once the run is known to go ahead (not refused above)
+        start = time.perf_counter()
+        teacher_model = OnnxruntimeTeacher(teacher_model, torch.get_num_threads())
+        note(f"the teacher runs in onnxruntime on the CPU (FP32, exported in {time.perf_counter() - start:.1f} s; "
+             "--teacher-runtime torch keeps it in PyTorch)")
+    distillation = DistillationLoss(recipe.distillation_loss_scale, recipe.temperature, config.num_classes) if teacher_model is not None else None
+    loss_fn = StudentTeacherLoss(criterion, teacher_model, distillation)
     run = loop.QatRun(student, distributed_model(student, context), loader, optimizer, scheduler, loss_fn, mixup, recipe, context, scaler)
     val_loader = build_loader(val_set, recipe.batch_size, context, workers=workers)
 

@@ -120,21 +120,22 @@ def resolve_mode(onnx_path: str | Path, mode: str) -> Plan:
         session_options(mode)  # validates the name
     if mode == "exact":
         return Plan("exact", "chosen with --ort-mode", False)
+
+    def without_rewrite(chosen: str, reason: str) -> Plan:  # graphs whose fast engine keeps its Q/DQ types
+        return Plan(chosen, reason, False) if mode == "auto" else Plan(mode, "chosen with --ort-mode", False)
+
     quantized = has_qdq(onnx_path)
     cpu = read_cpu()
     if not quantized:
-        chosen, reason = choose_mode(cpu, quantized)
-        return Plan(chosen, reason, False) if mode == "auto" else Plan(mode, "chosen with --ort-mode", False)
+        return without_rewrite(*choose_mode(cpu, quantized))
     model = onnx_graph.read_model(onnx_path)
-    onnx.load_external_data_for_model(model, str(onnx_path.parent))  # integer_gemm_operand_bits reads the weights
     # FP8 before the CPU's int8 units: an FP8 graph has no integer kernels to run on them, whatever the CPU
     if "fp8" in onnx_graph.qdq_formats(model):
-        reason = ("FP8 Q/DQ: onnxruntime has no fused FP8 kernels on the CPU, and exact keeps its float fusions out, "
-                  "so the graph runs as the fake-quant reference computes it (docs/fp8.md)")
-        return Plan("exact", reason, False) if mode == "auto" else Plan(mode, "chosen with --ort-mode", False)
+        return without_rewrite("exact", "FP8 Q/DQ: onnxruntime has no fused FP8 kernels on the CPU, and exact keeps its float fusions out, "
+                                        "so the graph runs as the fake-quant reference computes it (docs/fp8.md)")
     if cpu.int8_dot_product:
-        chosen, reason = choose_mode(cpu, quantized)
-        return Plan(chosen, reason, False) if mode == "auto" else Plan(mode, "chosen with --ort-mode", False)
+        return without_rewrite(*choose_mode(cpu, quantized))
+    onnx.load_external_data_for_model(model, str(onnx_path.parent))  # integer_gemm_operand_bits reads the weights
     bits = onnx_graph.integer_gemm_operand_bits(model)
     chosen, reason = choose_mode(cpu, quantized, bits) if mode == "auto" else (mode, "chosen with --ort-mode")
     unsigned = chosen == "fast" and unsigned_operands(cpu, bits)
