@@ -1,0 +1,61 @@
+"""benchmarks/fast_drift.py's graph surgery on the trt recipe's export: it finds every quantized matmul
+by what it multiplies, and its integer rewrite computes what the graph computes, up to float rounding
+(a wrong operand, zero point, transpose or scale would move the logits by whole classes)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from swin_trt.api import open_model
+from swin_trt.onnx import fuse
+from swin_trt.quantization.modules import QuantLinear
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def fast_drift():
+    sys.path.insert(0, str(BENCHMARKS))  # the script imports its siblings (machine, parity_pairings) as top-level modules
+    try:
+        spec = importlib.util.spec_from_file_location("benchmark_fast_drift", BENCHMARKS / "fast_drift.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_families_are_the_models_quantized_linears_and_two_attention_matmuls_per_block(fast_drift, micro_trt):
+    model = open_model(checkpoint=micro_trt.checkpoint).model
+    quantized_linears = sum(isinstance(m, QuantLinear) and m.weight_quantizer.enabled for m in model.modules())
+    blocks = sum(model.swin_trt_config.depths)
+    found = fast_drift.matmul_families(onnx.load(micro_trt.graph["onnx"]))
+    assert {family: len(nodes) for family, nodes in found.items()} == {"linear": quantized_linears, "q.k": blocks, "attn.v": blocks}
+
+
+def test_integer_rewrite_computes_the_graphs_values(fast_drift, micro_trt):
+    import onnxruntime as ort
+
+    graph = onnx.load(micro_trt.graph["onnx"])
+    unsigned = copy.deepcopy(graph)
+    fuse.unsigned_int8_operands(unsigned)
+    channels, height, width = (d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim[1:])
+    images = torch.randn(16, channels, height, width, generator=torch.Generator().manual_seed(0))
+    basic = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    exact = fast_drift.session_runner(graph, basic, False)(images)
+    matmuls = [n.op_type for n in graph.graph.node].count("MatMul")
+    for family, nodes in fast_drift.matmul_families(unsigned).items():
+        rewritten = fast_drift.integer_matmuls(unsigned, family)
+        ops = [n.op_type for n in rewritten.graph.node]
+        assert (ops.count("MatMulInteger"), ops.count("MatMul")) == (len(nodes), matmuls - len(nodes)), family
+        integer = fast_drift.session_runner(rewritten, basic, False)(images)
+        # float rounding flips a few quantizer levels; a wrong operand, zero point, transpose or scale moves every logit
+        assert np.median(np.abs(integer - exact)) < 1e-3 * np.abs(exact).mean(), family
