@@ -341,10 +341,11 @@ def test_result_is_a_calibrated_checkpoint_that_evaluates_and_exports(run_cli, c
     assert code == 0, err
     assert json.loads((tmp_path / "export.json").read_text())["q_nodes"] > 0
 
-    # the same command again: already complete, nothing retrained; other settings: refused
-    code, _, err = run_cli("qat", "--resume", calibrated, "--teacher", trained_micro.checkpoint, "--distill", "--num-epochs", "1",
-                           "--batch-size", "32", "--qat-lr", "1e-4", "--data-path", tiny_digits, "--output", out, "--workers", "0", "--select-images", "0")
+    # the same command again: already complete, nothing retrained (and no teacher exported for it); other settings: refused
+    code, stdout, err = run_cli("qat", "--resume", calibrated, "--teacher", trained_micro.checkpoint, "--distill", "--num-epochs", "1",
+                                "--batch-size", "32", "--qat-lr", "1e-4", "--data-path", tiny_digits, "--output", out, "--workers", "0", "--select-images", "0")
     assert code == 0, err
+    assert "the teacher runs in onnxruntime" not in stdout and "epoch 1/1" not in stdout
     code, _, err = run_cli("qat", "--resume", calibrated, "--teacher", trained_micro.checkpoint, "--distill", "--num-epochs", "1",
                            "--batch-size", "32", "--qat-lr", "2e-4", "--data-path", tiny_digits, "--output", out, "--workers", "0", "--select-images", "0")
     assert code == 2 and "other settings" in err and "qat_lr" in err and "--restart" in err

@@ -231,7 +231,8 @@ def qat_checkpoint(
     steps_per_epoch = len(loader)
     optimizer, scheduler = loop.make_optimizer(student, recipe, context.world_size, recipe.epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda") if loop.autocast_dtype(context.device) == torch.float16 else None
-    if teacher_model is not None and teacher_runtime == "onnxruntime":  # exported only once the run is known to go ahead (not refused above)
+    finished = saved is not None and saved["progress"]["epoch"] >= recipe.epochs  # the same command again: nothing left to train
+    if teacher_model is not None and teacher_runtime == "onnxruntime" and not finished:  # exported only for a run that goes ahead and trains
         start = time.perf_counter()
         teacher_model = OnnxruntimeTeacher(teacher_model, torch.get_num_threads())
         note(f"the teacher runs in onnxruntime on the CPU (FP32, exported in {time.perf_counter() - start:.1f} s; "
