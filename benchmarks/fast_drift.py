@@ -50,6 +50,7 @@ from swin_trt.console import print_table
 from swin_trt.cpu import read_cpu
 from swin_trt.onnx import fuse
 from swin_trt.parity.compare import quantile, relative_errors
+from swin_trt.runtimes import onnxruntime as ort_runtime
 from swin_trt.versions import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fast_drift"
@@ -100,11 +101,11 @@ def integer_matmuls(model: onnx.ModelProto, family: str) -> onnx.ModelProto:
     return model
 
 
-def session_runner(model: onnx.ModelProto, level, quantized_fusions: bool) -> Callable[[torch.Tensor], np.ndarray]:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = level
-    options.log_severity_level = 3
-    if not quantized_fusions:
+def session_runner(model: onnx.ModelProto, mode: str, qdq_fusions: bool = True) -> Callable[[torch.Tensor], np.ndarray]:
+    """``model`` in onnxruntime with the options of ``--ort-mode`` ``mode`` (the engines' own,
+    ``session_options``), in fast mode optionally without its Q/DQ fusions (exact runs without them)."""
+    options = ort_runtime.session_options(mode)
+    if mode == "fast" and not qdq_fusions:
         options.add_session_config_entry("session.disable_quant_qdq", "1")
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
@@ -113,17 +114,16 @@ def session_runner(model: onnx.ModelProto, level, quantized_fusions: bool) -> Ca
 
 def sessions(graph: onnx.ModelProto) -> dict[str, Callable[[], Callable]]:
     """Each variant as a factory, so that only one session is alive at a time."""
-    basic, every = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     unsigned = copy.deepcopy(graph)
     fuse.unsigned_int8_operands(unsigned)
     variants = {
-        "exact": lambda: session_runner(graph, basic, False),
-        "float fusions": lambda: session_runner(graph, every, False),
-        "fast, signed": lambda: session_runner(fuse.onnxruntime_fusions(copy.deepcopy(graph)), every, True),
-        "fast, unsigned": lambda: session_runner(fuse.onnxruntime_fusions(copy.deepcopy(unsigned)), every, True),
+        "exact": lambda: session_runner(graph, "exact"),
+        "float fusions": lambda: session_runner(graph, "fast", qdq_fusions=False),
+        "fast, signed": lambda: session_runner(fuse.onnxruntime_fusions(copy.deepcopy(graph)), "fast"),
+        "fast, unsigned": lambda: session_runner(fuse.onnxruntime_fusions(copy.deepcopy(unsigned)), "fast"),
     }
     for family in FAMILIES:
-        variants[f"integer {family}"] = lambda family=family: session_runner(integer_matmuls(unsigned, family), basic, False)
+        variants[f"integer {family}"] = lambda family=family: session_runner(integer_matmuls(unsigned, family), "exact")
     return variants
 
 
