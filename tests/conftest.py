@@ -121,6 +121,24 @@ def micro_trt(trained_micro, digits_dir: Path, tmp_path_factory: pytest.TempPath
     return MicroTrt(Path(checkpoint), read_sidecar(graph), read_sidecar(trt_graph))
 
 
+@pytest.fixture(scope="session")
+def micro_fp32(trained_micro, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The sidecar of the session's model exported with every default (FP32 graph without Q/DQ), made
+    once per run and shared by every worker as micro_trt is; read-only."""
+    from filelock import FileLock
+
+    from swin_trt.io import read_sidecar
+    from swin_trt.pipelines.export import export_checkpoint
+
+    output = run_folder(tmp_path_factory, "micro_fp32")
+    output.mkdir(parents=True, exist_ok=True)
+    graph = output / "micro_fp32.onnx"
+    with FileLock(output / "micro_fp32.lock"):
+        if not graph.is_file():
+            export_checkpoint(trained_micro.checkpoint, graph)
+    return read_sidecar(graph)
+
+
 @pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture):
     """Run ``swin-trt ARGS`` in-process; returns (exit code, stdout, stderr)."""

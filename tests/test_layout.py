@@ -7,11 +7,11 @@ import collections
 import dataclasses
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from swin_trt.api import open_model
 from swin_trt.onnx.layout import window_token_order
 from swin_trt.pipelines.export import ExportSettings, export_graph, resolve_settings
 from swin_trt.runtimes.onnxruntime import session_options
@@ -44,15 +44,19 @@ def _run(proto, images: np.ndarray, fp16: bool) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", ["fp32", "int8", "tensorrt-fp16"])
-def test_gather_layout_computes_the_same_bits_as_timms(micro_trt, kind):
+def test_gather_layout_computes_the_same_bits_as_timms(trained_micro, micro_fp32, micro_trt, kind):
     """swin_micro: 16x16 tokens in windows of 4 (shift 2 in odd blocks), 8x8, and a 4x4 stage whose
     window is the whole map (timm drops the shift there). Every block's roll, partition and reverse
-    become two Gathers, with no Transpose, Slice or Concat of their own left."""
-    loaded = open_model(checkpoint=micro_trt.checkpoint)
-    settings = {"fp32": resolve_settings(False), "int8": resolve_settings(True), "tensorrt-fp16": resolve_settings(True, target="tensorrt")}[kind]
+    become two Gathers, with no Transpose, Slice or Concat of their own left. The gather-layout graphs
+    are the session's shared exports, made with every default (checked here), so only timm's is
+    exported in this test."""
+    checkpoint, shared = {"fp32": (trained_micro.checkpoint, micro_fp32), "int8": (micro_trt.checkpoint, micro_trt.graph),
+                          "tensorrt-fp16": (micro_trt.checkpoint, micro_trt.trt_graph)}[kind]
+    settings = ExportSettings.from_sidecar(shared)
+    assert settings == {"fp32": resolve_settings(False), "int8": resolve_settings(True), "tensorrt-fp16": resolve_settings(True, target="tensorrt")}[kind]
     assert settings.layout == "gather"
-    gathered = export_graph(micro_trt.checkpoint, settings, loaded).proto
-    timm = export_graph(micro_trt.checkpoint, dataclasses.replace(settings, layout="timm"), loaded).proto
+    gathered = onnx.load(shared["onnx"])
+    timm = export_graph(checkpoint, dataclasses.replace(settings, layout="timm")).proto
     ops, timm_ops = _ops(gathered), _ops(timm)
     blocks = 6
     assert ops["Gather"] - timm_ops["Gather"] == 2 * blocks

@@ -23,14 +23,14 @@ from swin_trt.settings import CalibrationRequest
 
 
 @pytest.fixture(scope="module")
-def exported(trained_micro, micro_trt, digits_dir, tmp_path_factory):
+def exported(trained_micro, micro_trt, micro_fp32, digits_dir, tmp_path_factory):
     """swin_micro calibrated in every recipe and exported (FP32 weights), plus the FP32 graph."""
     out = tmp_path_factory.mktemp("onnx")
     graphs = {"trt": (micro_trt.checkpoint, micro_trt.graph)}
     for mode in sorted(set(RECIPES) - {"trt"}):
         calibrated = calibrate_checkpoint(None, None, trained_micro.checkpoint, digits_dir, False, CalibrationRequest(int8_mode=mode), out / mode, DistContext(), workers=0)
         graphs[mode] = (calibrated.checkpoint, export_checkpoint(calibrated.checkpoint, out / f"micro_{mode}.onnx"))
-    graphs["fp32"] = (trained_micro.checkpoint, export_checkpoint(trained_micro.checkpoint, out / "micro_fp32.onnx"))
+    graphs["fp32"] = (trained_micro.checkpoint, micro_fp32)
     return graphs
 
 
