@@ -13,8 +13,9 @@ reference logits) and asks which arithmetic moves r:
   stored as uint8 (what a fast engine holds without / with VNNI: ``unsigned_int8_operands``);
 - ``integer linear`` / ``integer q.k`` / ``integer attn.v``: the exact session with one family of
   quantized matmuls written as ``MatMulInteger`` (uint8 operands, int32 sums, one float scale
-  after: the arithmetic of onnxruntime's fused kernels, exact on every x86 CPU) and nothing else
-  changed, so a family's own contribution shows without any other fusion.
+  after: the arithmetic of onnxruntime's fused kernels) and nothing else changed, so a family's own
+  contribution shows without any other fusion. Whether the kernel's sums are exact on this CPU for
+  the graph's own layers is ``benchmarks/integer_kernels.py``'s question.
 
 Each session is also scored against the fake-quant model run in float64, which says whether an
 arithmetic is nearer the model's mathematics or only nearer the float32 reference's rounding.

@@ -27,6 +27,7 @@ import argparse
 import copy
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,30 +40,31 @@ from onnx import TensorProto, helper, numpy_helper
 from swin_trt.console import print_table
 from swin_trt.cpu import read_cpu
 from swin_trt.onnx import fuse
+from swin_trt.onnx import graph as onnx_graph
 from swin_trt.versions import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "integer_kernels"
 
 
+def integer_forms(model: onnx.ModelProto) -> dict[str, onnx.ModelProto]:
+    """The two forms of ``model`` a fast engine runs, each with its weights stored as the integers
+    its QuantizeLinear computes (``export --weights int8``'s own conversion): ``signed`` (int8) and
+    ``unsigned`` (uint8, zero point + 128)."""
+    signed = copy.deepcopy(model)
+    onnx_graph.store_int8_weights(signed)
+    unsigned = copy.deepcopy(signed)
+    fuse.unsigned_int8_operands(unsigned)
+    return {"signed": signed, "unsigned": unsigned}
+
+
 def quantized_linears(model: onnx.ModelProto) -> list[dict]:
-    """Each quantized Linear's integer operands as its MatMul reads them: the weight as a (K, N)
-    integer matrix with its per-column scales and zero points (the graph's QuantizeLinear applied to
-    the float initializer, or the stored integers), and the activation's zero point."""
+    """Each quantized Linear's integer operands as its MatMul reads them, from a graph whose weights
+    are stored as integers (:func:`integer_forms`): the weight as a (K, N) integer matrix with its
+    per-column scales and zero points, and the activation's zero point."""
     initializers = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
-    producer = {output: node for node in model.graph.node for output in node.output}
     found = []
     for matmul, left, right, transpose in matmul_families(model)["linear"]:
-        quantize = producer.get(right.input[0])
-        if quantize is None:  # INT8-stored weights
-            weight, scale, zero = (initializers[name] for name in right.input[:3])
-        else:
-            axis = next((a.i for a in quantize.attribute if a.name == "axis"), 1)
-            weight, scale, zero = (initializers[name] for name in quantize.input[:3])
-            shape = [1] * weight.ndim
-            shape[axis] = -1
-            info = np.iinfo(zero.dtype)
-            levels = np.rint(weight / scale.reshape(shape)) + zero.astype(np.int64).reshape(shape)  # QuantizeLinear: round half to even
-            weight = np.clip(levels, info.min, info.max).astype(zero.dtype)
+        weight, scale, zero = (initializers[name] for name in right.input[:3])
         if transpose is not None:
             weight = weight.transpose(list(transpose.attribute[0].ints))
         input_zero = initializers[left.input[2]]
@@ -122,17 +124,14 @@ def main() -> None:
     if not args.graph.is_file():
         parser.error(f"--graph {args.graph}: no such file; give an exported graph (swin-trt export)")
     cpu = read_cpu()
-    signed = onnx.load(args.graph)
-    unsigned = copy.deepcopy(signed)
-    fuse.unsigned_int8_operands(unsigned)
     forms = {f"{name}, {'prepacked' if prepack else 'not prepacked'}": check(graph, args.rows, args.seed, prepack)
-             for name, graph in (("unsigned", unsigned), ("signed", signed)) for prepack in (True, False)}
+             for name, graph in sorted(integer_forms(onnx.load(args.graph)).items(), reverse=True) for prepack in (True, False)}
     print_table(f"onnxruntime MatMulInteger against int64 sums, {args.graph.name}, {cpu.describe()}", ["stored form, weights", "type", "Linear layers", "inexact", "worst |error|"],
                 [[form, r["weight_dtype"], r["layers"], len(r["inexact"]), max((i["max_abs_error"] for i in r["inexact"]), default=0)] for form, r in forms.items()])
     output = args.output or RESULTS / f"{cpu_kind(cpu)}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
-    partial.write_text(json.dumps({"command": "python benchmarks/integer_kernels.py --graph " + str(args.graph), "graph": str(args.graph), "rows": args.rows,
+    partial.write_text(json.dumps({"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "graph": str(args.graph), "rows": args.rows,
                                    "seed": args.seed, "forms": forms, "cpu": cpu.as_json(),
                                    "load_average": os.getloadavg(), "versions": package_versions()}, indent=2))
     partial.replace(output)

@@ -75,9 +75,7 @@ def test_kernel_check_reads_each_linear_layers_integers(integer_kernels, micro_t
     model = open_model(checkpoint=micro_trt.checkpoint).model
     expected = {name: module.weight_quantizer(module.weight).detach().numpy().T for name, module in model.named_modules()
                 if isinstance(module, QuantLinear) and module.weight_quantizer.enabled}
-    graph = onnx.load(micro_trt.graph["onnx"])
-    if form == "unsigned":
-        fuse.unsigned_int8_operands(graph)
+    graph = integer_kernels.integer_forms(onnx.load(micro_trt.graph["onnx"]))[form]
     matched = []
     for layer in integer_kernels.quantized_linears(graph):
         assert layer["weight"].dtype == (np.uint8 if form == "unsigned" else np.int8) and layer["input_zero"].dtype == np.uint8
@@ -87,8 +85,7 @@ def test_kernel_check_reads_each_linear_layers_integers(integer_kernels, micro_t
 
 
 def test_kernel_check_names_a_wrong_sum(integer_kernels, micro_trt, monkeypatch):
-    graph = onnx.load(micro_trt.graph["onnx"])
-    fuse.unsigned_int8_operands(graph)
+    graph = integer_kernels.integer_forms(onnx.load(micro_trt.graph["onnx"]))["unsigned"]
     result = integer_kernels.check(graph, rows=8, seed=0)
     assert result["layers"] == 26
     if read_cpu().int8_dot_product:  # measured: VNNI's int32 accumulation is exact (docs/cpu.md)

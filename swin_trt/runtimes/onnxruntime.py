@@ -61,8 +61,9 @@ def choose_mode(cpu: CpuInfo, quantized: bool, operand_bits: int | None = None) 
     operands of at most 7 bits. Elsewhere ``exact``: on AVX2 without VNNI a fast engine of an 8-bit
     graph computes exact integers too (:func:`unsigned_operands`), but on the deep
     swin_tiny_fashion its right engines fail the p95 bound, so it is built only on request. What fails
-    is the Linear layers' integer sums themselves, not a kernel: ``MatMulInteger`` scaled after, in an
-    otherwise exact engine, drifts as far (``benchmarks/fast_drift.py``, docs/parity.md section 3).
+    is the Linear layers' integer GEMMs: ``MatMulInteger`` scaled after, in an otherwise exact engine,
+    drifts as far there, and not on the VNNI EPYCs (``benchmarks/fast_drift.py``); whether AVX2's
+    kernels sum those layers exactly is open (``benchmarks/integer_kernels.py``, docs/parity.md section 3).
     """
     if not quantized:
         return "fast", "no Q/DQ in the graph: fusions do not touch quantized arithmetic"
