@@ -420,17 +420,19 @@ torch.set_num_threads(2)
 x = torch.randn(8, 3136, 384, requires_grad=True)  # Swin-T's fc1 output at batch 8, 38.5 MB: above glibc's largest dynamic mmap threshold
 amax = torch.tensor(3.0)
 faults = []
-for _ in range(5):
+for _ in range(12):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     _FakeQuantize.apply(x, amax / 127, amax, -128, 127, False, False).sum().backward()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(max(faults[-2:]))
+print(sum(faults[-6:]))
 """
 
 
 def test_kept_freed_memory_stops_the_page_faults_of_every_training_step():
     """swin_trt.allocator's reason to exist, counted (not timed): with glibc's defaults every fake-quant forward and
-    backward of a large activation faults its temporaries in afresh (three of them); with freed memory kept, at most one.
+    backward of a large activation faults its temporaries in afresh (two or three of them, every step); with freed memory
+    kept, the heap settles within a few steps (how many varies from run to run: CI once saw two tensors faulted at the 5th
+    step) and then faults none. So 12 steps, and the faults of the last 6 summed.
     Each setting in a fresh process (mallopt is per process and the CLI sets it)."""
     import subprocess
     import sys
@@ -441,4 +443,5 @@ def test_kept_freed_memory_stops_the_page_faults_of_every_training_step():
         pytest.skip("not glibc: nothing to set")
     steady = {how: int(subprocess.run([sys.executable, "-c", _FAULTS, how], capture_output=True, text=True, check=True).stdout.split()[-1])
               for how in ("default", "kept")}
-    assert 2 * steady["kept"] < steady["default"], steady  # measured on the AVX2 EPYC: 9,408 against 28,227-30,579 per step
+    # measured on the Zen 5 EPYC, 9 runs of 12 steps, 3 of them beside a busy core: kept 0-9,408 against 112,908
+    assert 2 * steady["kept"] < steady["default"], steady
