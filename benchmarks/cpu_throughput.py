@@ -4,8 +4,9 @@ One run measures torch FP32, onnxruntime FP32, OpenVINO FP32 and, for each recip
 (weights/activations bits), the onnxruntime INT8 engines (exact and fast, built by
 ``swin_trt.runtimes.onnxruntime.build``; ``auto`` is whichever of them ``choose_mode`` picks on
 this CPU) and OpenVINO INT8 on the same Q/DQ graph; for the first recipe and precision also
-the exporter's graph without swin-trt's fusion passes and the graph in timm's token layout
-(``--layout timm``), to measure what each gains. Random weights, amax from a short
+the exporter's graph without swin-trt's fusion passes, the graph in timm's token layout
+(``--layout timm``) and each mode's engine without swin-trt's engine passes (the source optimized by
+onnxruntime in memory), to measure what each gains. Random weights, amax from a short
 calibration on random images (speed does not depend on the values). Each engine is also put
 against its PyTorch fake-quant model with the parity gate's own criterion
 (:func:`swin_trt.parity.compare.relative_errors`, median and 95th percentile against the default
@@ -36,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from machine import cpu_kind
@@ -59,7 +61,7 @@ from swin_trt.parity.gate import Bounds
 from swin_trt.quantization.calibrate import collect_statistics, load_calib_amax
 from swin_trt.quantization.model import quantize_model, set_precision
 from swin_trt.quantization.recipes import get_recipe
-from swin_trt.runtimes.onnxruntime import build, session_options
+from swin_trt.runtimes.onnxruntime import build, fast_source, resolve_mode, session_options
 from swin_trt.versions import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cpu_throughput"
@@ -188,6 +190,13 @@ def measure(folder: Path) -> None:
                     details = build(timm, folder / f"int8_timm_layout.{mode}.onnx", mode)
                     lineup.add_engine(f"onnxruntime INT8 {mode}, timm layout ({label})", ort_runner(Path(details["engine"]), mode, args.threads),
                                       fakequant, **setting, backend="onnxruntime", ort_mode=mode, engine=details["engine"])
+                    # what the engine passes gain: the same source optimized by onnxruntime in memory, where they do not run
+                    source = onnx.load(str(graph))
+                    source = fast_source(source, resolve_mode(graph, "fast").unsigned) if mode == "fast" else source
+                    unpassed = folder / f"int8_no_engine_passes.{mode}.onnx"
+                    onnx.save(source, str(unpassed))
+                    lineup.add_engine(f"onnxruntime INT8 {mode}, without engine passes ({label})", ort_runner(unpassed, mode, args.threads),
+                                      fakequant, **setting, backend="onnxruntime", ort_mode=mode, engine=str(unpassed))
                 first = False
             for mode in ("exact", "fast", "auto"):
                 details = build(graph, folder / f"{graph.stem}.{mode}.onnx", mode)

@@ -17,7 +17,15 @@ from swin_trt.api import open_model
 from swin_trt.cpu import read_cpu
 from swin_trt.io import sidecar_path
 from swin_trt.onnx.export import export_onnx, save_onnx
-from swin_trt.onnx.fuse import export_fusions, fold_bias_into_integer_matmuls, unsigned_int8_operands
+from swin_trt.onnx.fuse import (
+    export_fusions,
+    fold_bias_into_integer_matmuls,
+    layout_ops_on_integers,
+    onnxruntime_fusions,
+    quantize_before_layout_ops,
+    split_integer_gemms,
+    unsigned_int8_operands,
+)
 from swin_trt.parity.compare import quantile, relative_errors
 from swin_trt.runtimes.onnxruntime import Engine, build, session_options
 
@@ -53,7 +61,28 @@ def test_export_passes_change_no_output_bit(graphs):
     images = _images()
     assert np.array_equal(_run(fused, "exact", images), _run(plain, "exact", images))
     again = onnx.load(str(plain))
-    assert export_fusions(again) == {"noop_pads": 2, "attention_biases": 2} and export_fusions(again) == {"noop_pads": 0, "attention_biases": 0}
+    assert export_fusions(again) == {"noop_pads": 2, "constant_layout_ops": 0, "attention_biases": 2}  # swin_micro's biases: one constant each
+    assert set(export_fusions(again).values()) == {0}
+
+
+def test_constant_layout_ops_fold_into_one_constant():
+    """The chain torch.onnx leaves on the position-bias table of a block with more than three heads (Reshape, Transpose,
+    Unsqueeze on a constant) becomes one constant holding numpy's result, and the graph's output does not change."""
+    table = np.arange(2 * 3 * 4, dtype=np.float32).reshape(6, 4)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Reshape", ["table", "shape"], ["viewed"]),
+         onnx.helper.make_node("Transpose", ["viewed"], ["permuted"], perm=[2, 0, 1]),
+         onnx.helper.make_node("Unsqueeze", ["permuted", "axes"], ["bias"]),
+         onnx.helper.make_node("Add", ["attn", "bias"], ["out"])],
+        "bias", [onnx.helper.make_tensor_value_info("attn", onnx.TensorProto.FLOAT, ["n", 4, 2, 3])],
+        [onnx.helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, ["n", 4, 2, 3])],
+        [onnx.numpy_helper.from_array(table, "table"), onnx.numpy_helper.from_array(np.array([2, 3, 4]), "shape"),
+         onnx.numpy_helper.from_array(np.array([0]), "axes")])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 19)])
+    assert export_fusions(model)["constant_layout_ops"] == 3
+    assert [node.op_type for node in model.graph.node] == ["Add"]
+    (bias,) = [onnx.numpy_helper.to_array(init) for init in model.graph.initializer]
+    assert np.array_equal(bias, table.reshape(2, 3, 4).transpose(2, 0, 1)[None])
 
 
 def test_fast_engine_fuses_gelu_and_biases_and_matches_reference(graphs, tmp_path):
@@ -135,3 +164,112 @@ def test_exact_engine_folds_each_weights_qdq_into_the_float_weight_onnxruntime_c
         assert np.array_equal(weights[name], values), name
     qdq = [node for node in engine.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert qdq and not [node.name for node in qdq if node.input[0] in weights]  # activations only: nothing left to fold
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_engine_passes_change_no_output_bit(graphs, tmp_path, mode):
+    """The passes on the optimized graph (split qkv GEMMs, head transposes on 8-bit integers) change no output bit: the
+    engine gives what a session optimizing the same source in memory gives (where none of them runs), and they did run."""
+    _, fused, _ = graphs
+    details = build(fused["onnx"], tmp_path / f"{mode}.onnx", mode)
+    source = onnx.load(fused["onnx"])
+    if mode == "fast":
+        if details["unsigned_operands"]:
+            unsigned_int8_operands(source)
+        source = onnxruntime_fusions(source)
+    images = _images()
+    in_memory = ort.InferenceSession(source.SerializeToString(), session_options(mode, 2), providers=["CPUExecutionProvider"])
+    assert np.array_equal(Engine(details["engine"])(images), in_memory.run(None, {"images": images})[0])
+    passes, ops = details["engine_passes"], _ops(details["engine"])
+    if mode == "fast":  # swin_micro has 6 blocks: one qkv Split each, gone; q's head transpose after its quantize
+        assert passes["split_integer_gemms"] == 6 and ops["Split"] == 0 and passes["quantize_before_layout_ops"] >= 6
+    else:  # k's transpose between its Q/DQ instead of around onnxruntime's propagated pair, q's and v's after their quantize
+        assert passes["layout_ops_on_integers"] == 6 and passes["quantize_before_layout_ops"] >= 12
+        assert set(passes) == {"layout_ops_on_integers", "quantize_before_layout_ops"}  # no integer GEMM in exact
+
+
+def _graph(nodes, inputs, outputs, initializers) -> onnx.ModelProto:
+    graph = onnx.helper.make_graph(nodes, "g", inputs, outputs, [onnx.numpy_helper.from_array(value, name) for name, value in initializers.items()])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 19), onnx.helper.make_opsetid("com.microsoft", 1)])
+
+
+def _session_run(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+def _tensor(name: str, elem_type: int, shape) -> onnx.ValueInfoProto:
+    return onnx.helper.make_tensor_value_info(name, elem_type, shape)
+
+
+def test_quantize_moves_above_transposes_and_scalar_muls_only():
+    """q's path, Transpose -> Squeeze -> Mul(scale) -> QuantizeLinear, becomes Mul -> QuantizeLinear -> Transpose ->
+    Squeeze: the same int8 values (numpy's), the transpose on int8. A per-channel Mul does not commute with the transpose and
+    a per-channel quantize neither: those chains stay as they are."""
+    x = np.random.default_rng(0).standard_normal((4, 5, 1, 3, 2)).astype(np.float32)
+    scale = np.float32(0.125)
+
+    def model(mul_by: np.ndarray) -> onnx.ModelProto:
+        return _graph([onnx.helper.make_node("Transpose", ["x"], ["t"], perm=[2, 0, 3, 1, 4]),
+                       onnx.helper.make_node("Squeeze", ["t", "zero"], ["s"]),
+                       onnx.helper.make_node("Mul", ["s", "by"], ["m"]),
+                       onnx.helper.make_node("QuantizeLinear", ["m", "scale", "zp"], ["q"])],
+                      [_tensor("x", onnx.TensorProto.FLOAT, x.shape)], [_tensor("q", onnx.TensorProto.INT8, None)],
+                      {"zero": np.array([0]), "by": mul_by, "scale": np.array(0.05, np.float32), "zp": np.array(3, np.int8)})
+
+    moved = model(np.array(scale))
+    assert quantize_before_layout_ops(moved) == 1
+    assert [node.op_type for node in moved.graph.node] == ["Mul", "QuantizeLinear", "Transpose", "Squeeze"]
+    expected = np.clip(np.rint(x.transpose(2, 0, 3, 1, 4)[0] * scale / np.float32(0.05)) + 3, -128, 127).astype(np.int8)
+    assert np.array_equal(_session_run(moved, {"x": x}), expected)
+    per_channel = model(np.array([1.0, 2.0], np.float32))
+    assert quantize_before_layout_ops(per_channel) == 0 and per_channel.graph.node[0].op_type == "Transpose"
+
+
+def test_layout_ops_move_onto_the_integers_between_equal_qdq():
+    """DequantizeLinear -> Transpose -> QuantizeLinear -> DequantizeLinear on one scale becomes the Transpose on the int8
+    values and one DequantizeLinear, with numpy's values; on two different scales the requantization changes values and
+    the pattern stays."""
+    levels = np.random.default_rng(0).integers(-128, 128, (2, 3, 4, 5)).astype(np.int8)
+
+    def model(second_scale: float) -> onnx.ModelProto:
+        return _graph([onnx.helper.make_node("DequantizeLinear", ["k", "scale", "zp"], ["d"]),
+                       onnx.helper.make_node("Transpose", ["d"], ["t"], perm=[0, 1, 3, 2]),
+                       onnx.helper.make_node("QuantizeLinear", ["t", "scale2", "zp"], ["q"]),
+                       onnx.helper.make_node("DequantizeLinear", ["q", "scale2", "zp"], ["out"])],
+                      [_tensor("k", onnx.TensorProto.INT8, levels.shape)], [_tensor("out", onnx.TensorProto.FLOAT, None)],
+                      {"scale": np.array(0.07, np.float32), "scale2": np.array(second_scale, np.float32), "zp": np.array(-2, np.int8)})
+
+    same = model(0.07)
+    assert layout_ops_on_integers(same) == 1
+    assert [node.op_type for node in same.graph.node] == ["Transpose", "DequantizeLinear"]
+    expected = (levels.transpose(0, 1, 3, 2).astype(np.float32) + 2) * np.float32(0.07)
+    assert np.array_equal(_session_run(same, {"k": levels}), expected)
+    assert layout_ops_on_integers(model(0.09)) == 0
+
+
+def test_split_integer_gemm_computes_each_part_over_its_columns():
+    """MatMulIntegerToFloat(a, B) -> Reshape -> Split becomes one GEMM per part over its block of B's columns, its per-column
+    scales and bias; each output equals numpy's int64 sums scaled, and equals the unsplit graph's bit for bit."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (7, 4)).astype(np.uint8)
+    weights = rng.integers(-128, 128, (4, 12)).astype(np.int8)
+    b_scale, bias = rng.uniform(0.01, 0.1, 12).astype(np.float32), rng.standard_normal(12).astype(np.float32)
+    model = _graph([onnx.helper.make_node("MatMulIntegerToFloat", ["a", "w", "a_scale", "b_scale", "a_zp", "", "bias"], ["y"], domain="com.microsoft"),
+                    onnx.helper.make_node("Reshape", ["y", "shape"], ["r"]),
+                    onnx.helper.make_node("Split", ["r", "sizes"], ["p0", "p1", "p2"], axis=1)],
+                   [_tensor("a", onnx.TensorProto.UINT8, a.shape)], [_tensor(f"p{i}", onnx.TensorProto.FLOAT, None) for i in range(3)],
+                   {"w": weights, "a_scale": np.array(0.02, np.float32), "b_scale": b_scale, "a_zp": np.array(128, np.uint8), "bias": bias,
+                    "shape": np.array([7, 3, 2, 2]), "sizes": np.array([1, 1, 1])})
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    whole = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {"a": a})
+    assert split_integer_gemms(model) == 1
+    assert [node.op_type for node in model.graph.node] == ["MatMulIntegerToFloat", "Reshape"] * 3
+    parts = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {"a": a})
+    sums = (a.astype(np.int64) - 128) @ weights.astype(np.int64)
+    expected = (sums * (np.float32(0.02) * b_scale) + bias).reshape(7, 3, 2, 2)
+    for index, (part, unsplit) in enumerate(zip(parts, whole)):
+        assert np.array_equal(part, unsplit)
+        assert np.allclose(part, expected[:, index:index + 1], rtol=1e-6, atol=1e-6)

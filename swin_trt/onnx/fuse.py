@@ -4,16 +4,23 @@ Two kinds, because the exported graph is shared by every backend while some fusi
 as onnxruntime contrib operators:
 
 - export passes (standard ONNX, any backend): :func:`drop_noop_pads` (timm pads every block's
-  input to a multiple of the window, a zero-width Pad at every block of Swin-T 224) and
+  input to a multiple of the window, a zero-width Pad at every block of Swin-T 224),
+  :func:`fold_constant_layout_ops` (the exporter leaves the position bias of blocks with more than
+  three heads as a Reshape/Transpose/Unsqueeze chain on its table) and
   :func:`combine_attention_biases` (the relative position bias and the shift mask added as one
   constant per shifted block instead of two broadcast adds over every attention map);
 - onnxruntime passes for a ``fast`` engine (:func:`onnxruntime_fusions`): onnxruntime's own
   transformer optimizer turns fc1's bias add + the erf GELU into one ``BiasGelu`` (onnxruntime's
-  graph optimizer does not match the exporter's GELU form), and after onnxruntime has fused the
-  Q/DQ GEMMs, :func:`fold_bias_into_integer_matmuls` moves each remaining bias add into its
-  ``MatMulIntegerToFloat`` (whose epilogue adds a bias; onnxruntime's QDQ selectors leave it out);
-  on CPUs without VNNI/AMX, :func:`unsigned_int8_operands` stores the graph's int8 Q/DQ as uint8 so
-  that the fused GEMMs take MLAS's exact u8u8 kernels instead of the saturating u8s8 ones.
+  graph optimizer does not match the exporter's GELU form); on CPUs without VNNI/AMX,
+  :func:`unsigned_int8_operands` stores the graph's int8 Q/DQ as uint8 so that the fused GEMMs take
+  MLAS's exact u8u8 kernels instead of the saturating u8s8 ones;
+- engine passes on the graph onnxruntime has optimized, for both modes (:func:`engine_passes`):
+  they change no value, only where the layout work happens and what onnxruntime left unfused.
+  :func:`fold_bias_into_integer_matmuls` (fast) moves each remaining bias add into its
+  ``MatMulIntegerToFloat`` (whose epilogue adds a bias; onnxruntime's QDQ selectors leave it out),
+  :func:`split_integer_gemms` (fast) computes q, k and v as three GEMMs instead of copying them out
+  of the qkv output, :func:`layout_ops_on_integers` and :func:`quantize_before_layout_ops` move
+  the head transposes of q and k from float tensors to their 8-bit integers.
 
 Measured against the graph without them in ``docs/cpu.md``; the tests check each pass against
 onnxruntime's outputs on the unmodified graph.
@@ -27,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 from swin_trt.lazy import lazy_import
 from swin_trt.onnx.graph import consumer_map, producer_map, prune_initializers, rename_input
@@ -69,6 +77,33 @@ def drop_noop_pads(model: onnx.ModelProto) -> int:
     return dropped
 
 
+LAYOUT_OPS = ("Reshape", "Transpose", "Unsqueeze", "Squeeze")
+
+
+def fold_constant_layout_ops(model: onnx.ModelProto) -> int:
+    """Replace each layout node whose inputs are all constants by its output as a constant, until
+    none is left. Why: torch.onnx folds the position bias of a block with up to three heads into one
+    constant and leaves the others as a chain on the bias table, which :func:`combine_attention_biases`
+    cannot match (onnxruntime folds the chain when a session starts, too late for that pass). Values
+    are moved, never computed (ONNX's reference implementation runs the node). Returns how many."""
+    graph = model.graph
+    folded = 0
+    while True:
+        initializers = _index(graph).initializers
+        ready = [node for node in graph.node if node.op_type in LAYOUT_OPS and node.domain in ("", "ai.onnx")
+                 and all(name in initializers for name in node.input if name)]
+        if not ready:
+            break
+        for node in ready:
+            feeds = {name: numpy_helper.to_array(initializers[name]) for name in node.input if name}
+            (value,) = ReferenceEvaluator(node).run(None, feeds)
+            graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+            graph.node.remove(node)
+            folded += 1
+    prune_initializers(graph)
+    return folded
+
+
 def combine_attention_biases(model: onnx.ModelProto) -> int:
     """``Add(attn, bias) -> Reshape(B, nW, H, N, N) -> Add(mask)`` becomes ``Reshape(attn) ->
     Add(bias + mask)`` with one precombined constant of shape (1, nW, H, N, N) per shifted block.
@@ -108,7 +143,8 @@ def combine_attention_biases(model: onnx.ModelProto) -> int:
 
 def export_fusions(model: onnx.ModelProto) -> dict[str, int]:
     """The standard-ONNX passes, in place; how many nodes each changed."""
-    return {"noop_pads": drop_noop_pads(model), "attention_biases": combine_attention_biases(model)}
+    return {"noop_pads": drop_noop_pads(model), "constant_layout_ops": fold_constant_layout_ops(model),
+            "attention_biases": combine_attention_biases(model)}
 
 
 def bias_gelu(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -214,3 +250,182 @@ def unsigned_int8_operands(model: onnx.ModelProto) -> int:
             info.type.tensor_type.elem_type = onnx.TensorProto.UINT8
     prune_initializers(graph)
     return changed
+
+
+def _columns(values: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Columns ``start:stop`` of a per-column GEMM constant (weights, scales, zero points, bias); a scalar is shared."""
+    return values if values.ndim == 0 or values.size == 1 else values[..., start:stop]
+
+
+def split_integer_gemms(model: onnx.ModelProto) -> int:
+    """``Split(Reshape(MatMulIntegerToFloat(a, B)))`` along axes that hold whole blocks of the GEMM's
+    columns becomes one MatMulIntegerToFloat per part, each over its block of B's columns (with its
+    scales, zero points and bias), reshaped to the part's shape. Each output element is the same sum
+    with the same epilogue; what goes is the copy of every qkv output into q, k and v (the Split was
+    4-5 % of the fast engine's time on Swin-T). Returns how many Splits were removed."""
+    graph = model.graph
+    initializers, producers, consumers = _index(graph)
+
+    def constant(name: str) -> np.ndarray | None:
+        return numpy_helper.to_array(initializers[name]) if name in initializers else None
+
+    removed = 0
+    for split in list(graph.node):
+        reshape = producers.get(split.input[0]) if split.op_type == "Split" else None
+        gemm = producers.get(reshape.input[0]) if reshape is not None and reshape.op_type == "Reshape" else None
+        if gemm is None or gemm.op_type != "MatMulIntegerToFloat" or len(consumers[gemm.output[0]]) != 1 or len(consumers[reshape.output[0]]) != 1:
+            continue
+        shape, weights = constant(reshape.input[1]), constant(gemm.input[1])
+        axis = next((a.i for a in split.attribute if a.name == "axis"), 0)
+        sizes = constant(split.input[1]) if len(split.input) > 1 and split.input[1] else None
+        if shape is None or weights is None or weights.ndim != 2 or sizes is None or (shape == 0).any():
+            continue
+        axis %= len(shape)
+        inner = int(np.prod(shape[axis + 1:]))
+        if -1 in shape[axis:] or shape[axis] * inner != weights.shape[1]:
+            continue  # the split axis does not cut the GEMM's columns into blocks
+        extras = [constant(name) if name else None for name in gemm.input[2:]]
+        if any(name and value is None for name, value in zip(gemm.input[2:], extras)):
+            continue
+        start, parts = 0, []
+        for index, (size, output) in enumerate(zip(sizes.tolist(), split.output)):
+            stop = start + size * inner
+            inputs = [gemm.input[0]]
+            for position, (name, value) in enumerate(zip(gemm.input[1:], [weights, *extras])):
+                if not name:
+                    inputs.append("")
+                    continue
+                part = f"{name}_columns_{start}_{stop}"
+                if part not in initializers:
+                    initializers[part] = numpy_helper.from_array(_columns(value, start, stop), part)
+                    graph.initializer.append(initializers[part])
+                inputs.append(part)
+            part_shape = shape.copy()
+            part_shape[axis] = size
+            shape_name = f"{output}_shape"
+            graph.initializer.append(numpy_helper.from_array(part_shape, shape_name))
+            gemm_output = f"{output}_gemm"
+            parts += [onnx.helper.make_node("MatMulIntegerToFloat", inputs, [gemm_output], f"{gemm.name or gemm.output[0]}_part{index}", domain=gemm.domain),
+                      onnx.helper.make_node("Reshape", [gemm_output, shape_name], [output], f"{reshape.name or reshape.output[0]}_part{index}")]
+            start = stop
+        position = list(graph.node).index(split)  # where the parts go, so that the graph stays in topological order
+        for node in reversed(parts):
+            graph.node.insert(position, node)
+        for node in (split, reshape, gemm):
+            graph.node.remove(node)
+        removed += 1
+    prune_initializers(graph)
+    return removed
+
+
+DATA_MOVEMENT_OPS = (*LAYOUT_OPS, "Gather")  # each output element is one input element: they commute with per-element arithmetic
+
+
+def _scalar_constant(name: str, initializers: dict[str, onnx.TensorProto]) -> bool:
+    return name in initializers and int(np.prod(initializers[name].dims)) == 1
+
+
+def _per_tensor_int8(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> bool:
+    """A QuantizeLinear/DequantizeLinear with a scalar scale and an int8 or uint8 scalar zero point
+    (onnxruntime moves no FP8 tensor through a Transpose)."""
+    return (len(node.input) >= 3 and _scalar_constant(node.input[1], initializers) and _scalar_constant(node.input[2], initializers)
+            and initializers[node.input[2]].data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8))
+
+
+def _rewrite_all(model: onnx.ModelProto, rewrite_one) -> int:
+    """Apply ``rewrite_one(graph, index)`` until it finds nothing (it returns False), with a fresh
+    index each time, since a rewrite renames and removes tensors. Returns how many it made."""
+    count = 0
+    while rewrite_one(model.graph, _index(model.graph)):
+        count += 1
+    return count
+
+
+def _quantize_before_data_movement(graph: onnx.GraphProto, index: _Index) -> bool:
+    initializers, producers, consumers = index
+    for quantize in graph.node:
+        if quantize.op_type != "QuantizeLinear" or not _per_tensor_int8(quantize, initializers):
+            continue
+        chain, source = [], quantize.input[0]
+        while (node := producers.get(source)) is not None and len(consumers.get(source, [])) == 1 and (
+                node.op_type in DATA_MOVEMENT_OPS or (node.op_type == "Mul" and any(_scalar_constant(name, initializers) for name in node.input))):
+            chain.insert(0, node)
+            source = node.input[1] if node.op_type == "Mul" and _scalar_constant(node.input[0], initializers) else node.input[0]
+        movement = [node for node in chain if node.op_type in DATA_MOVEMENT_OPS]
+        if not any(node.op_type in ("Transpose", "Gather") for node in movement):
+            continue  # Reshape and Squeeze move nothing
+        position = list(graph.node).index(chain[0])
+        for node in [*chain, quantize]:
+            graph.node.remove(node)
+        final, current = quantize.output[0], source
+        reordered = [*(node for node in chain if node.op_type == "Mul"), quantize, *movement]
+        for step, node in enumerate(reordered):
+            node.input[1 if node.op_type == "Mul" and _scalar_constant(node.input[0], initializers) else 0] = current
+            current = final if step == len(reordered) - 1 else f"{final}_before_movement_{step}"
+            node.output[0] = current
+        for node in reversed(reordered):
+            graph.node.insert(position, node)
+        return True
+    return False
+
+
+def quantize_before_layout_ops(model: onnx.ModelProto) -> int:
+    """``QuantizeLinear(Mul(Transpose/Gather/Squeeze/Reshape(x), scalar))`` with a per-tensor 8-bit
+    scale becomes the data movement applied to ``QuantizeLinear(Mul(x, scalar))``: the same values (a
+    scalar Mul and a per-tensor quantize act on each element alone, so they commute with moving
+    elements), and the moves carry one byte per element instead of four. onnxruntime's transpose
+    optimizer does this for k and v but stops at q's attention-scale Mul, leaving a float Transpose
+    of q in every block, and moves no Gather (the window partition). Returns how many moved."""
+    return _rewrite_all(model, _quantize_before_data_movement)
+
+
+def _same_constant(a: str, b: str, initializers: dict[str, onnx.TensorProto]) -> bool:
+    left, right = (numpy_helper.to_array(initializers[name]) for name in (a, b))
+    return left.dtype == right.dtype and np.array_equal(left, right)
+
+
+def _movement_on_integers(graph: onnx.GraphProto, index: _Index) -> bool:
+    initializers, producers, consumers = index
+    for dequantize in graph.node:
+        quantize = producers.get(dequantize.input[0]) if dequantize.op_type == "DequantizeLinear" else None
+        if quantize is None or quantize.op_type != "QuantizeLinear" or len(consumers[quantize.output[0]]) != 1:
+            continue
+        movement, source = [], quantize.input[0]
+        while (node := producers.get(source)) is not None and node.op_type in DATA_MOVEMENT_OPS and len(consumers[source]) == 1:
+            movement.insert(0, node)
+            source = node.input[0]
+        first = producers.get(source)
+        if (not movement or first is None or first.op_type != "DequantizeLinear" or len(consumers[source]) != 1
+                or not all(_per_tensor_int8(node, initializers) for node in (first, quantize, dequantize))
+                or not all(_same_constant(a, b, initializers) for a, b in zip(first.input[1:3], quantize.input[1:3]))
+                or not all(_same_constant(a, b, initializers) for a, b in zip(first.input[1:3], dequantize.input[1:3]))):
+            continue
+        movement[0].input[0] = first.input[0]
+        dequantize.input[0] = movement[-1].output[0]
+        retyped = {node.output[0] for node in movement}  # their element type is now the integers'
+        kept = [info for info in graph.value_info if info.name not in retyped]
+        del graph.value_info[:]
+        graph.value_info.extend(kept)
+        graph.node.remove(first)
+        graph.node.remove(quantize)
+        return True
+    return False
+
+
+def layout_ops_on_integers(model: onnx.ModelProto) -> int:
+    """``DequantizeLinear -> Transpose/Reshape/Squeeze... -> QuantizeLinear -> DequantizeLinear`` on
+    one per-tensor 8-bit scale and zero point becomes the data movement on the integers, then one
+    DequantizeLinear. onnxruntime's Q/DQ propagation writes that pattern around k's transpose
+    (k^T for q.k^T); requantizing a dequantized value on its own scale gives back the same integer
+    (``round(q * s / s) = q``), so the values are unchanged, and the exact engine loses a float
+    transpose and a quantize-dequantize pass over k in every block. Returns how many."""
+    return _rewrite_all(model, _movement_on_integers)
+
+
+def engine_passes(model: onnx.ModelProto, mode: str) -> dict[str, int]:
+    """The passes on an engine's graph after onnxruntime's own optimizer (see the module doc), in
+    place; how many nodes each changed. Exact gets only those that move values between layouts."""
+    integer_gemms = {"biases_in_integer_gemms": fold_bias_into_integer_matmuls(model),
+                     "split_integer_gemms": split_integer_gemms(model)} if mode == "fast" else {}
+    return {**integer_gemms, "layout_ops_on_integers": layout_ops_on_integers(model),
+            "quantize_before_layout_ops": quantize_before_layout_ops(model)}

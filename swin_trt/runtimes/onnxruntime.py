@@ -1,9 +1,11 @@
 """onnxruntime backend: build (optimise and save) and run a Q/DQ graph.
 
 Two modes: ``fast`` (ORT_ENABLE_ALL: Q/DQ pairs fused into integer MatMuls, plus the fusions of
-:func:`swin_trt.onnx.fuse.onnxruntime_fusions`, BiasGelu and bias adds in the integer GEMMs) and ``exact``
-(ORT_ENABLE_BASIC: Q/DQ stay explicit, float math between them, as in the fake-quant model; each
-weight's constant Q/DQ is folded into the float weight it computes, see :func:`session_options`).
+:func:`swin_trt.onnx.fuse.onnxruntime_fusions`, BiasGelu, bias adds in the integer GEMMs, q, k and v
+as three GEMMs) and ``exact`` (ORT_ENABLE_BASIC: Q/DQ stay explicit, float math between them, as in
+the fake-quant model; each weight's constant Q/DQ is folded into the float weight it computes, see
+:func:`session_options`). Both move the attention's head transposes onto 8-bit integers
+(:func:`swin_trt.onnx.fuse.engine_passes`, which change no value).
 ``auto`` picks one per CPU (:func:`choose_mode`). A fast engine computes the graph's integers
 exactly on every x86 CPU with AVX2: where VNNI/AMX are missing and the signed operands are wider
 than 7 bits, the build stores the Q/DQ as uint8 (:func:`unsigned_operands`), which moves the
@@ -163,15 +165,14 @@ def build(onnx_path: str | Path, engine_path: str | Path, mode: str = "auto") ->
         except Exception as error:  # protobuf DecodeError and friends
             raise SwinTrtError(f"{onnx_path}: not an ONNX model ({error})") from None
         if plan.mode == "fast":  # exact keeps the graph's own arithmetic: no contrib fusions
-            source = _fast_source(source, plan.unsigned)
+            source = fast_source(source, plan.unsigned)
         try:
             ort.InferenceSession(source.SerializeToString(), options, providers=providers())
         except Exception as error:  # onnxruntime raises its own Fail / InvalidGraph types
             raise SwinTrtError(f"{onnx_path}: onnxruntime cannot load it ({str(error).splitlines()[0]})") from None
-        if plan.mode == "fast":
-            optimized = onnx.load(str(tmp))
-            onnx_fuse.fold_bias_into_integer_matmuls(optimized)
-            onnx.save(optimized, str(tmp))
+        optimized = onnx.load(str(tmp))
+        passes = onnx_fuse.engine_passes(optimized, plan.mode)
+        onnx.save(optimized, str(tmp))
     details = {
         "engine": str(engine_path),
         "backend": "onnxruntime",
@@ -179,6 +180,7 @@ def build(onnx_path: str | Path, engine_path: str | Path, mode: str = "auto") ->
         "ort_mode_requested": requested,
         "ort_mode_reason": plan.reason,
         "unsigned_operands": plan.unsigned,
+        "engine_passes": passes,
         "cpu": read_cpu().as_json(),
         "providers": providers(),
         **source_record(onnx_path),
@@ -187,7 +189,7 @@ def build(onnx_path: str | Path, engine_path: str | Path, mode: str = "auto") ->
     return write_sidecar(engine_path, details)
 
 
-def _fast_source(model, unsigned: bool):
+def fast_source(model, unsigned: bool):
     """The graph a fast engine is optimised from: onnxruntime's contrib fusions, and uint8 Q/DQ where :func:`unsigned_operands` says so."""
     if unsigned:
         onnx_fuse.unsigned_int8_operands(model)
