@@ -249,26 +249,33 @@ def test_layout_ops_move_onto_the_integers_between_equal_qdq():
     assert layout_ops_on_integers(model(0.09)) == 0
 
 
-def test_split_integer_gemm_computes_each_part_over_its_columns():
+@pytest.mark.parametrize("unsigned", [False, True], ids=["int8 weights", "uint8 weights, per-column zero points"])
+def test_split_integer_gemm_computes_each_part_over_its_columns(unsigned):
     """MatMulIntegerToFloat(a, B) -> Reshape -> Split becomes one GEMM per part over its block of B's columns, its per-column
-    scales and bias; each output equals numpy's int64 sums scaled, and equals the unsplit graph's bit for bit."""
+    scales (zero points: the unsigned operands of CPUs without VNNI) and bias; each output equals numpy's int64 sums scaled,
+    and equals the unsplit graph's bit for bit."""
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (7, 4)).astype(np.uint8)
-    weights = rng.integers(-128, 128, (4, 12)).astype(np.int8)
+    zero_points = rng.integers(120, 136, 12) if unsigned else np.zeros(12, np.int64)
+    weights = rng.integers(0, 256, (4, 12)).astype(np.uint8) if unsigned else rng.integers(-128, 128, (4, 12)).astype(np.int8)
+    levels = weights.astype(np.int64) - zero_points
     b_scale, bias = rng.uniform(0.01, 0.1, 12).astype(np.float32), rng.standard_normal(12).astype(np.float32)
-    model = _graph([onnx.helper.make_node("MatMulIntegerToFloat", ["a", "w", "a_scale", "b_scale", "a_zp", "", "bias"], ["y"], domain="com.microsoft"),
+    constants = {"w": weights, "a_scale": np.array(0.02, np.float32), "b_scale": b_scale, "a_zp": np.array(128, np.uint8), "bias": bias,
+                 "shape": np.array([7, 3, 2, 2]), "sizes": np.array([1, 1, 1])}
+    if unsigned:
+        constants["b_zp"] = zero_points.astype(np.uint8)
+    model = _graph([onnx.helper.make_node("MatMulIntegerToFloat", ["a", "w", "a_scale", "b_scale", "a_zp", "b_zp" if unsigned else "", "bias"], ["y"],
+                                          domain="com.microsoft"),
                     onnx.helper.make_node("Reshape", ["y", "shape"], ["r"]),
                     onnx.helper.make_node("Split", ["r", "sizes"], ["p0", "p1", "p2"], axis=1)],
-                   [_tensor("a", onnx.TensorProto.UINT8, a.shape)], [_tensor(f"p{i}", onnx.TensorProto.FLOAT, None) for i in range(3)],
-                   {"w": weights, "a_scale": np.array(0.02, np.float32), "b_scale": b_scale, "a_zp": np.array(128, np.uint8), "bias": bias,
-                    "shape": np.array([7, 3, 2, 2]), "sizes": np.array([1, 1, 1])})
+                   [_tensor("a", onnx.TensorProto.UINT8, a.shape)], [_tensor(f"p{i}", onnx.TensorProto.FLOAT, None) for i in range(3)], constants)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     whole = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {"a": a})
     assert split_integer_gemms(model) == 1
     assert [node.op_type for node in model.graph.node] == ["MatMulIntegerToFloat", "Reshape"] * 3
     parts = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {"a": a})
-    sums = (a.astype(np.int64) - 128) @ weights.astype(np.int64)
+    sums = (a.astype(np.int64) - 128) @ levels
     expected = (sums * (np.float32(0.02) * b_scale) + bias).reshape(7, 3, 2, 2)
     for index, (part, unsplit) in enumerate(zip(parts, whole)):
         assert np.array_equal(part, unsplit)
