@@ -225,6 +225,9 @@ def test_quantize_moves_above_transposes_and_scalar_muls_only():
     assert np.array_equal(_session_run(moved, {"x": x}), expected)
     per_channel = model(np.array([1.0, 2.0], np.float32))
     assert quantize_before_layout_ops(per_channel) == 0 and per_channel.graph.node[0].op_type == "Transpose"
+    exposed = model(np.array(scale))  # a tensor of the chain read outside the graph keeps its values and name
+    exposed.graph.output.append(_tensor("t", onnx.TensorProto.FLOAT, None))
+    assert quantize_before_layout_ops(exposed) == 0
 
 
 def test_layout_ops_move_onto_the_integers_between_equal_qdq():

@@ -55,6 +55,11 @@ def _index(graph: onnx.GraphProto) -> _Index:
     return _Index({init.name: init for init in graph.initializer}, producer_map(graph), consumer_map(graph))
 
 
+def _graph_outputs(graph: onnx.GraphProto) -> set[str]:
+    """Tensors a rewrite must leave as they are: a consumer outside the graph reads them."""
+    return {output.name for output in graph.output}
+
+
 def _bypass(graph: onnx.GraphProto, node: onnx.NodeProto, replacement: str) -> None:
     """Feed ``node``'s consumers from ``replacement`` and remove ``node`` (refused for a graph output)."""
     rename_input(graph, node.output[0], replacement)
@@ -265,6 +270,7 @@ def split_integer_gemms(model: onnx.ModelProto) -> int:
     4-5 % of the fast engine's time on Swin-T). Returns how many Splits were removed."""
     graph = model.graph
     initializers, producers, consumers = _index(graph)
+    outputs = _graph_outputs(graph)
 
     def constant(name: str) -> np.ndarray | None:
         return numpy_helper.to_array(initializers[name]) if name in initializers else None
@@ -273,7 +279,8 @@ def split_integer_gemms(model: onnx.ModelProto) -> int:
     for split in list(graph.node):
         reshape = producers.get(split.input[0]) if split.op_type == "Split" else None
         gemm = producers.get(reshape.input[0]) if reshape is not None and reshape.op_type == "Reshape" else None
-        if gemm is None or gemm.op_type != "MatMulIntegerToFloat" or len(consumers[gemm.output[0]]) != 1 or len(consumers[reshape.output[0]]) != 1:
+        if (gemm is None or gemm.op_type != "MatMulIntegerToFloat" or len(consumers[gemm.output[0]]) != 1 or len(consumers[reshape.output[0]]) != 1
+                or {gemm.output[0], reshape.output[0]} & outputs):
             continue
         shape, weights = constant(reshape.input[1]), constant(gemm.input[1])
         axis = next((a.i for a in split.attribute if a.name == "axis"), 0)
@@ -343,11 +350,12 @@ def _rewrite_all(model: onnx.ModelProto, rewrite_one) -> int:
 
 def _quantize_before_data_movement(graph: onnx.GraphProto, index: _Index) -> bool:
     initializers, producers, consumers = index
+    outputs = _graph_outputs(graph)
     for quantize in graph.node:
         if quantize.op_type != "QuantizeLinear" or not _per_tensor_int8(quantize, initializers):
             continue
         chain, source = [], quantize.input[0]
-        while (node := producers.get(source)) is not None and len(consumers.get(source, [])) == 1 and (
+        while (node := producers.get(source)) is not None and len(consumers.get(source, [])) == 1 and source not in outputs and (
                 node.op_type in DATA_MOVEMENT_OPS or (node.op_type == "Mul" and any(_scalar_constant(name, initializers) for name in node.input))):
             chain.insert(0, node)
             source = node.input[1] if node.op_type == "Mul" and _scalar_constant(node.input[0], initializers) else node.input[0]
@@ -386,6 +394,7 @@ def _same_constant(a: str, b: str, initializers: dict[str, onnx.TensorProto]) ->
 
 def _movement_on_integers(graph: onnx.GraphProto, index: _Index) -> bool:
     initializers, producers, consumers = index
+    outputs = _graph_outputs(graph)
     for dequantize in graph.node:
         quantize = producers.get(dequantize.input[0]) if dequantize.op_type == "DequantizeLinear" else None
         if quantize is None or quantize.op_type != "QuantizeLinear" or len(consumers[quantize.output[0]]) != 1:
@@ -396,6 +405,7 @@ def _movement_on_integers(graph: onnx.GraphProto, index: _Index) -> bool:
             source = node.input[0]
         first = producers.get(source)
         if (not movement or first is None or first.op_type != "DequantizeLinear" or len(consumers[source]) != 1
+                or {source, quantize.output[0], *(node.output[0] for node in movement)} & outputs
                 or not all(_per_tensor_int8(node, initializers) for node in (first, quantize, dequantize))
                 or not all(_same_constant(a, b, initializers) for a, b in zip(first.input[1:3], quantize.input[1:3]))
                 or not all(_same_constant(a, b, initializers) for a, b in zip(first.input[1:3], dequantize.input[1:3]))):
