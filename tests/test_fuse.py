@@ -20,6 +20,7 @@ from swin_trt.onnx.export import export_onnx, save_onnx
 from swin_trt.onnx.fuse import (
     export_fusions,
     fold_bias_into_integer_matmuls,
+    gather_rows_before_integer_gemms,
     layout_ops_on_integers,
     onnxruntime_fusions,
     quantize_before_layout_ops,
@@ -183,6 +184,7 @@ def test_engine_passes_change_no_output_bit(graphs, tmp_path, mode):
     passes, ops = details["engine_passes"], _ops(details["engine"])
     if mode == "fast":  # swin_micro has 6 blocks: one qkv Split each, gone; q's head transpose after its quantize
         assert passes["split_integer_gemms"] == 6 and ops["Split"] == 0 and passes["quantize_before_layout_ops"] >= 6
+        assert passes["gather_rows_before_integer_gemms"] > 0  # window reverses after proj, now on the quantized input
     else:  # k's transpose between its Q/DQ instead of around onnxruntime's propagated pair, q's and v's after their quantize
         assert passes["layout_ops_on_integers"] == 6 and passes["quantize_before_layout_ops"] >= 12
         assert set(passes) == {"layout_ops_on_integers", "quantize_before_layout_ops"}  # no integer GEMM in exact
@@ -283,3 +285,29 @@ def test_split_integer_gemm_computes_each_part_over_its_columns(unsigned):
     for index, (part, unsplit) in enumerate(zip(parts, whole)):
         assert np.array_equal(part, unsplit)
         assert np.allclose(part, expected[:, index:index + 1], rtol=1e-6, atol=1e-6)
+
+
+def test_gather_of_gemm_output_rows_moves_onto_the_gemm_input():
+    """A window reverse after proj, Gather(Reshape(MatMulIntegerToFloat(a, B)), rows, axis=1), becomes the GEMM of a's
+    gathered rows: numpy's row-permuted result, bit for bit the unmoved graph's. A gather along the channels is left alone."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (2 * 6, 4)).astype(np.uint8)  # 2 images x 6 tokens, 4 input channels
+    weights = rng.integers(-128, 128, (4, 5)).astype(np.int8)
+    order = rng.permutation(6)
+
+    def model(axis: int, indices: np.ndarray) -> onnx.ModelProto:
+        return _graph([onnx.helper.make_node("MatMulIntegerToFloat", ["a", "w", "a_scale", "b_scale", "a_zp"], ["y"], domain="com.microsoft"),
+                       onnx.helper.make_node("Reshape", ["y", "shape"], ["r"]),
+                       onnx.helper.make_node("Gather", ["r", "order"], ["out"], axis=axis)],
+                      [_tensor("a", onnx.TensorProto.UINT8, a.shape)], [_tensor("out", onnx.TensorProto.FLOAT, None)],
+                      {"w": weights, "a_scale": np.array(0.02, np.float32), "b_scale": np.array(0.03, np.float32), "a_zp": np.array(128, np.uint8),
+                       "shape": np.array([-1, 6, 5]), "order": indices})
+
+    moved = model(1, order)
+    before = _session_run(moved, {"a": a})
+    assert gather_rows_before_integer_gemms(moved) == 1
+    assert [node.op_type for node in moved.graph.node] == ["Reshape", "Gather", "MatMulIntegerToFloat"]
+    after = _session_run(moved, {"a": a})
+    expected = ((a.astype(np.int64) - 128) @ weights.astype(np.int64)).reshape(2, 6, 5)[:, order] * (np.float32(0.02) * np.float32(0.03))
+    assert np.array_equal(after, before) and np.allclose(after, expected, rtol=1e-6)
+    assert gather_rows_before_integer_gemms(model(2, np.array([4, 0, 1]))) == 0

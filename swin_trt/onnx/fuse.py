@@ -19,8 +19,9 @@ as onnxruntime contrib operators:
   :func:`fold_bias_into_integer_matmuls` (fast) moves each remaining bias add into its
   ``MatMulIntegerToFloat`` (whose epilogue adds a bias; onnxruntime's QDQ selectors leave it out),
   :func:`split_integer_gemms` (fast) computes q, k and v as three GEMMs instead of copying them out
-  of the qkv output, :func:`layout_ops_on_integers` and :func:`quantize_before_layout_ops` move
-  the head transposes of q and k from float tensors to their 8-bit integers.
+  of the qkv output, :func:`gather_rows_before_integer_gemms` (fast) does the window reverse on
+  proj's 8-bit input, :func:`layout_ops_on_integers` and :func:`quantize_before_layout_ops` move
+  the head transposes of q and k (and the window partition) from float tensors to 8-bit integers.
 
 Measured against the graph without them in ``docs/cpu.md``; the tests check each pass against
 onnxruntime's outputs on the unmodified graph.
@@ -325,6 +326,44 @@ def split_integer_gemms(model: onnx.ModelProto) -> int:
     return removed
 
 
+def _gather_rows_before_gemm(graph: onnx.GraphProto, index: _Index) -> bool:
+    initializers, producers, consumers = index
+    outputs = _graph_outputs(graph)
+    for gather in graph.node:
+        reshape = producers.get(gather.input[0]) if gather.op_type == "Gather" else None
+        gemm = producers.get(reshape.input[0]) if reshape is not None and reshape.op_type == "Reshape" else None
+        if (gemm is None or gemm.op_type != "MatMulIntegerToFloat" or gather.input[1] not in initializers or reshape.input[1] not in initializers
+                or gemm.input[1] not in initializers or len(consumers[gemm.output[0]]) != 1 or len(consumers[reshape.output[0]]) != 1
+                or {gemm.output[0], reshape.output[0]} & outputs):
+            continue
+        shape = numpy_helper.to_array(initializers[reshape.input[1]])
+        rows, columns = initializers[gemm.input[1]].dims
+        axis = next((a.i for a in gather.attribute if a.name == "axis"), 0)
+        if len(shape) != 3 or axis not in (1, -2) or shape[2] != columns or shape[1] <= 0 or (shape == 0).any():
+            continue  # not a gather of whole output rows
+        name = gemm.output[0]
+        row_shape = f"{name}_input_rows_shape"
+        graph.initializer.append(numpy_helper.from_array(np.array([shape[0], shape[1], rows], dtype=np.int64), row_shape))
+        moved = [onnx.helper.make_node("Reshape", [gemm.input[0], row_shape], [f"{name}_input_rows"], f"{name}_input_rows"),
+                 onnx.helper.make_node("Gather", [f"{name}_input_rows", gather.input[1]], [f"{name}_input_gathered"], f"{name}_input_gathered", axis=1)]
+        gemm.input[0], gemm.output[0] = f"{name}_input_gathered", gather.output[0]
+        position = list(graph.node).index(gemm)
+        for node in reversed(moved):
+            graph.node.insert(position, node)
+        graph.node.remove(reshape)
+        graph.node.remove(gather)
+        return True
+    return False
+
+
+def gather_rows_before_integer_gemms(model: onnx.ModelProto) -> int:
+    """``Gather(Reshape(MatMulIntegerToFloat(a, B)), rows)`` along the token axis becomes the GEMM of
+    the gathered rows of ``a``: each output row depends on its input row alone, so gathering before
+    or after gives the same rows, and before moves the 8-bit input instead of the float output. In
+    Swin this is each block's window reverse after proj (the gather layout's grid order). Returns how many."""
+    return _rewrite_all(model, _gather_rows_before_gemm)
+
+
 DATA_MOVEMENT_OPS = (*LAYOUT_OPS, "Gather")  # each output element is one input element: they commute with per-element arithmetic
 
 
@@ -435,7 +474,7 @@ def layout_ops_on_integers(model: onnx.ModelProto) -> int:
 def engine_passes(model: onnx.ModelProto, mode: str) -> dict[str, int]:
     """The passes on an engine's graph after onnxruntime's own optimizer (see the module doc), in
     place; how many nodes each changed. Exact gets only those that move values between layouts."""
-    integer_gemms = {"biases_in_integer_gemms": fold_bias_into_integer_matmuls(model),
-                     "split_integer_gemms": split_integer_gemms(model)} if mode == "fast" else {}
+    integer_gemms = {"biases_in_integer_gemms": fold_bias_into_integer_matmuls(model), "split_integer_gemms": split_integer_gemms(model),
+                     "gather_rows_before_integer_gemms": gather_rows_before_integer_gemms(model)} if mode == "fast" else {}
     return {**integer_gemms, "layout_ops_on_integers": layout_ops_on_integers(model),
             "quantize_before_layout_ops": quantize_before_layout_ops(model)}
