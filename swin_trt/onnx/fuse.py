@@ -5,8 +5,8 @@ as onnxruntime contrib operators:
 
 - export passes (standard ONNX, any backend): :func:`drop_noop_pads` (timm pads every block's
   input to a multiple of the window, a zero-width Pad at every block of Swin-T 224),
-  :func:`fold_constant_layout_ops` (the exporter leaves the position bias of blocks with more than
-  three heads as a Reshape/Transpose/Unsqueeze chain on its table) and
+  :func:`fold_constant_layout_ops` (the exporter leaves the position bias of some blocks, in Swin-T
+  224 those with 6, 12 and 24 heads, as a Reshape/Transpose/Unsqueeze chain on its table) and
   :func:`combine_attention_biases` (the relative position bias and the shift mask added as one
   constant per shifted block instead of two broadcast adds over every attention map);
 - onnxruntime passes for a ``fast`` engine (:func:`onnxruntime_fusions`): onnxruntime's own
@@ -88,8 +88,8 @@ LAYOUT_OPS = ("Reshape", "Transpose", "Unsqueeze", "Squeeze")
 
 def fold_constant_layout_ops(model: onnx.ModelProto) -> int:
     """Replace each layout node whose inputs are all constants by its output as a constant, until
-    none is left. Why: torch.onnx folds the position bias of a block with up to three heads into one
-    constant and leaves the others as a chain on the bias table, which :func:`combine_attention_biases`
+    none is left. Why: torch.onnx folds the position bias of some blocks into one constant (in Swin-T
+    224 those with 3 heads) and leaves the others as a chain on the bias table, which :func:`combine_attention_biases`
     cannot match (onnxruntime folds the chain when a session starts, too late for that pass). Values
     are moved, never computed (ONNX's reference implementation runs the node). Returns how many."""
     graph = model.graph
