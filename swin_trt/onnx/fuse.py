@@ -61,6 +61,16 @@ def _graph_outputs(graph: onnx.GraphProto) -> set[str]:
     return {output.name for output in graph.output}
 
 
+def _replace(graph: onnx.GraphProto, old: list[onnx.NodeProto], new: list[onnx.NodeProto]) -> None:
+    """Remove ``old`` and put ``new`` (in order) where the first of ``old`` stood, so that a graph in
+    topological order stays so (``new`` reads only what was made before ``old``)."""
+    position = min(list(graph.node).index(node) for node in old)
+    for node in old:
+        graph.node.remove(node)
+    for node in reversed(new):
+        graph.node.insert(position, node)
+
+
 def _bypass(graph: onnx.GraphProto, node: onnx.NodeProto, replacement: str) -> None:
     """Feed ``node``'s consumers from ``replacement`` and remove ``node`` (refused for a graph output)."""
     rename_input(graph, node.output[0], replacement)
@@ -83,7 +93,9 @@ def drop_noop_pads(model: onnx.ModelProto) -> int:
     return dropped
 
 
-LAYOUT_OPS = ("Reshape", "Transpose", "Unsqueeze", "Squeeze")
+# single-output ops that move each element to one place: narrower than graph.LAYOUT_OPS, whose Split
+# (several outputs), Slice and Gather (which drop or repeat elements) these rewrites do not handle
+RESHAPING_OPS = ("Reshape", "Transpose", "Unsqueeze", "Squeeze")
 
 
 def fold_constant_layout_ops(model: onnx.ModelProto) -> int:
@@ -96,7 +108,7 @@ def fold_constant_layout_ops(model: onnx.ModelProto) -> int:
     folded = 0
     while True:
         initializers = _index(graph).initializers
-        ready = [node for node in graph.node if node.op_type in LAYOUT_OPS and node.domain in ("", "ai.onnx")
+        ready = [node for node in graph.node if node.op_type in RESHAPING_OPS and node.domain in ("", "ai.onnx")
                  and all(name in initializers for name in node.input if name)]
         if not ready:
             break
@@ -299,7 +311,7 @@ def split_integer_gemms(model: onnx.ModelProto) -> int:
         for index, (size, output) in enumerate(zip(sizes.tolist(), split.output)):
             stop = start + size * inner
             inputs = [gemm.input[0]]
-            for position, (name, value) in enumerate(zip(gemm.input[1:], [weights, *extras])):
+            for name, value in zip(gemm.input[1:], [weights, *extras]):
                 if not name:
                     inputs.append("")
                     continue
@@ -316,11 +328,7 @@ def split_integer_gemms(model: onnx.ModelProto) -> int:
             parts += [onnx.helper.make_node("MatMulIntegerToFloat", inputs, [gemm_output], f"{gemm.name or gemm.output[0]}_part{index}", domain=gemm.domain),
                       onnx.helper.make_node("Reshape", [gemm_output, shape_name], [output], f"{reshape.name or reshape.output[0]}_part{index}")]
             start = stop
-        position = list(graph.node).index(split)  # where the parts go, so that the graph stays in topological order
-        for node in reversed(parts):
-            graph.node.insert(position, node)
-        for node in (split, reshape, gemm):
-            graph.node.remove(node)
+        _replace(graph, [gemm, reshape, split], parts)
         removed += 1
     prune_initializers(graph)
     return removed
@@ -347,11 +355,7 @@ def _gather_rows_before_gemm(graph: onnx.GraphProto, index: _Index) -> bool:
         moved = [onnx.helper.make_node("Reshape", [gemm.input[0], row_shape], [f"{name}_input_rows"], f"{name}_input_rows"),
                  onnx.helper.make_node("Gather", [f"{name}_input_rows", gather.input[1]], [f"{name}_input_gathered"], f"{name}_input_gathered", axis=1)]
         gemm.input[0], gemm.output[0] = f"{name}_input_gathered", gather.output[0]
-        position = list(graph.node).index(gemm)
-        for node in reversed(moved):
-            graph.node.insert(position, node)
-        graph.node.remove(reshape)
-        graph.node.remove(gather)
+        _replace(graph, [gemm, reshape, gather], [*moved, gemm])
         return True
     return False
 
@@ -364,7 +368,7 @@ def gather_rows_before_integer_gemms(model: onnx.ModelProto) -> int:
     return _rewrite_all(model, _gather_rows_before_gemm)
 
 
-DATA_MOVEMENT_OPS = (*LAYOUT_OPS, "Gather")  # each output element is one input element: they commute with per-element arithmetic
+DATA_MOVEMENT_OPS = (*RESHAPING_OPS, "Gather")  # each output element is one input element: they commute with per-element arithmetic
 
 
 def _scalar_constant(name: str, initializers: dict[str, onnx.TensorProto]) -> bool:
@@ -376,6 +380,11 @@ def _per_tensor_int8(node: onnx.NodeProto, initializers: dict[str, onnx.TensorPr
     (onnxruntime moves no FP8 tensor through a Transpose)."""
     return (len(node.input) >= 3 and _scalar_constant(node.input[1], initializers) and _scalar_constant(node.input[2], initializers)
             and initializers[node.input[2]].data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8))
+
+
+def _data_input(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> int:
+    """Which input of a layout op or a scalar Mul carries the moving tensor."""
+    return 1 if node.op_type == "Mul" and _scalar_constant(node.input[0], initializers) else 0
 
 
 def _rewrite_all(model: onnx.ModelProto, rewrite_one) -> int:
@@ -397,21 +406,17 @@ def _quantize_before_data_movement(graph: onnx.GraphProto, index: _Index) -> boo
         while (node := producers.get(source)) is not None and len(consumers.get(source, [])) == 1 and source not in outputs and (
                 node.op_type in DATA_MOVEMENT_OPS or (node.op_type == "Mul" and any(_scalar_constant(name, initializers) for name in node.input))):
             chain.insert(0, node)
-            source = node.input[1] if node.op_type == "Mul" and _scalar_constant(node.input[0], initializers) else node.input[0]
+            source = node.input[_data_input(node, initializers)]
         movement = [node for node in chain if node.op_type in DATA_MOVEMENT_OPS]
         if not any(node.op_type in ("Transpose", "Gather") for node in movement):
             continue  # Reshape and Squeeze move nothing
-        position = list(graph.node).index(chain[0])
-        for node in [*chain, quantize]:
-            graph.node.remove(node)
         final, current = quantize.output[0], source
         reordered = [*(node for node in chain if node.op_type == "Mul"), quantize, *movement]
         for step, node in enumerate(reordered):
-            node.input[1 if node.op_type == "Mul" and _scalar_constant(node.input[0], initializers) else 0] = current
+            node.input[_data_input(node, initializers)] = current
             current = final if step == len(reordered) - 1 else f"{final}_before_movement_{step}"
             node.output[0] = current
-        for node in reversed(reordered):
-            graph.node.insert(position, node)
+        _replace(graph, [*chain, quantize], reordered)
         return True
     return False
 
