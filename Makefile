@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # module fixtures are built once. `make test TEST_WORKERS=0` runs in one process.
 TEST_WORKERS ?= auto
 
-.PHONY: install datasets browser toolchain demo test test-slow test-all clean
+.PHONY: install datasets browser toolchain emulator demo test test-slow test-all clean
 
 install: $(STAMP) datasets
 
@@ -40,6 +40,15 @@ toolchain:
 			|| echo "could not install gcc binutils: tests/test_tensorrt_api.py skips (fails under CI)"; \
 	fi
 
+# QEMU's user-mode x86 emulator presents a CPU without VNNI, so tests/test_parity.py checks onnxruntime's AVX2 int8 kernels
+# on any x86 machine (it fails under CI without it); installed like the dataset.
+emulator:
+	@if ! command -v qemu-x86_64 >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "apt-get install qemu-user"; \
+		{ apt-get install -y -qq qemu-user || { apt-get update -qq && apt-get install -y -qq qemu-user; }; } >/dev/null 2>&1 \
+			|| echo "could not install qemu-user: tests/test_parity.py skips its emulated AVX2 kernel test (fails under CI)"; \
+	fi
+
 # pip (not uv/poetry) so that the torch and torchvision wheels on this machine's disk are found.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,10 +62,10 @@ demo: $(STAMP)
 # `make test`: every test not marked slow (under 8 minutes on 2 idle cores); `make test-slow`: the slow ones (the reduced
 # demo, subprocess and torchrun runs, Swin-L shapes: minutes each); `make test-all` (and CI, .ci/run): both, fast first.
 # SWIN_TRT_TEST_CACHE=DIR keeps the session's trained swin_micro between the two runs (tests/conftest.py).
-test: $(STAMP) browser toolchain
+test: $(STAMP) browser toolchain emulator
 	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-test-slow: $(STAMP) browser toolchain
+test-slow: $(STAMP) browser toolchain emulator
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 test-all: test test-slow

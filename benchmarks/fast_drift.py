@@ -22,6 +22,10 @@ arithmetic is nearer the model's mathematics or only nearer the float32 referenc
 
     python benchmarks/parity_pairings.py --checkpoint benchmarks/models/swin_tiny_fashion.pth --data-path DATA --workdir W
     python benchmarks/fast_drift.py --checkpoint benchmarks/models/swin_tiny_fashion.pth --data-path DATA --workdir W
+    qemu-x86_64 -cpu Haswell python benchmarks/fast_drift.py ... --workdir W2 --emulated-cpu haswell   # AVX2 kernels (integer_kernels.py)
+
+Under the emulator PyTorch takes its AVX2 kernels too, so its references are computed as on an AVX2 CPU; give
+it a workdir of its own (the references are cached there).
 
 Saves benchmarks/results/fast_drift/<cpu kind>.json (CPU model and ISA flags, load average before
 and after, versions, seconds).
@@ -42,7 +46,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from machine import cpu_kind
+from machine import add_emulated_cpu_argument, result_kind
 from onnx import TensorProto, helper
 from parity_pairings import cached_logits, val_images
 
@@ -143,6 +147,7 @@ def main() -> None:
     parser.add_argument("--max-images", type=int, default=None, help="the first N val images (default: the whole split)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--output", type=Path, default=None, help="results file (default benchmarks/results/fast_drift/<cpu kind>.json)")
+    add_emulated_cpu_argument(parser)
     args = parser.parse_args()
     started, load_before = time.time(), os.getloadavg()
     images, _ = val_images(args.checkpoint, args.data_path, args.max_images)
@@ -167,17 +172,18 @@ def main() -> None:
             rows.append({"recipe": recipe, "session": label, "against_float32": drift(logits, reference, fp32),
                          "against_float64": drift(logits, reference64, fp32)})
     cpu = read_cpu()
-    print_table(f"fast engine drift by arithmetic, {len(images)} val images ({cpu.describe()})",
+    where = f"{cpu.describe()}, emulating {args.emulated_cpu}" if args.emulated_cpu else cpu.describe()
+    print_table(f"fast engine drift by arithmetic, {len(images)} val images ({where})",
                 ("recipe", "session", "share r > 0.01", "r median", "r p95", "vs float64: r median", "r p95"),
                 [(row["recipe"], row["session"], f"{row['against_float32']['share_above_0.01']:.2f}", f"{row['against_float32']['rel_error_median']:.3g}",
                   f"{row['against_float32']['rel_error_p95']:.3g}", f"{row['against_float64']['rel_error_median']:.3g}",
                   f"{row['against_float64']['rel_error_p95']:.3g}") for row in rows])
-    output = args.output or RESULTS / f"{cpu_kind(cpu)}.json"
+    output = args.output or RESULTS / f"{result_kind(cpu, args.emulated_cpu)}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.with_name(output.name + ".partial")
     temporary.write_text(json.dumps({
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "checkpoint": str(args.checkpoint), "data": str(args.data_path),
-        "images": len(images), "rows": rows, "cpu": cpu.as_json(), "load_average_before": load_before,
+        "images": len(images), "rows": rows, "cpu": cpu.as_json(), "emulated_cpu": args.emulated_cpu, "load_average_before": load_before,
         "load_average_after": os.getloadavg(), "seconds": time.time() - started, "versions": package_versions(),
     }, indent=2) + "\n")
     temporary.replace(output)

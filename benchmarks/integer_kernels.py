@@ -17,6 +17,10 @@ each with the weights prepacked at load, as in an engine, and with prepacking of
 suite's test, whose weights are an input.
 
     python benchmarks/integer_kernels.py --graph W/export/trt_fp32.onnx   # a parity_pairings.py workdir's graph
+    qemu-x86_64 -cpu Haswell python benchmarks/integer_kernels.py --graph W/export/trt_fp32.onnx --emulated-cpu haswell
+
+The second line runs MLAS's AVX2 kernels on any x86 CPU: QEMU's user-mode emulator (Debian's qemu-user)
+presents a Haswell's CPUID (AVX2, no AVX-512, no VNNI), from which MLAS picks its kernels.
 
 Saves benchmarks/results/integer_kernels/<cpu kind>.json (CPU model and ISA flags, versions).
 """
@@ -34,7 +38,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from fast_drift import matmul_families
-from machine import cpu_kind
+from machine import add_emulated_cpu_argument, result_kind
 from onnx import TensorProto, helper, numpy_helper
 
 from swin_trt.console import print_table
@@ -120,19 +124,21 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=196, help="activation rows per layer (tokens)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=None, help="results file (default benchmarks/results/integer_kernels/<cpu kind>.json)")
+    add_emulated_cpu_argument(parser)
     args = parser.parse_args()
     if not args.graph.is_file():
         parser.error(f"--graph {args.graph}: no such file; give an exported graph (swin-trt export)")
     cpu = read_cpu()
     forms = {f"{name}, {'prepacked' if prepack else 'not prepacked'}": check(graph, args.rows, args.seed, prepack)
              for name, graph in sorted(integer_forms(onnx.load(args.graph)).items(), reverse=True) for prepack in (True, False)}
-    print_table(f"onnxruntime MatMulInteger against int64 sums, {args.graph.name}, {cpu.describe()}", ["stored form, weights", "type", "Linear layers", "inexact", "worst |error|"],
+    where = f"{cpu.describe()}, emulating {args.emulated_cpu}" if args.emulated_cpu else cpu.describe()
+    print_table(f"onnxruntime MatMulInteger against int64 sums, {args.graph.name}, {where}", ["stored form, weights", "type", "Linear layers", "inexact", "worst |error|"],
                 [[form, r["weight_dtype"], r["layers"], len(r["inexact"]), max((i["max_abs_error"] for i in r["inexact"]), default=0)] for form, r in forms.items()])
-    output = args.output or RESULTS / f"{cpu_kind(cpu)}.json"
+    output = args.output or RESULTS / f"{result_kind(cpu, args.emulated_cpu)}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
     partial.write_text(json.dumps({"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "graph": str(args.graph), "rows": args.rows,
-                                   "seed": args.seed, "forms": forms, "cpu": cpu.as_json(),
+                                   "seed": args.seed, "forms": forms, "cpu": cpu.as_json(), "emulated_cpu": args.emulated_cpu,
                                    "load_average": os.getloadavg(), "versions": package_versions()}, indent=2))
     partial.replace(output)
     print(f"saved {output}")

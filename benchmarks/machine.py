@@ -3,6 +3,7 @@ and the CUDA GPU (a figure from one kind of machine says nothing about another).
 
 from __future__ import annotations
 
+import argparse
 import re
 
 import torch
@@ -24,3 +25,17 @@ def cpu_kind(cpu: CpuInfo) -> str:
     its model and the ISA flags that change int8 results, e.g. ``amd-epyc_avx2_avx512_vnni_avx512f``."""
     words = re.sub(r"[^a-z0-9]+", "-", cpu.model.lower()).strip("-") or "unknown"
     return "_".join([words, *sorted(cpu.flags)]) if cpu.flags else words
+
+
+def add_emulated_cpu_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--emulated-cpu", metavar="NAME",
+                        help="the CPU an emulator presents to this run, e.g. haswell under `qemu-x86_64 -cpu Haswell` (MLAS takes its "
+                             "kernels from the emulated CPUID while /proc/cpuinfo still describes the host): recorded as emulated_cpu "
+                             "and put in the result's file name")
+
+
+def result_kind(cpu: CpuInfo, emulated_cpu: str | None) -> str:
+    """The result file's name: :func:`cpu_kind`, or for an emulated run ``emulated-<name>_on_<host kind>``."""
+    if not emulated_cpu:
+        return cpu_kind(cpu)
+    return f"emulated-{re.sub(r'[^a-z0-9]+', '-', emulated_cpu.lower()).strip('-')}_on_{cpu_kind(cpu)}"

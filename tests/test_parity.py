@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,51 +70,45 @@ def test_auto_mode_and_the_operands_fast_takes(text, quantized, bits, mode, unsi
     assert choose_mode(CpuInfo("unknown", frozenset()), True)[0] == "exact"
 
 
-def _matmul_integer(unsigned: np.ndarray, right: np.ndarray, right_zero_point: int = 0) -> np.ndarray:
-    """onnxruntime's own MatMulInteger kernel (MLAS) for u8 x ``right`` (s8 or u8) -> s32, the kernels its fast mode fuses
-    Q/DQ matmuls into: u8s8 for int8 operands, u8u8 for the uint8 ones of ``unsigned_int8_operands``."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    right_type = TensorProto.INT8 if right.dtype == np.int8 else TensorProto.UINT8
-    zero_point = numpy_helper.from_array(np.array(right_zero_point, dtype=right.dtype), "zero_point")
-    graph = helper.make_graph([helper.make_node("MatMulInteger", ["A", "B", "", "zero_point"], ["Y"])], "matmul_integer",
-                              [helper.make_tensor_value_info("A", TensorProto.UINT8, list(unsigned.shape)),
-                               helper.make_tensor_value_info("B", right_type, list(right.shape))],
-                              [helper.make_tensor_value_info("Y", TensorProto.INT32, None)], initializer=[zero_point])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"A": unsigned, "B": right})[0]
-
-
 @pytest.mark.parametrize("rows", [1, 16])  # a matrix-vector product (MLAS's GEMV kernel) and a GEMM
 def test_onnxruntime_int8_kernels_saturate_only_beyond_seven_bits_without_vnni(rows):
-    """What SATURATION_FREE_BITS, choose_mode and unsigned_operands rest on, measured on onnxruntime's own kernels: the
-    worst case of u8 = 255 against a signed operand at either extreme of its width. MLAS picks those kernels from
-    CPUID (no session option, ORT_ or MLAS environment variable selects the AVX2 ones on a VNNI CPU), so on a CPU
-    with VNNI/AMX this checks the other half of the rule: int32 accumulation, exact at 8 bits. The same 8-bit
-    values stored unsigned (zero point 128, as unsigned_int8_operands stores them) are exact on every CPU."""
+    """What SATURATION_FREE_BITS, choose_mode and unsigned_operands rest on, measured on onnxruntime's own kernels
+    (tests/integer_kernels_probe.py) on this CPU: without VNNI, u8s8 exact at 7 bits and wrong at 8; with VNNI/AMX,
+    int32 accumulation, exact at 8 bits. The same 8-bit values stored unsigned (zero point 128) are exact on every CPU.
+    The kernels of the other kind are the next test's."""
+    from integer_kernels_probe import exact_at
+
     from swin_trt.runtimes.onnxruntime import SATURATION_FREE_BITS
 
     cpu = read_cpu()
     if "avx2" not in cpu.flags:
         pytest.skip(f"{cpu.describe()}: neither the AVX2 nor the VNNI int8 kernels")
-    unsigned = np.full((rows, 64), 255, dtype=np.uint8)
-
-    def exact_at(bits: int, stored_unsigned: bool = False) -> bool:
-        results = []
-        for extreme in (-(1 << (bits - 1)), (1 << (bits - 1)) - 1):
-            signed = np.full((64, 16), extreme, dtype=np.int64)
-            right = (signed + 128).astype(np.uint8) if stored_unsigned else signed.astype(np.int8)
-            got = _matmul_integer(unsigned, right, 128 if stored_unsigned else 0)
-            results.append(np.array_equal(got, unsigned.astype(np.int64) @ signed))
-        return all(results)
-
-    assert exact_at(8, stored_unsigned=True)
+    assert exact_at(8, rows, stored_unsigned=True)
     if cpu.int8_dot_product:
-        assert exact_at(8)
+        assert exact_at(8, rows)
     else:
-        assert exact_at(SATURATION_FREE_BITS) and not exact_at(SATURATION_FREE_BITS + 1)
+        assert exact_at(SATURATION_FREE_BITS, rows) and not exact_at(SATURATION_FREE_BITS + 1, rows)
+
+
+EMULATED_AVX2 = ("qemu-x86_64", "-cpu", "Haswell")  # AVX2 and FMA, no AVX-512, no VNNI: what MLAS reads from CPUID there
+
+
+@pytest.mark.parametrize("rows", [1, 16])
+def test_onnxruntime_avx2_kernels_under_emulation(rows):
+    """The AVX2 half of the rule on any x86 CPU: onnxruntime in QEMU's user-mode emulator, which presents a Haswell's
+    CPUID, so MLAS takes its AVX2 kernels even on a VNNI machine (the emulator computes each instruction as the CPU
+    would, vpmaddubsw's int16 saturation included). 7-bit signed operands exact, 8-bit ones wrong, 8-bit stored
+    unsigned exact, as measured on the AVX2 EPYC. Skipped without qemu-x86_64 (``make test`` installs Debian's
+    qemu-user where apt-get is available), never under CI."""
+    if shutil.which(EMULATED_AVX2[0]) is None:
+        message = f"{EMULATED_AVX2[0]} not found (apt-get install qemu-user)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set and {message}")
+        pytest.skip(message)
+    probe = Path(__file__).with_name("integer_kernels_probe.py")
+    done = subprocess.run([*EMULATED_AVX2, sys.executable, str(probe), str(rows)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"7": True, "8": False, "8 unsigned": True}
 
 
 def test_relative_error_is_in_units_of_the_quantization_perturbation():
