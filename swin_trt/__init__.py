@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.3.4"
+__version__ = "0.3.5"
 
 _EXPORTS = {
     "load_model": "swin_trt.api",

@@ -131,6 +131,50 @@ def test_unsigned_operands_compute_the_same_values(graphs, tmp_path):
         assert np.array_equal(_run(tmp_path / "a.onnx", "exact", images), _run(tmp_path / "b.onnx", "exact", images)), name
 
 
+def _own_constants(model: onnx.ModelProto, scale_factor: float = 1.0) -> tuple[onnx.ModelProto, int]:
+    """A copy whose weight DequantizeLinear nodes read scale and zero point copies of their own (the same values,
+    times ``scale_factor`` for the scale), as torch.onnx exports Swin-T's long per-channel weight vectors."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    constants = {init.name: init for init in copy.graph.initializer}
+    producers = {out: node for node in copy.graph.node for out in node.output}
+    split = 0
+    for node in copy.graph.node:
+        quantize = producers.get(node.input[0])
+        if node.op_type != "DequantizeLinear" or quantize is None or quantize.op_type != "QuantizeLinear" or quantize.input[0] not in constants:
+            continue
+        for index, factor in ((1, scale_factor), (2, None)):
+            values = onnx.numpy_helper.to_array(constants[node.input[index]])
+            name = f"{node.input[index]}_own_{split}"
+            copy.graph.initializer.append(onnx.numpy_helper.from_array(values if factor is None else (values * factor).astype(values.dtype), name))
+            node.input[index] = name
+        split += 1
+    return copy, split
+
+
+def test_unsigned_operands_pair_qdq_by_value_not_by_name(graphs, tmp_path):
+    """The exporter gives a weight quantizer's Q and DQ constants of their own where its per-channel vectors are long
+    (Swin-T 224: stages 3 and 4's qkv and fc1, 16 pairs). Paired by name, those weights stayed int8 and their GEMMs took
+    the saturating u8s8 kernels on AVX2; paired by value, every pair goes unsigned and no output changes. A DQ on
+    another scale is no pair of its Q and keeps its type."""
+    _, fused, _ = graphs
+    original = onnx.load(fused["onnx"])
+    dequantize = sum(node.op_type == "DequantizeLinear" for node in original.graph.node)
+    own, split = _own_constants(original)
+    assert split > 0
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(own)
+    assert unsigned_int8_operands(rewritten) == dequantize
+    types = {init.name: init.data_type for init in rewritten.graph.initializer}
+    assert onnx.TensorProto.INT8 not in {types[node.input[2]] for node in rewritten.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    onnx.save(own, tmp_path / "a.onnx")
+    onnx.save(rewritten, tmp_path / "b.onnx")
+    images = _images(8)
+    assert np.array_equal(_run(tmp_path / "a.onnx", "exact", images), _run(tmp_path / "b.onnx", "exact", images))
+    rescaled, _ = _own_constants(original, scale_factor=2.0)
+    assert unsigned_int8_operands(rescaled) == dequantize - split  # only the activations' pairs
+
+
 def _int8_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     """The graph with its weights stored as int8 initializers behind their DequantizeLinear (export --weights int8)."""
     from swin_trt.onnx.graph import store_int8_weights

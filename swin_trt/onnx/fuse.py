@@ -219,6 +219,19 @@ def _shifted(tensor: onnx.TensorProto, name: str) -> onnx.TensorProto:
     return numpy_helper.from_array((numpy_helper.to_array(tensor).astype(np.int16) + UNSIGNED_OFFSET).astype(np.uint8), name)
 
 
+def _axis(node: onnx.NodeProto) -> int:
+    return next((attribute.i for attribute in node.attribute if attribute.name == "axis"), 1)
+
+
+def _inverse_of(dequantize: onnx.NodeProto, quantize: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> bool:
+    """``dequantize`` reads ``quantize``'s integers on the same scale and zero point, compared by value: the exporter
+    gives a per-channel weight quantizer's Q and DQ constants of their own where the vectors are long (Swin-T 224:
+    the 1152- and 1536-channel qkv and fc1 weights of its last two stages), so equal names would miss them."""
+    return (dequantize.op_type == "DequantizeLinear" and len(dequantize.input) == len(quantize.input) == 3 and _axis(dequantize) == _axis(quantize)
+            and all(a == b or (a in initializers and b in initializers and _same_constant(a, b, initializers))
+                    for a, b in zip(dequantize.input[1:], quantize.input[1:])))
+
+
 def unsigned_int8_operands(model: onnx.ModelProto) -> int:
     """Store every signed 8-bit QuantizeLinear -> DequantizeLinear pair (and every int8 weight
     initializer behind a DequantizeLinear) as uint8 with its zero point + 128, in place; returns how
@@ -254,7 +267,7 @@ def unsigned_int8_operands(model: onnx.ModelProto) -> int:
             node.input[0] = unsigned(source)
             pairs = [node]
         elif node.op_type == "QuantizeLinear" and consumers[node.output[0]] and all(
-                c.op_type == "DequantizeLinear" and list(c.input[1:]) == list(node.input[1:]) for c in consumers[node.output[0]]):
+                _inverse_of(c, node, initializers) for c in consumers[node.output[0]]):
             pairs = consumers[node.output[0]]
             node.input[2] = unsigned(node.input[2])
             retyped.add(node.output[0])
