@@ -61,11 +61,12 @@ def choose_mode(cpu: CpuInfo, quantized: bool, operand_bits: int | None = None) 
     ``fast`` where its fused int8 kernels compute the graph's integers with signed operands and
     held the default parity gate where measured (docs/parity.md, docs/cpu.md): VNNI or AMX, or
     operands of at most 7 bits. Elsewhere ``exact``: on AVX2 without VNNI a fast engine of an 8-bit
-    graph computes exact integers too (:func:`unsigned_operands`), but on the deep
-    swin_tiny_fashion its right engines fail the p95 bound, so it is built only on request. What fails
-    is the Linear layers' integer GEMMs: ``MatMulInteger`` scaled after, in an otherwise exact engine,
-    drifts as far there, and not on the VNNI EPYCs (``benchmarks/fast_drift.py``); whether AVX2's
-    kernels sum those layers exactly is open (``benchmarks/integer_kernels.py``, docs/parity.md section 3).
+    graph stores its operands unsigned (:func:`unsigned_operands`). Its right engines of the deep
+    swin_tiny_fashion failed the p95 bound there (1.22-1.35) until 0.3.5, because the unsigned rewrite
+    missed the weights whose Q and DQ the exporter gave constants of their own, and those GEMMs
+    saturated. With that fixed, under an emulated AVX2 CPU the fast engine lands where the VNNI
+    EPYC's does (docs/parity.md section 3); auto stays exact here until the full pairings are
+    measured again on an AVX2 CPU.
     """
     if not quantized:
         return "fast", "no Q/DQ in the graph: fusions do not touch quantized arithmetic"
@@ -77,9 +78,8 @@ def choose_mode(cpu: CpuInfo, quantized: bool, operand_bits: int | None = None) 
                         "u8s8 pair sums cannot saturate int16, so the fast kernels are exact (docs/cpu.md)")
     widest = "unknown" if operand_bits is None else f"{operand_bits}-bit"
     return "exact", (f"no VNNI/AMX and {widest} signed matmul operands: --ort-mode fast stores them unsigned for onnxruntime's u8u8 "
-                     "kernels (exact integers, 2-3x the speed), but its float epilogue rounds unlike the fake-quant model and on a deep "
-                     "model its right engines fail the default gate's p95 bound (swin_tiny_fashion: 1.22-1.35 > 1.2, docs/parity.md); "
-                     "exact keeps the reference's arithmetic (docs/cpu.md)")
+                     "kernels (exact integers, 1.5-1.6x the speed); its default gate on a deep model is to be measured again on this kind "
+                     "since 0.3.5's fix of that rewrite (docs/parity.md), so exact, which keeps the reference's arithmetic (docs/cpu.md)")
 
 
 def session_options(mode: str, threads: int | None = None):
