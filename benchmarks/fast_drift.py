@@ -46,7 +46,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from machine import add_emulated_cpu_argument, result_kind
+from machine import add_emulated_cpu_argument, describe, result_kind
 from onnx import TensorProto, helper
 from parity_pairings import cached_logits, val_images
 
@@ -172,8 +172,7 @@ def main() -> None:
             rows.append({"recipe": recipe, "session": label, "against_float32": drift(logits, reference, fp32),
                          "against_float64": drift(logits, reference64, fp32)})
     cpu = read_cpu()
-    where = f"{cpu.describe()}, emulating {args.emulated_cpu}" if args.emulated_cpu else cpu.describe()
-    print_table(f"fast engine drift by arithmetic, {len(images)} val images ({where})",
+    print_table(f"fast engine drift by arithmetic, {len(images)} val images ({describe(cpu, args.emulated_cpu)})",
                 ("recipe", "session", "share r > 0.01", "r median", "r p95", "vs float64: r median", "r p95"),
                 [(row["recipe"], row["session"], f"{row['against_float32']['share_above_0.01']:.2f}", f"{row['against_float32']['rel_error_median']:.3g}",
                   f"{row['against_float32']['rel_error_p95']:.3g}", f"{row['against_float64']['rel_error_median']:.3g}",

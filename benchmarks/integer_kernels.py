@@ -38,7 +38,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from fast_drift import matmul_families
-from machine import add_emulated_cpu_argument, result_kind
+from machine import add_emulated_cpu_argument, describe, result_kind
 from onnx import TensorProto, helper, numpy_helper
 
 from swin_trt.console import print_table
@@ -131,8 +131,7 @@ def main() -> None:
     cpu = read_cpu()
     forms = {f"{name}, {'prepacked' if prepack else 'not prepacked'}": check(graph, args.rows, args.seed, prepack)
              for name, graph in sorted(integer_forms(onnx.load(args.graph)).items(), reverse=True) for prepack in (True, False)}
-    where = f"{cpu.describe()}, emulating {args.emulated_cpu}" if args.emulated_cpu else cpu.describe()
-    print_table(f"onnxruntime MatMulInteger against int64 sums, {args.graph.name}, {where}", ["stored form, weights", "type", "Linear layers", "inexact", "worst |error|"],
+    print_table(f"onnxruntime MatMulInteger against int64 sums, {args.graph.name}, {describe(cpu, args.emulated_cpu)}", ["stored form, weights", "type", "Linear layers", "inexact", "worst |error|"],
                 [[form, r["weight_dtype"], r["layers"], len(r["inexact"]), max((i["max_abs_error"] for i in r["inexact"]), default=0)] for form, r in forms.items()])
     output = args.output or RESULTS / f"{result_kind(cpu, args.emulated_cpu)}.json"
     output.parent.mkdir(parents=True, exist_ok=True)

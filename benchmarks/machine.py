@@ -23,8 +23,12 @@ def machine() -> dict:
 def cpu_kind(cpu: CpuInfo) -> str:
     """A file name for a CPU kind (results are kept per kind, never overwritten by another's):
     its model and the ISA flags that change int8 results, e.g. ``amd-epyc_avx2_avx512_vnni_avx512f``."""
-    words = re.sub(r"[^a-z0-9]+", "-", cpu.model.lower()).strip("-") or "unknown"
+    words = _slug(cpu.model) or "unknown"
     return "_".join([words, *sorted(cpu.flags)]) if cpu.flags else words
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def add_emulated_cpu_argument(parser: argparse.ArgumentParser) -> None:
@@ -38,4 +42,9 @@ def result_kind(cpu: CpuInfo, emulated_cpu: str | None) -> str:
     """The result file's name: :func:`cpu_kind`, or for an emulated run ``emulated-<name>_on_<host kind>``."""
     if not emulated_cpu:
         return cpu_kind(cpu)
-    return f"emulated-{re.sub(r'[^a-z0-9]+', '-', emulated_cpu.lower()).strip('-')}_on_{cpu_kind(cpu)}"
+    return f"emulated-{_slug(emulated_cpu)}_on_{cpu_kind(cpu)}"
+
+
+def describe(cpu: CpuInfo, emulated_cpu: str | None) -> str:
+    """The CPU for a result table's title, with the emulated one where a run had one."""
+    return f"{cpu.describe()}, emulating {emulated_cpu}" if emulated_cpu else cpu.describe()

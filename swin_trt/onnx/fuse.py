@@ -38,7 +38,7 @@ from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from swin_trt.lazy import lazy_import
-from swin_trt.onnx.graph import consumer_map, producer_map, prune_initializers, rename_input
+from swin_trt.onnx.graph import axis, consumer_map, producer_map, prune_initializers, rename_input
 
 transformers_optimizer = lazy_import("onnxruntime.transformers.optimizer")
 fusion_options = lazy_import("onnxruntime.transformers.fusion_options")
@@ -219,15 +219,11 @@ def _shifted(tensor: onnx.TensorProto, name: str) -> onnx.TensorProto:
     return numpy_helper.from_array((numpy_helper.to_array(tensor).astype(np.int16) + UNSIGNED_OFFSET).astype(np.uint8), name)
 
 
-def _axis(node: onnx.NodeProto) -> int:
-    return next((attribute.i for attribute in node.attribute if attribute.name == "axis"), 1)
-
-
 def _inverse_of(dequantize: onnx.NodeProto, quantize: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> bool:
     """``dequantize`` reads ``quantize``'s integers on the same scale and zero point, compared by value: the exporter
     gives a per-channel weight quantizer's Q and DQ constants of their own where the vectors are long (Swin-T 224:
     the 1152- and 1536-channel qkv and fc1 weights of its last two stages), so equal names would miss them."""
-    return (dequantize.op_type == "DequantizeLinear" and len(dequantize.input) == len(quantize.input) == 3 and _axis(dequantize) == _axis(quantize)
+    return (dequantize.op_type == "DequantizeLinear" and len(dequantize.input) == len(quantize.input) == 3 and axis(dequantize, 1) == axis(quantize, 1)
             and all(a == b or (a in initializers and b in initializers and _same_constant(a, b, initializers))
                     for a, b in zip(dequantize.input[1:], quantize.input[1:])))
 
@@ -309,13 +305,12 @@ def split_integer_gemms(model: onnx.ModelProto) -> int:
                 or {gemm.output[0], reshape.output[0]} & outputs):
             continue
         shape, weights = constant(reshape.input[1]), constant(gemm.input[1])
-        axis = next((a.i for a in split.attribute if a.name == "axis"), 0)
         sizes = constant(split.input[1]) if len(split.input) > 1 and split.input[1] else None
         if shape is None or weights is None or weights.ndim != 2 or sizes is None or (shape == 0).any():
             continue
-        axis %= len(shape)
-        inner = int(np.prod(shape[axis + 1:]))
-        if -1 in shape[axis:] or shape[axis] * inner != weights.shape[1]:
+        split_axis = axis(split, 0) % len(shape)
+        inner = int(np.prod(shape[split_axis + 1:]))
+        if -1 in shape[split_axis:] or shape[split_axis] * inner != weights.shape[1]:
             continue  # the split axis does not cut the GEMM's columns into blocks
         extras = [constant(name) if name else None for name in gemm.input[2:]]
         if any(name and value is None for name, value in zip(gemm.input[2:], extras)):
@@ -334,7 +329,7 @@ def split_integer_gemms(model: onnx.ModelProto) -> int:
                     graph.initializer.append(initializers[part])
                 inputs.append(part)
             part_shape = shape.copy()
-            part_shape[axis] = size
+            part_shape[split_axis] = size
             shape_name = f"{output}_shape"
             graph.initializer.append(numpy_helper.from_array(part_shape, shape_name))
             gemm_output = f"{output}_gemm"
@@ -359,8 +354,7 @@ def _gather_rows_before_gemm(graph: onnx.GraphProto, index: _Index) -> bool:
             continue
         shape = numpy_helper.to_array(initializers[reshape.input[1]])
         rows, columns = initializers[gemm.input[1]].dims
-        axis = next((a.i for a in gather.attribute if a.name == "axis"), 0)
-        if len(shape) != 3 or axis not in (1, -2) or shape[2] != columns or shape[1] <= 0 or (shape == 0).any():
+        if len(shape) != 3 or axis(gather, 0) not in (1, -2) or shape[2] != columns or shape[1] <= 0 or (shape == 0).any():
             continue  # not a gather of whole output rows
         name = gemm.output[0]
         row_shape = f"{name}_input_rows_shape"

@@ -229,13 +229,18 @@ def _integers(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return _int8_levels(weight / scale)
 
 
+def axis(node: onnx.NodeProto, default: int) -> int:
+    """A node's ``axis`` attribute, or the operator's default where the exporter left it out
+    (1 for QuantizeLinear/DequantizeLinear, 0 for Split and Gather)."""
+    return next((attribute.i for attribute in node.attribute if attribute.name == "axis"), default)
+
+
 def _broadcast_scale(graph: onnx.GraphProto, quantize: onnx.NodeProto, ndim: int) -> np.ndarray:
     """The scale of a Q/DQ node, shaped to broadcast against its input (per channel along ``axis``)."""
     scale = constant(graph, quantize.input[1])
     if scale.ndim == 1 and scale.size > 1:
-        axis = next((a.i for a in quantize.attribute if a.name == "axis"), 1)
         shape = [1] * ndim
-        shape[axis % ndim] = -1
+        shape[axis(quantize, 1) % ndim] = -1
         scale = scale.reshape(shape)
     return scale
 

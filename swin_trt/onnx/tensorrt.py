@@ -38,7 +38,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from swin_trt.onnx.graph import DETOURS, QDQ_OPS, GraphIndex, constant, qdq_format_of, qdq_formats
+from swin_trt.onnx.graph import DETOURS, QDQ_OPS, GraphIndex, axis, constant, qdq_format_of, qdq_formats
 
 GEMM_OPS = ("MatMul", "Gemm")
 FUSED_MHA_HEAD_SIZES = (16, 32, 64)
@@ -236,16 +236,15 @@ def _per_channel_axis(graph: GraphIndex) -> Iterable[Finding]:
         scale = constant(graph.graph, node.input[1])
         if scale is None or scale.size <= 1:
             continue
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
         if not graph.is_constant(node.input[0]):
             yield Finding("per-channel-axis", (graph.name(node),), "per-channel scale on an activation: TensorRT quantizes activations per tensor")
             continue
         rank = len(graph.shape(node.input[0]) or []) or 2
-        axis %= rank
+        scale_axis = axis(node, 1) % rank
         for consumer, position in _gemm_uses(graph, node.output[0]):
             expected = _output_channel_axis(graph, consumer, position, rank)
-            if expected is not None and axis != expected:
-                yield Finding("per-channel-axis", (graph.name(node), graph.name(consumer)), f"scale axis {axis}, the output channel is axis {expected}")
+            if expected is not None and scale_axis != expected:
+                yield Finding("per-channel-axis", (graph.name(node), graph.name(consumer)), f"scale axis {scale_axis}, the output channel is axis {expected}")
 
 
 def _gemm_uses(graph: GraphIndex, tensor: str, perm: tuple[int, ...] | None = None) -> Iterable[tuple[onnx.NodeProto, tuple[int, tuple[int, ...] | None]]]:
@@ -262,15 +261,15 @@ def _output_channel_axis(graph: GraphIndex, consumer: onnx.NodeProto, use: tuple
     """The weight axis that holds the consumer's output channels, before any transpose."""
     position, perm = use
     if consumer.op_type == "Conv":
-        axis = 0
+        channel = 0
     elif consumer.op_type == "Gemm":
         trans_b = next((a.i for a in consumer.attribute if a.name == "transB"), 0)
-        axis = 0 if trans_b else 1
+        channel = 0 if trans_b else 1
     elif position == 1:  # MatMul B: [..., K, N], N is the output channel
-        axis = rank - 1
+        channel = rank - 1
     else:
         return None
-    return perm[axis] if perm else axis
+    return perm[channel] if perm else channel
 
 
 def _zero_points(graph: GraphIndex) -> Iterable[Finding]:
